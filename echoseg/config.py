@@ -1,0 +1,182 @@
+"""Frozen configuration records shared by every part, with JSON in/out.
+
+These are the only shapes that cross module boundaries: a checkpoint, an ONNX file's
+metadata and an engine's sidecar all carry an :class:`InputSpec` and a :class:`ModelConfig`,
+so the runtime reads preprocessing from the artifact instead of re-typing it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+#: Granularities of the nested (Matryoshka) channel widths, smallest first.
+DEFAULT_GRANULARITIES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+
+#: Key under which an ONNX model's metadata_props carry the whole artifact description.
+ONNX_META_KEY = "echoseg"
+
+
+class ConfigError(ValueError):
+    """A configuration or artifact description that cannot be used as given."""
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], what: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{what}: unknown keys {unknown}; expected some of {sorted(names)}")
+    return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: an N,C,H,W float32 batch made as (pixel - mean) / std.
+
+    Pixels are 0..255 in OpenCV's channel order (BGR), the order every reader here uses.
+    """
+
+    height: int = 112
+    width: int = 112
+    channels: int = 3
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ConfigError(
+                f"InputSpec: mean/std need {self.channels} values each, got {len(self.mean)}/{len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"InputSpec: std must be positive, got {self.std}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "InputSpec":
+        return _from_mapping(cls, data, "InputSpec")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network and how wide: enough to rebuild it before loading weights."""
+
+    name: str = "unet"
+    width: int = 64
+    granularities: tuple[float, ...] = (1.0,)
+    recon_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))
+        if self.width < 1:
+            raise ConfigError(f"ModelConfig: width must be >= 1, got {self.width}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["granularities"] = list(self.granularities)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        return _from_mapping(cls, data, "ModelConfig")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `echo-train` was asked to do, saved next to the run for reproducibility."""
+
+    data: str = ""
+    model: str = "unet"
+    width: int = 64
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    dice_loss: bool = False
+    recon_weight: float = 0.1
+    unlabelled_frames: bool = False
+    unlabelled_per_step: int = 8
+    augment: bool = True
+    device: str = "auto"
+    seed: int = 0
+    out: str = "runs/unet"
+    granularities: tuple[float, ...] = DEFAULT_GRANULARITIES
+    max_train_frames: int = 0
+    workers_threads: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"TrainConfig: lr must be positive, got {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["granularities"] = list(self.granularities)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        return _from_mapping(cls, data, "TrainConfig")
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    """The self-description every exported artifact carries (ONNX metadata, engine sidecar)."""
+
+    model: ModelConfig
+    input_spec: InputSpec
+    granularity: float = 1.0
+    threshold: float = 0.5
+    output: str = "logits"
+    source_sha256: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "input_spec": self.input_spec.to_dict(),
+            "granularity": self.granularity,
+            "threshold": self.threshold,
+            "output": self.output,
+            "source_sha256": self.source_sha256,
+            "metrics": dict(self.metrics),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ArtifactMeta":
+        try:
+            return cls(
+                model=ModelConfig.from_dict(data["model"]),
+                input_spec=InputSpec.from_dict(data["input_spec"]),
+                granularity=float(data.get("granularity", 1.0)),
+                threshold=float(data.get("threshold", 0.5)),
+                output=str(data.get("output", "logits")),
+                source_sha256=str(data.get("source_sha256", "")),
+                metrics=dict(data.get("metrics", {})),
+            )
+        except KeyError as exc:
+            raise ConfigError(f"artifact description lacks key {exc}; expected 'model' and 'input_spec'") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArtifactMeta":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"artifact description is not JSON ({exc})") from exc
+        return cls.from_dict(data)
