@@ -180,3 +180,58 @@ class ArtifactMeta:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"artifact description is not JSON ({exc})") from exc
         return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class EngineSidecar:
+    """``<engine>.json`` beside a TensorRT engine: what it was built with and for.
+
+    An engine only runs on the GPU model (compute capability) and TensorRT version that built
+    it; :meth:`compat_problem` turns a mismatch into an explanation with the rebuild command.
+    """
+
+    meta: ArtifactMeta
+    tensorrt_version: str
+    cuda_version: str
+    gpu_name: str
+    compute_capability: str  # "7.5" for a T4
+    onnx_sha256: str
+    onnx_file: str
+    precision: str  # fp16 | int8 | fp32
+    profile: tuple[int, int, int]  # min, opt, max batch
+    build_seconds: float
+    input_name: str = "frames"
+    output_name: str = "logits"
+    strongly_typed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["meta"] = self.meta.to_dict()
+        d["profile"] = list(self.profile)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EngineSidecar":
+        d = dict(data)
+        try:
+            d["meta"] = ArtifactMeta.from_dict(d["meta"])
+            d["profile"] = tuple(int(b) for b in d["profile"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"engine sidecar lacks or mangles {exc}") from exc
+        return _from_mapping(cls, d, "EngineSidecar")
+
+    def compat_problem(self, tensorrt_version: str, compute_capability: str, gpu_name: str = "",
+                       engine_path: str = "model.fp16.engine") -> str | None:
+        """None if this engine can run here; otherwise why not and how to rebuild it."""
+        rebuild = f"rebuild it here with: echo-export build {self.meta.source_sha256 and '<checkpoint>' or '<run>'} --fp16 --engine"
+        if _major_minor(tensorrt_version) != _major_minor(self.tensorrt_version):
+            return (f"{engine_path} was built with TensorRT {self.tensorrt_version} but this machine has "
+                    f"{tensorrt_version}; engines do not load across versions; {rebuild}")
+        if compute_capability != self.compute_capability:
+            return (f"{engine_path} was built for {self.gpu_name} (compute capability {self.compute_capability}) "
+                    f"but this GPU is {gpu_name or 'another model'} ({compute_capability}); {rebuild}")
+        return None
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(str(version).split(".")[:2])
