@@ -1,0 +1,74 @@
+"""The in-memory form every reader returns, and the record of what was skipped and why."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("echoseg.data")
+
+
+class DataError(ValueError):
+    """A dataset that cannot be read at all (wrong layout, missing columns)."""
+
+
+@dataclass
+class SkipReport:
+    """One warning line per skipped item, and counts by reason for the summary."""
+
+    reasons: Counter = field(default_factory=Counter)
+    messages: list[str] = field(default_factory=list)
+
+    def skip(self, what: str, reason: str) -> None:
+        self.reasons[reason] += 1
+        msg = f"skipped {what}: {reason}"
+        self.messages.append(msg)
+        log.warning(msg)
+
+    @property
+    def total(self) -> int:
+        return sum(self.reasons.values())
+
+    def summary(self) -> str:
+        if not self.total:
+            return "nothing skipped"
+        parts = ", ".join(f"{n} {reason}" for reason, n in self.reasons.most_common())
+        return f"skipped {self.total}: {parts}"
+
+
+@dataclass
+class FrameSet:
+    """Labelled frames at model size: images N,H,W,3 uint8 (BGR) and masks N,H,W bool."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    names: list[str]
+    phases: list[str]  # "ED", "ES" or "" per frame
+    skipped: SkipReport = field(default_factory=SkipReport)
+    layout: str = ""
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def empty(cls, size: tuple[int, int], layout: str = "") -> "FrameSet":
+        h, w = size
+        return cls(np.zeros((0, h, w, 3), np.uint8), np.zeros((0, h, w), bool), [], [], layout=layout)
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image (area/linear) and mask (nearest, binarised) resized to (H, W)."""
+    import cv2
+
+    h, w = size
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.shape[:2] != (h, w):
+        interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR
+        image = cv2.resize(image, (w, h), interpolation=interp)
+    if mask.shape[:2] != (h, w):
+        mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    return image[:, :, :3], mask.astype(bool)
