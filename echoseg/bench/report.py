@@ -1,0 +1,192 @@
+"""Benchmark rows out: rich tables, bench.csv, bench.json (with the environment), accuracy-vs-latency PNG.
+
+Every file is written under a temporary name and renamed when complete. Missing figures
+(no GPU, no reference, no labelled data) are None in JSON and "n/a" in the CSV and tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+#: bench.csv columns, in order (units in the names; CPU % is top-style, 100 = one core).
+COLUMNS = (
+    "model", "arch", "granularity", "backend", "precision", "batch", "device",
+    "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_mean", "throughput_fps",
+    "video_s", "video_frames", "cold_start_s", "import_s",
+    "rss_mb_avg", "rss_mb_peak", "cpu_pct_avg", "cpu_pct_peak", "cpu_machine_pct_avg",
+    "gpu_util_pct_avg", "gpu_util_pct_peak", "gpu_mem_mb_avg", "gpu_mem_mb_peak", "gpu_mem_scope",
+    "artifact_mb", "macs_per_frame", "dice_vs_ref", "dice_gt", "iou_gt", "pixel_accuracy_gt", "gt_frames",
+    "gt_source", "repeats", "timed_s", "artifact",
+)
+SKIPPED_COLUMNS = ("model", "backend", "precision", "granularity", "batch", "reason")
+
+_KEY = ("model", "granularity", "backend", "precision", "batch")
+SPEED = _KEY + ("device", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "throughput_fps", "video_s",
+                "cold_start_s")
+RESOURCES = _KEY + ("rss_mb_avg", "rss_mb_peak", "cpu_pct_avg", "cpu_pct_peak", "gpu_util_pct_avg",
+                    "gpu_util_pct_peak", "gpu_mem_mb_peak", "artifact_mb", "macs_per_frame", "dice_vs_ref",
+                    "dice_gt", "iou_gt", "pixel_accuracy_gt")
+HEADERS = {
+    "model": "model", "granularity": "g", "backend": "backend", "precision": "prec", "batch": "batch",
+    "device": "device", "latency_ms_p50": "p50 ms", "latency_ms_p95": "p95 ms", "latency_ms_p99": "p99 ms",
+    "throughput_fps": "frames/s", "video_s": "video s", "cold_start_s": "cold s", "rss_mb_avg": "RSS avg MB",
+    "rss_mb_peak": "RSS peak MB", "cpu_pct_avg": "CPU avg %", "cpu_pct_peak": "CPU peak %",
+    "gpu_util_pct_avg": "GPU avg %", "gpu_util_pct_peak": "GPU peak %", "gpu_mem_mb_peak": "GPU MB",
+    "artifact_mb": "size MB", "macs_per_frame": "MMAC/frame", "dice_vs_ref": "Dice ref",
+    "dice_gt": "Dice GT", "iou_gt": "IoU GT", "pixel_accuracy_gt": "Acc GT",
+}
+_DIGITS = {"latency_ms": 3, "throughput_fps": 1, "video_s": 3, "cold_start_s": 2, "rss_mb": 0, "cpu_pct": 1,
+           "gpu_util": 1, "gpu_mem": 0, "artifact_mb": 2, "dice": 4, "iou": 4, "pixel_accuracy": 4}
+
+
+def clean(value: Any) -> Any:
+    """NaN/inf -> None, recursively, so bench.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def cell(key: str, value: Any) -> str:
+    """A value as the tables show it: rounded by unit, "n/a" when missing."""
+    value = clean(value)
+    if value is None or value == "":
+        return "n/a"
+    if key == "macs_per_frame":
+        return f"{value / 1e6:.1f}"
+    if key == "granularity":
+        return f"{value:g}"
+    if isinstance(value, float):
+        digits = next((d for prefix, d in _DIGITS.items() if key.startswith(prefix)), 3)
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(COLUMNS)
+            for r in rows:
+                w.writerow(["n/a" if clean(r.get(c)) is None else clean(r.get(c)) for c in COLUMNS])
+
+    return _atomic_write(Path(path), write)
+
+
+def write_json(path: str | os.PathLike, rows: list[dict[str, Any]], skipped: list[dict[str, Any]],
+               environment: dict[str, Any], settings: dict[str, Any], notes: list[str] | None = None) -> Path:
+    doc = clean({"environment": environment, "settings": settings, "columns": list(COLUMNS), "rows": rows,
+                 "skipped": skipped, "notes": notes or []})
+    return _atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n"))
+
+
+def accuracy_metric(rows: list[dict[str, Any]]) -> str | None:
+    """dice_gt when every row has it, else dice_vs_ref when every row has it, else the better covered."""
+    counts = {k: sum(clean(r.get(k)) is not None for r in rows) for k in ("dice_gt", "dice_vs_ref")}
+    if not rows or not any(counts.values()):
+        return None
+    for k in ("dice_gt", "dice_vs_ref"):
+        if counts[k] == len(rows):
+            return k
+    return max(counts, key=counts.get)
+
+
+def point_label(r: dict[str, Any]) -> str:
+    g = "" if r.get("granularity") in (None, 1.0) else f" g{r['granularity']:g}"
+    return f"{r['model']}{g} {r['backend']} {r['precision']} b{r['batch']}"
+
+
+def write_plot(path: str | os.PathLike, rows: list[dict[str, Any]], title: str = "") -> Path | None:
+    """Accuracy against per-frame p50 latency, one point per row; None when no row has an accuracy."""
+    metric = accuracy_metric(rows)
+    if metric is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"torch": "tab:red", "onnxruntime": "tab:blue", "tensorrt": "tab:green"}
+    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
+    fig, ax = plt.subplots(figsize=(11, 6))
+    shown, keys, ys = 0, [], []
+    for i, r in enumerate(rows, 1):
+        x, y = clean(r.get("latency_ms_p50")), clean(r.get(metric))
+        if x is None or y is None:
+            continue
+        ax.scatter([x], [y], c=colours.get(r["backend"], "tab:grey"), marker=markers.get(r["precision"], "D"),
+                   s=50, edgecolors="black", linewidths=0.5)
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        keys.append(f"{i}: {point_label(r)}")
+        ys.append(y)
+        shown += 1
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per frame, p50 (ms, log scale)")
+    ax.set_ylabel({"dice_gt": "Dice vs ground truth", "dice_vs_ref": "mask Dice vs PyTorch FP32"}[metric])
+    if ys:
+        ax.set_ylim(max(0.0, min(ys) - 0.05), min(1.0, max(ys)) + 0.02)
+    missing = len(rows) - shown
+    ax.set_title((title or "accuracy vs latency") + (f" ({missing} rows without a figure)" if missing else ""),
+                 fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=b) for b, c in colours.items()]
+    handles += [plt.Line2D([], [], color="black", marker=m, linestyle="", label=p) for p, m in markers.items()]
+    ax.legend(handles=handles, fontsize=8, loc="lower left")
+    ax.text(1.02, 1.0, "\n".join(keys), transform=ax.transAxes, fontsize=7, va="top", family="monospace")
+    fig.subplots_adjust(left=0.07, right=0.64, bottom=0.1, top=0.93)
+    out = _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    return out
+
+
+def write_report(out_dir: str | os.PathLike, rows: list[dict[str, Any]], skipped: list[dict[str, Any]],
+                 environment: dict[str, Any], settings: dict[str, Any],
+                 notes: list[str] | None = None) -> dict[str, Path]:
+    """bench.csv, bench.json and bench.png in out_dir; returns what was written."""
+    out = Path(out_dir)
+    files = {"csv": write_csv(out / "bench.csv", rows),
+             "json": write_json(out / "bench.json", rows, skipped, environment, settings, notes)}
+    plot = write_plot(out / "bench.png", rows, f"echo-bench compare on {environment.get('cpu', '?')}"
+                      f"{'' if environment.get('gpu') in (None, 'none') else ' + ' + environment['gpu']}")
+    if plot is not None:
+        files["png"] = plot
+    return files
+
+
+def rich_table(rows: list[dict[str, Any]], keys: tuple[str, ...], title: str = ""):
+    from rich.table import Table
+
+    t = Table(title=title, show_lines=False, header_style="bold")
+    for k in keys:
+        t.add_column(HEADERS.get(k, k), justify="left" if k in ("model", "backend", "precision", "device")
+                     else "right", no_wrap=k in ("model",))
+    for r in rows:
+        t.add_row(*[cell(k, r.get(k)) for k in keys])
+    return t
+
+
+def skipped_table(skipped: list[dict[str, Any]]):
+    from rich.table import Table
+
+    t = Table(title="skipped (not run here)", header_style="bold")
+    for k in SKIPPED_COLUMNS:
+        t.add_column(k, overflow="fold")
+    for s in skipped:
+        t.add_row(*[cell(k, s.get(k)) if k != "reason" else str(s.get(k)) for k in SKIPPED_COLUMNS])
+    return t

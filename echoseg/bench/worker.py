@@ -1,0 +1,320 @@
+"""Measure ONE configuration in this process and print one JSON row.
+
+Run as ``python -m echoseg.bench.worker --config JSON`` so that every configuration lives in
+its own process and one's memory never counts in another's. Phases, in order:
+
+1. import the backend library (``import_s``);
+2. cold start: open the session and run the first batch (``cold_start_s``);
+3. warm-up, then timed calls on one batch until a minimum count and time (latency, throughput);
+4. whole-video passes: decode + preprocess + infer + threshold (``video_s``, the paper's
+   "Inference Time per video");
+5. after the sampler stops: masks for the accuracy comparison, ground-truth scores, MACs.
+
+Resources (RSS, CPU, GPU) cover phases 3-4, the warm inference. Sessions come only from
+:func:`echoseg.runtime.session.open_session`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODES = ("measure", "table1", "reference")
+_BACKEND_MODULE = {"onnxruntime": "onnxruntime", "torch": "torch", "tensorrt": "tensorrt"}
+
+
+@dataclass
+class WorkerConfig:
+    artifact: str  # file to open: .onnx, .engine or a checkpoint
+    backend: str  # onnxruntime | torch | tensorrt
+    videos: list[str]  # timing uses the first one's frames; video passes run them all
+    precision: str = "fp32"
+    batch: int = 1
+    granularity: float | None = None  # torch only (ONNX sub-networks carry theirs)
+    device: str = "auto"  # torch
+    threads: int = 0  # onnxruntime intra-op threads / torch threads; 0 = library default
+    mode: str = "measure"
+    warmup: int = 5
+    min_repeats: int = 20
+    min_seconds: float = 1.5
+    video_repeats: int = 2
+    interval_s: float = 0.05
+    gpu_index: int = 0
+    masks_out: str = ""  # where to save the video's predicted masks (npz), for Dice vs reference
+    gt_path: str = ""  # npz with images (N,H,W,3 uint8) and masks (N,H,W bool)
+    macs: bool = False  # count multiply-accumulates (needs torch and the checkpoint)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerConfig":
+        data = json.loads(text)
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"worker config: unknown keys {unknown}")
+        cfg = cls(**data)
+        if cfg.mode not in MODES:
+            raise ValueError(f"worker config: mode must be one of {MODES}, got {cfg.mode!r}")
+        if cfg.batch < 1:
+            raise ValueError(f"worker config: batch must be >= 1, got {cfg.batch}")
+        return cfg
+
+
+def to_masks(logits: np.ndarray, threshold: float, output: str = "logits") -> np.ndarray:
+    """Boolean masks N,H,W from N,1,H,W network output at the artifact's threshold."""
+    y = np.asarray(logits)[:, 0]
+    if output == "logits":
+        t = min(max(threshold, 1e-7), 1 - 1e-7)
+        return y > math.log(t / (1 - t))
+    return y > threshold
+
+
+def _open(cfg: WorkerConfig):
+    from echoseg.runtime.session import open_session
+
+    opts: dict[str, Any] = {}
+    if cfg.backend == "onnxruntime" and cfg.threads:
+        opts["threads"] = cfg.threads
+    if cfg.backend == "torch":
+        opts.update(device="cpu" if cfg.mode == "reference" else cfg.device, precision=cfg.precision)
+        if cfg.granularity is not None:
+            opts["granularity"] = cfg.granularity
+    return open_session(cfg.artifact, backend=cfg.backend, **opts)
+
+
+def _sync_for(sess) -> Any:
+    if sess.info.backend == "torch" and str(sess.info.device).startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return None  # onnxruntime and tensorrt sessions return host arrays: already synchronous
+
+
+def _fit_batch(sess, batch: int) -> int:
+    lo, hi = sess.info.min_batch, sess.info.max_batch
+    if hi and batch > hi:
+        raise ValueError(f"batch {batch} is larger than {Path(sess.info.path).name} allows ({hi}); "
+                         f"use --batch {hi} or rebuild the engine with a larger profile")
+    if batch < lo:
+        raise ValueError(f"batch {batch} is smaller than {Path(sess.info.path).name} needs ({lo})")
+    return batch
+
+
+def _run_padded(sess, x: np.ndarray, batch: int) -> np.ndarray:
+    """Run a batch, padding a short last batch where the artifact has a fixed batch size."""
+    n = len(x)
+    if n < sess.info.min_batch:
+        x = np.concatenate([x, np.repeat(x[-1:], sess.info.min_batch - n, axis=0)])
+    return sess.run(x)[:n]
+
+
+def _batches(frames: Iterator[np.ndarray], batch: int) -> Iterator[np.ndarray]:
+    buf: list[np.ndarray] = []
+    for f in frames:
+        buf.append(f)
+        if len(buf) == batch:
+            yield np.stack(buf)
+            buf = []
+    if buf:
+        yield np.stack(buf)
+
+
+def infer_video(sess, video: str, batch: int) -> np.ndarray:
+    """Decode, preprocess and segment a whole video; boolean masks F,H,W at model size."""
+    from echoseg.data.video import iter_frames
+    from echoseg.runtime.session import preprocess
+
+    meta = sess.info.meta
+    out = [to_masks(_run_padded(sess, preprocess(chunk, meta), batch), meta.threshold, meta.output)
+           for chunk in _batches(iter_frames(video), batch)]
+    return np.concatenate(out)
+
+
+def infer_frames(sess, images: np.ndarray, batch: int) -> np.ndarray:
+    from echoseg.runtime.session import preprocess
+
+    meta = sess.info.meta
+    out = [to_masks(_run_padded(sess, preprocess(images[i:i + batch], meta), batch), meta.threshold, meta.output)
+           for i in range(0, len(images), batch)]
+    return np.concatenate(out)
+
+
+def _timing_batch(video: str, batch: int, meta) -> np.ndarray:
+    from echoseg.data.video import iter_frames
+    from echoseg.runtime.session import preprocess
+
+    frames = []
+    for f in iter_frames(video):
+        frames.append(f)
+        if len(frames) == batch:
+            break
+    reps = -(-batch // len(frames))
+    return preprocess(np.stack((frames * reps)[:batch]), meta)
+
+
+def run(cfg: WorkerConfig) -> dict[str, Any]:
+    """Measure one configuration; the returned row is JSON-ready (None for n/a)."""
+    from .sampler import ResourceSampler
+    from .timing import measure, time_once
+
+    row: dict[str, Any] = {}
+    t = time.perf_counter()
+    if cfg.backend in _BACKEND_MODULE:
+        importlib.import_module(_BACKEND_MODULE[cfg.backend])
+    row["import_s"] = time.perf_counter() - t
+    if cfg.backend == "torch" and (cfg.threads or cfg.mode == "reference"):
+        import torch
+
+        # the reference is not timed: one thread avoids OpenMP spin-waits on a busy machine
+        torch.set_num_threads(cfg.threads or 1)
+    if cfg.mode == "reference":
+        return _reference(cfg, row)
+
+    sampler = ResourceSampler(interval_s=cfg.interval_s, gpu_index=cfg.gpu_index).start()
+    t = time.perf_counter()
+    sess = _open(cfg)
+    sync = _sync_for(sess)
+    batch = _fit_batch(sess, cfg.batch)
+    x = _timing_batch(cfg.videos[0], batch, sess.info.meta)
+    sess.run(x)
+    if sync:
+        sync()
+    row["cold_start_s"] = time.perf_counter() - t
+    info = sess.info
+    row.update(device=str(info.device), precision=info.precision, granularity=info.meta.granularity,
+               arch=info.meta.model.name, width=info.meta.model.width)
+
+    t_warm = sampler.mark()
+    if cfg.mode == "measure":
+        timing = measure(lambda: sess.run(x), warmup=cfg.warmup, min_repeats=cfg.min_repeats,
+                         min_seconds=cfg.min_seconds, sync=sync)
+        lat = timing.per_item_ms(batch)
+        row.update(latency_ms_p50=lat["p50"], latency_ms_p95=lat["p95"], latency_ms_p99=lat["p99"],
+                   latency_ms_mean=lat["mean"], throughput_fps=timing.throughput(batch),
+                   repeats=timing.repeats, timed_s=timing.wall_s)
+    else:
+        for _ in range(cfg.warmup):
+            sess.run(x)
+        t_warm = sampler.mark()  # table1: resources over the video passes only, as the paper measures
+    video_s: list[float] = []
+    masks: list[np.ndarray] = []
+    for _ in range(max(cfg.video_repeats, 1)):
+        masks = []
+        for video in cfg.videos:
+            video_s.append(time_once(lambda: masks.append(infer_video(sess, video, batch)), sync=sync))
+    t_end = sampler.stop()
+    all_masks = np.concatenate(masks)
+    row.update(video_s=statistics.median(video_s), video_s_mean=statistics.fmean(video_s),
+               video_s_min=min(video_s), video_s_max=max(video_s), video_passes=len(video_s),
+               video_frames=int(len(all_masks)), videos=len(cfg.videos))
+    row.update(sampler.stats(t_warm, t_end).to_dict())
+
+    if cfg.masks_out:
+        _save_masks(cfg.masks_out, all_masks)
+    if cfg.gt_path:
+        row.update(_ground_truth(sess, cfg.gt_path, batch))
+    sess.close()
+    if cfg.macs:
+        row["macs_per_frame"] = _macs(cfg)
+    return row
+
+
+def _reference(cfg: WorkerConfig, row: dict[str, Any]) -> dict[str, Any]:
+    """The PyTorch FP32 CPU reference: only the video's masks (and MACs), no timing."""
+    sess = _open(cfg)
+    masks = np.concatenate([infer_video(sess, v, max(cfg.batch, 1)) for v in cfg.videos])
+    row.update(granularity=sess.info.meta.granularity, arch=sess.info.meta.model.name,
+               video_frames=int(len(masks)))
+    if cfg.masks_out:
+        _save_masks(cfg.masks_out, masks)
+    sess.close()
+    if cfg.macs:
+        row["macs_per_frame"] = _macs(cfg)
+    return row
+
+
+def _save_masks(path: str, masks: np.ndarray) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.stem}.part.npz")
+    np.savez_compressed(tmp, masks=np.packbits(masks, axis=-1), shape=np.asarray(masks.shape))
+    tmp.replace(p)
+
+
+def load_masks(path: str | Path) -> np.ndarray:
+    with np.load(path) as z:
+        shape = tuple(int(s) for s in z["shape"])
+        return np.unpackbits(z["masks"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
+
+
+def _ground_truth(sess, gt_path: str, batch: int) -> dict[str, Any]:
+    from echoseg.train.metrics import summarize
+
+    with np.load(gt_path) as z:
+        images, truth = z["images"], z["masks"].astype(bool)
+    pred = infer_frames(sess, images, batch)
+    if pred.shape != truth.shape:  # labelled frames at another size than this model's output
+        import cv2
+
+        h, w = pred.shape[1:]
+        truth = np.stack([cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+                          for m in truth]).astype(bool)
+    s = summarize(pred, truth)
+    return {"dice_gt": s["dice"], "iou_gt": s["iou"], "pixel_accuracy_gt": s["pixel_accuracy"],
+            "gt_frames": s["frames"]}
+
+
+def _macs(cfg: WorkerConfig) -> int | None:
+    if cfg.backend != "torch":
+        return None
+    from echoseg.models import count_macs
+    from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint
+
+    ckpt = load_checkpoint(cfg.artifact)
+    model = build_from_checkpoint(ckpt)
+    return int(count_macs(model, 1.0 if cfg.granularity is None else cfg.granularity,
+                          (ckpt.input_spec.height, ckpt.input_spec.width)))
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from echoseg.data.video import VideoError
+    from echoseg.runtime.session import SessionError
+
+    return (SessionError, VideoError, ValueError, ImportError, OSError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m echoseg.bench.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="WorkerConfig as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = WorkerConfig.from_json(args.config)
+        row = run(cfg)
+    except _known_errors() as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ImportError):
+            msg = f"{exc.name or msg} is not installed here ({msg})"
+        print(json.dumps({"error": msg}))
+        return 2
+    print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
