@@ -1,0 +1,178 @@
+"""`run_videos`: what `echo-run` does, as a function (one Session, every video streamed through it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from echoseg.data.video import VideoError, probe
+
+from .cardiac import MAX_HEART_RATE_BPM, analyse
+from .discover import choose
+from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OverlaySink,
+                      StagingDir, plot_area, write_frames_csv, write_json, write_summary_csv)
+from .session import Session, SessionError, open_session
+from .stream import StreamStats, stream_video
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
+#: Frame rate assumed when a container does not say (EchoNet-Dynamic's rate).
+DEFAULT_FPS = 50.0
+EF_METHOD = ("estimate: single-plane area-length volumes V = 8 A^2 / (3 pi L) from the predicted masks, "
+             "per beat (ED = max area, ES = min area); not a clinical measurement")
+
+#: (video name, frames done, frames expected or 0)
+RunProgress = Callable[[str, int, int], None]
+
+
+@dataclass
+class VideoResult:
+    """One input's outcome: ``summary`` (what summary.json holds) when ok, ``error`` when not."""
+
+    input: str
+    name: str
+    ok: bool
+    error: str | None = None
+    out_dir: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[VideoResult], bool]:
+    """Files and directories -> (videos to run, inputs that already failed, any directory given)."""
+    videos: list[Path] = []
+    failed: list[VideoResult] = []
+    any_dir = False
+    for raw in inputs:
+        p = Path(raw)
+        if not p.is_dir():
+            videos.append(p)  # a missing or bad file fails later with its own cause
+            continue
+        any_dir = True
+        found = _videos_in(p) or (_videos_in(p / "Videos") if (p / "Videos").is_dir() else [])
+        if not found:
+            failed.append(VideoResult(str(p), p.name, False,
+                                      f"{p}: no videos in this folder (looked for {', '.join(VIDEO_SUFFIXES)})"))
+        videos.extend(found)
+    return videos, failed, any_dir
+
+
+def _videos_in(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def _unique_name(stem: str, taken: set[str]) -> str:
+    name, k = stem, 2
+    while name in taken:
+        name, k = f"{stem}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | None = None,
+               backend: str = "auto", batch: int = 8, granularity: float | None = None,
+               out: str | os.PathLike = "outputs", video: bool = True, progress: RunProgress | None = None,
+               threads: int = 0, root: str | os.PathLike = ".") -> list[VideoResult]:
+    """Segment every video in ``inputs`` and write its outputs under ``out``/<video name>/.
+
+    Raises SessionError when the model cannot be opened (nothing can run); a bad video only
+    fails its own VideoResult. A directory input (or several videos) also gets ``out``/summary.csv.
+    """
+    if batch < 1:
+        raise SessionError(f"--batch must be >= 1, got {batch}")
+    choice = choose(model, backend, granularity, root)
+    log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
+    options: dict[str, Any] = {}
+    if choice.backend == "torch":
+        options["granularity"] = granularity
+    if choice.backend == "onnxruntime" and threads:
+        options["threads"] = threads
+    session = open_session(choice.path, choice.backend, **options)
+    videos, results, any_dir = expand_inputs(inputs)
+    out_root = Path(out)
+    taken: set[str] = set()
+    try:
+        for path in videos:
+            name = _unique_name(path.stem or "video", taken)
+            results.append(run_one(path, session, out_root / name, batch=batch, video=video,
+                                   progress=progress, reason=choice.reason))
+    finally:
+        session.close()
+    if any_dir or len(results) > 1:
+        write_summary_csv(out_root / SUMMARY_CSV, [_csv_row(r) for r in results])
+    return results
+
+
+def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: bool = True,
+            progress: RunProgress | None = None, reason: str = "") -> VideoResult:
+    """One video through ``session``; its outputs appear in ``out_dir`` complete, or not at all."""
+    name = out_dir.name
+    staging: StagingDir | None = None
+    sink: OverlaySink | None = None
+    try:
+        fps_video = probe(path).fps  # fails early, before any folder is made, for a missing/bad file
+        fps = fps_video if fps_video > 0 else DEFAULT_FPS
+        if fps_video <= 0:
+            log.warning("%s: the container gives no frame rate; assuming %.0f fps", path, DEFAULT_FPS)
+        staging = StagingDir(out_dir)
+        sink = OverlaySink(staging.tmp / OVERLAY_VIDEO, fps) if video else None
+        report = (lambda done, total: progress(name, done, total)) if progress else None
+        stats = stream_video(path, session, batch=batch, sink=sink, progress=report)
+        if sink is not None:
+            sink.close()
+        cardiac = analyse(stats.area_px, stats.length_px, fps)
+        write_frames_csv(staging.tmp / FRAMES_CSV, stats.area_px, stats.length_px, fps, cardiac)
+        plot_area(staging.tmp / AREA_PNG, stats.area_px, fps, cardiac, f"{path.name}: LV area")
+        summary = _summary(path, name, session, stats, cardiac, fps, fps_video <= 0, video, reason)
+        write_json(staging.tmp / SUMMARY_JSON, summary)
+        final = staging.commit()
+        staging = None
+        log.info("%s: %d frames at %.1f fps end to end -> %s", path, stats.frames, stats.processing_fps, final)
+        return VideoResult(str(path), name, True, out_dir=str(final), summary=summary)
+    except (VideoError, SessionError, OSError, ValueError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if str(path) not in msg:
+            msg = f"{path}: {msg}"
+        log.error("%s", msg)
+        return VideoResult(str(path), name, False, error=msg)
+    finally:
+        if sink is not None:
+            sink.close()
+        if staging is not None:
+            staging.discard()
+
+
+def _summary(path: Path, name: str, session: Session, stats: StreamStats, cardiac, fps: float,
+             fps_assumed: bool, video: bool, reason: str) -> dict[str, Any]:
+    info = session.info
+    beats = [b.to_dict() for b in cardiac.beats]
+    ed = cardiac.ed_frames
+    hr = 60.0 * fps * (len(ed) - 1) / (ed[-1] - ed[0]) if len(ed) > 1 else None
+    return {
+        "video": str(path), "name": name, "frames": stats.frames, "width": stats.width, "height": stats.height,
+        "fps": fps, "fps_assumed": fps_assumed, "duration_s": stats.frames / fps,
+        "processing_fps": stats.processing_fps, "model_fps": stats.model_fps,
+        "backend": info.backend, "precision": info.precision, "device": info.device, "model": info.path,
+        "backend_reason": reason, "granularity": info.meta.granularity, "model_name": info.meta.model.name,
+        "threshold": info.meta.threshold, "batch": stats.batch,
+        "ed_frames": ed, "es_frames": cardiac.es_frames, "heart_rate_bpm": hr,
+        "beats": beats,
+        "ef_estimate_pct": {"per_beat": [b["ef_estimate_pct"] for b in beats], "mean": cardiac.ef_estimate_pct,
+                            "method": EF_METHOD, "max_heart_rate_bpm": MAX_HEART_RATE_BPM},
+        "timings": stats.timings(),
+        "outputs": {"frames_csv": FRAMES_CSV, "area_png": AREA_PNG, "summary_json": SUMMARY_JSON,
+                    "overlay_video": OVERLAY_VIDEO if video else None},
+    }
+
+
+def _csv_row(r: VideoResult) -> dict[str, Any]:
+    s = r.summary
+    return {"video": r.input, "status": "ok" if r.ok else "failed", "error": r.error, "frames": s.get("frames"),
+            "fps": s.get("fps"), "processing_fps": s.get("processing_fps"), "model_fps": s.get("model_fps"),
+            "beats": len(s["beats"]) if s else None,
+            "ef_estimate_mean_pct": (s.get("ef_estimate_pct") or {}).get("mean"),
+            "backend": s.get("backend"), "precision": s.get("precision"), "out_dir": r.out_dir}
