@@ -125,15 +125,15 @@ def _references(plan: Plan, opts: CompareOptions, videos: list[str], work: Path,
             by_ckpt.setdefault(t.checkpoint, set()).add(t.granularity)
     for i, (ckpt, gs) in enumerate(sorted(by_ckpt.items())):
         progress(f"reference: PyTorch FP32 on {ckpt} (granularities {', '.join(f'{g:g}' for g in sorted(gs))})")
-        for g in sorted(gs):
-            masks = work / f"ref{i}_g{g:g}.npz"
-            cfg = WorkerConfig(artifact=ckpt, backend="torch", videos=videos, mode="reference", granularity=g,
-                               batch=16, masks_out=str(masks), macs=True, threads=opts.threads)
-            row, why = run_worker(cfg, opts.timeout_s)
-            if row is None:
-                notes.append(f"no PyTorch reference for {ckpt} at g={g:g}: {why}")
-                continue
-            refs[(ckpt, g)] = {"masks": str(masks), "macs_per_frame": row.get("macs_per_frame")}
+        cfg = WorkerConfig(artifact=ckpt, backend="torch", videos=videos, mode="reference",
+                           granularities=sorted(gs), batch=16, masks_out=str(work / f"ref{i}_g{{g}}.npz"),
+                           macs=True, threads=opts.threads)
+        row, why = run_worker(cfg, opts.timeout_s)
+        if row is None:
+            notes.append(f"no PyTorch reference for {ckpt}: {why}")
+            continue
+        for ref in row["references"]:
+            refs[(ckpt, float(ref["granularity"]))] = ref
     return refs, notes
 
 

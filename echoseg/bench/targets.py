@@ -174,7 +174,7 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
     if "tensorrt" in backends:
         engines = sorted(p for p in export_dir.rglob("*") if p.suffix in (".engine", ".plan"))
         if not engines:
-            plan.skipped.append(Skipped(label, "tensorrt", "fp16", f"no TensorRT engine in {export_dir}; "
+            plan.skipped.append(Skipped(label, "tensorrt", "-", f"no TensorRT engine in {export_dir}; "
                                         "build one on the GPU box with echo-export (engine option)"))
         for e in engines:
             prec = precision_of(e.name)

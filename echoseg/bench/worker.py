@@ -24,7 +24,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,6 +44,7 @@ class WorkerConfig:
     precision: str = "fp32"
     batch: int = 1
     granularity: float | None = None  # torch only (ONNX sub-networks carry theirs)
+    granularities: list[float] = field(default_factory=list)  # reference mode: several in one process
     device: str = "auto"  # torch
     threads: int = 0  # onnxruntime intra-op threads / torch threads; 0 = library default
     mode: str = "measure"
@@ -235,16 +236,23 @@ def run(cfg: WorkerConfig) -> dict[str, Any]:
 
 
 def _reference(cfg: WorkerConfig, row: dict[str, Any]) -> dict[str, Any]:
-    """The PyTorch FP32 CPU reference: only the video's masks (and MACs), no timing."""
-    sess = _open(cfg)
-    masks = np.concatenate([infer_video(sess, v, max(cfg.batch, 1)) for v in cfg.videos])
-    row.update(granularity=sess.info.meta.granularity, arch=sess.info.meta.model.name,
-               video_frames=int(len(masks)))
-    if cfg.masks_out:
-        _save_masks(cfg.masks_out, masks)
-    sess.close()
-    if cfg.macs:
-        row["macs_per_frame"] = _macs(cfg)
+    """The PyTorch FP32 CPU reference at each granularity: the video's masks and MACs, no timing.
+
+    ``masks_out`` may hold "{g}", filled in per granularity.
+    """
+    refs = []
+    for g in cfg.granularities or [cfg.granularity]:
+        one = replace(cfg, granularity=g)
+        sess = _open(one)
+        masks = np.concatenate([infer_video(sess, v, max(cfg.batch, 1)) for v in cfg.videos])
+        path = cfg.masks_out.format(g=f"{sess.info.meta.granularity:g}") if cfg.masks_out else ""
+        if path:
+            _save_masks(path, masks)
+        refs.append({"granularity": sess.info.meta.granularity, "masks": path,
+                     "macs_per_frame": _macs(one) if cfg.macs else None})
+        row.update(arch=sess.info.meta.model.name, video_frames=int(len(masks)))
+        sess.close()
+    row["references"] = refs
     return row
 
 
