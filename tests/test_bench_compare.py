@@ -13,7 +13,8 @@ from echoseg.bench.cli import app
 from echoseg.bench.compare import BenchError, CompareOptions, run_compare, run_worker, synthetic_inputs
 from echoseg.bench.table1 import ROWS, table_lines
 from echoseg.bench.targets import discover
-from echoseg.bench.worker import WorkerConfig, load_masks, to_masks
+from echoseg.bench.inference import load_masks, to_masks
+from echoseg.bench.worker import WorkerConfig
 
 FAST = dict(warmup=1, min_repeats=3, min_seconds=0.0, video_repeats=1, synthetic_frames=8, threads=1)
 

@@ -22,7 +22,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .targets import BACKENDS, PRECISIONS, Plan, Skipped, Target, discover
-from .worker import WorkerConfig, load_masks
+from .inference import load_masks
+from .worker import WorkerConfig
 
 log = logging.getLogger(__name__)
 

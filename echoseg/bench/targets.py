@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
+ENGINE_SUFFIXES = (".engine", ".plan")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,20 @@ def precision_of(name: str) -> str:
 
 def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
+
+
+def _usable(p: Path) -> bool:
+    """Not a hidden/temporary file and not a graph the exporter rejected at its parity gate."""
+    return not p.name.startswith(".") and ".rejected." not in p.name
+
+
+def trt_problem() -> str | None:
+    """None when TensorRT can run here, else what is missing (the runtime's own check)."""
+    try:
+        from echoseg.runtime.discover import tensorrt_problem
+    except ImportError:  # runtime without discovery: only check that the module exists
+        return None if has_module("tensorrt") else "tensorrt is not installed"
+    return tensorrt_problem()
 
 
 def has_cuda_gpu() -> bool:
@@ -152,7 +167,7 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
 
     plan = Plan()
     label = export_dir.name
-    onnx_files = sorted(p for p in export_dir.rglob("*.onnx") if not p.name.startswith("."))
+    onnx_files = sorted(p for p in export_dir.rglob("*.onnx") if _usable(p))
     metas = []
     for p in onnx_files:
         try:
@@ -172,7 +187,8 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
                 plan.skipped.append(Skipped(label, "onnxruntime", prec,
                                             f"{export_dir} has no {prec} ONNX; make one with echo-export"))
     if "tensorrt" in backends:
-        engines = sorted(p for p in export_dir.rglob("*") if p.suffix in (".engine", ".plan"))
+        engines = sorted(p for p in export_dir.rglob("*") if p.suffix in ENGINE_SUFFIXES and _usable(p))
+        problem = trt_problem() if engines else None
         if not engines:
             plan.skipped.append(Skipped(label, "tensorrt", "-", f"no TensorRT engine in {export_dir}; "
                                         "build one on the GPU box with echo-export (engine option)"))
@@ -180,16 +196,15 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
             prec = precision_of(e.name)
             if prec not in precisions:
                 continue
-            side = e.with_suffix(e.suffix + ".json")
-            side = side if side.is_file() else e.with_suffix(".json")
+            side = e.with_suffix(".json")  # model.fp16.engine -> model.fp16.json
             try:
-                meta = EngineSidecar.from_dict(json.loads(side.read_text())).meta
-                prec = EngineSidecar.from_dict(json.loads(side.read_text())).precision
+                sidecar = EngineSidecar.from_dict(json.loads(side.read_text()))
             except (OSError, json.JSONDecodeError, ConfigError) as exc:
                 plan.skipped.append(Skipped(label, "tensorrt", prec, f"{e}: no readable sidecar {side.name} ({exc})"))
                 continue
-            if not has_module("tensorrt"):
-                plan.skipped.append(Skipped(label, "tensorrt", prec, "TensorRT is not installed here "
+            meta, prec = sidecar.meta, sidecar.precision
+            if problem:
+                plan.skipped.append(Skipped(label, "tensorrt", prec, f"TensorRT cannot run here: {problem} "
                                             "(GPU box: pip install 'echoseg[gpu]')", meta.granularity))
                 continue
             plan.targets.append(Target(label, meta.model.name, meta.granularity, "tensorrt", prec, str(e), "", _mb(e)))
@@ -234,6 +249,10 @@ def plan_onnx(path: Path, finder: CheckpointFinder, precisions: tuple[str, ...])
                         precision_of(path.name), str(path), str(ckpt or ""), _mb(path))])
 
 
+def _is_export(d: Path) -> bool:
+    return any(_usable(p) for pattern in ("*.onnx", "*.engine", "*.plan") for p in d.rglob(pattern))
+
+
 def discover(sources: list[str] | None = None, exports_dir: str | Path = "exports", runs_dir: str | Path = "runs",
              backends: Iterable[str] = BACKENDS, precisions: Iterable[str] = PRECISIONS,
              granularities: Iterable[float] | None = None, names: Iterable[str] = ()) -> Plan:
@@ -247,7 +266,7 @@ def discover(sources: list[str] | None = None, exports_dir: str | Path = "export
     if not paths:
         ex = Path(exports_dir)
         paths = sorted(p for p in ex.iterdir() if p.is_dir()) if ex.is_dir() else []
-        paths = [p for p in paths if any(p.rglob("*.onnx")) or any(p.rglob("*.engine"))]
+        paths = [p for p in paths if _is_export(p)]
         if not paths and Path(runs_dir).is_dir():
             paths = sorted(p.parent for p in Path(runs_dir).glob("*/best.pt")) or \
                 sorted(p.parent for p in Path(runs_dir).glob("*/last.pt"))
@@ -256,7 +275,7 @@ def discover(sources: list[str] | None = None, exports_dir: str | Path = "export
         if not p.exists():
             plan.skipped.append(Skipped(str(p), "-", "-", f"{p}: no such export, run or model file"))
             continue
-        if p.is_dir() and (any(p.rglob("*.onnx")) or any(p.rglob("*.engine"))):
+        if p.is_dir() and _is_export(p):
             sub = plan_export(p, finder, backends, precisions)
         elif p.suffix == ".onnx":
             sub = plan_onnx(p, finder, precisions) if "onnxruntime" in backends else Plan()

@@ -20,15 +20,15 @@ import argparse
 import importlib
 import json
 import logging
-import math
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+
+from .inference import fit_batch, infer_frames, infer_video, save_masks, timing_batch
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +76,6 @@ class WorkerConfig:
         return cfg
 
 
-def to_masks(logits: np.ndarray, threshold: float, output: str = "logits") -> np.ndarray:
-    """Boolean masks N,H,W from N,1,H,W network output at the artifact's threshold."""
-    y = np.asarray(logits)[:, 0]
-    if output == "logits":
-        t = min(max(threshold, 1e-7), 1 - 1e-7)
-        return y > math.log(t / (1 - t))
-    return y > threshold
-
-
 def _open(cfg: WorkerConfig):
     from echoseg.runtime.session import open_session
 
@@ -104,68 +95,6 @@ def _sync_for(sess) -> Any:
 
         return torch.cuda.synchronize
     return None  # onnxruntime and tensorrt sessions return host arrays: already synchronous
-
-
-def _fit_batch(sess, batch: int) -> int:
-    lo, hi = sess.info.min_batch, sess.info.max_batch
-    if hi and batch > hi:
-        raise ValueError(f"batch {batch} is larger than {Path(sess.info.path).name} allows ({hi}); "
-                         f"use --batch {hi} or rebuild the engine with a larger profile")
-    if batch < lo:
-        raise ValueError(f"batch {batch} is smaller than {Path(sess.info.path).name} needs ({lo})")
-    return batch
-
-
-def _run_padded(sess, x: np.ndarray, batch: int) -> np.ndarray:
-    """Run a batch, padding a short last batch where the artifact has a fixed batch size."""
-    n = len(x)
-    if n < sess.info.min_batch:
-        x = np.concatenate([x, np.repeat(x[-1:], sess.info.min_batch - n, axis=0)])
-    return sess.run(x)[:n]
-
-
-def _batches(frames: Iterator[np.ndarray], batch: int) -> Iterator[np.ndarray]:
-    buf: list[np.ndarray] = []
-    for f in frames:
-        buf.append(f)
-        if len(buf) == batch:
-            yield np.stack(buf)
-            buf = []
-    if buf:
-        yield np.stack(buf)
-
-
-def infer_video(sess, video: str, batch: int) -> np.ndarray:
-    """Decode, preprocess and segment a whole video; boolean masks F,H,W at model size."""
-    from echoseg.data.video import iter_frames
-    from echoseg.runtime.session import preprocess
-
-    meta = sess.info.meta
-    out = [to_masks(_run_padded(sess, preprocess(chunk, meta), batch), meta.threshold, meta.output)
-           for chunk in _batches(iter_frames(video), batch)]
-    return np.concatenate(out)
-
-
-def infer_frames(sess, images: np.ndarray, batch: int) -> np.ndarray:
-    from echoseg.runtime.session import preprocess
-
-    meta = sess.info.meta
-    out = [to_masks(_run_padded(sess, preprocess(images[i:i + batch], meta), batch), meta.threshold, meta.output)
-           for i in range(0, len(images), batch)]
-    return np.concatenate(out)
-
-
-def _timing_batch(video: str, batch: int, meta) -> np.ndarray:
-    from echoseg.data.video import iter_frames
-    from echoseg.runtime.session import preprocess
-
-    frames = []
-    for f in iter_frames(video):
-        frames.append(f)
-        if len(frames) == batch:
-            break
-    reps = -(-batch // len(frames))
-    return preprocess(np.stack((frames * reps)[:batch]), meta)
 
 
 def run(cfg: WorkerConfig) -> dict[str, Any]:
@@ -190,8 +119,8 @@ def run(cfg: WorkerConfig) -> dict[str, Any]:
     t = time.perf_counter()
     sess = _open(cfg)
     sync = _sync_for(sess)
-    batch = _fit_batch(sess, cfg.batch)
-    x = _timing_batch(cfg.videos[0], batch, sess.info.meta)
+    batch = fit_batch(sess, cfg.batch)
+    x = timing_batch(cfg.videos[0], batch, sess.info.meta)
     sess.run(x)
     if sync:
         sync()
@@ -226,7 +155,7 @@ def run(cfg: WorkerConfig) -> dict[str, Any]:
     row.update(sampler.stats(t_warm, t_end).to_dict())
 
     if cfg.masks_out:
-        _save_masks(cfg.masks_out, all_masks)
+        save_masks(cfg.masks_out, all_masks)
     if cfg.gt_path:
         row.update(_ground_truth(sess, cfg.gt_path, batch))
     sess.close()
@@ -247,27 +176,13 @@ def _reference(cfg: WorkerConfig, row: dict[str, Any]) -> dict[str, Any]:
         masks = np.concatenate([infer_video(sess, v, max(cfg.batch, 1)) for v in cfg.videos])
         path = cfg.masks_out.format(g=f"{sess.info.meta.granularity:g}") if cfg.masks_out else ""
         if path:
-            _save_masks(path, masks)
+            save_masks(path, masks)
         refs.append({"granularity": sess.info.meta.granularity, "masks": path,
                      "macs_per_frame": _macs(one) if cfg.macs else None})
         row.update(arch=sess.info.meta.model.name, video_frames=int(len(masks)))
         sess.close()
     row["references"] = refs
     return row
-
-
-def _save_masks(path: str, masks: np.ndarray) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.part.npz")
-    np.savez_compressed(tmp, masks=np.packbits(masks, axis=-1), shape=np.asarray(masks.shape))
-    tmp.replace(p)
-
-
-def load_masks(path: str | Path) -> np.ndarray:
-    with np.load(path) as z:
-        shape = tuple(int(s) for s in z["shape"])
-        return np.unpackbits(z["masks"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
 
 
 def _ground_truth(sess, gt_path: str, batch: int) -> dict[str, Any]:

@@ -1,0 +1,97 @@
+"""Frames through a session: batching (padded where an artifact has a fixed batch), masks, mask files.
+
+Shared by the measuring worker and the reference worker, so both produce masks the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+def to_masks(logits: np.ndarray, threshold: float, output: str = "logits") -> np.ndarray:
+    """Boolean masks N,H,W from N,1,H,W network output at the artifact's threshold."""
+    y = np.asarray(logits)[:, 0]
+    if output == "logits":
+        t = min(max(threshold, 1e-7), 1 - 1e-7)
+        return y > math.log(t / (1 - t))
+    return y > threshold
+
+
+def fit_batch(sess, batch: int) -> int:
+    lo, hi = sess.info.min_batch, sess.info.max_batch
+    if hi and batch > hi:
+        raise ValueError(f"batch {batch} is larger than {Path(sess.info.path).name} allows ({hi}); "
+                         f"use --batch {hi} or rebuild the engine with a larger profile")
+    if batch < lo:
+        raise ValueError(f"batch {batch} is smaller than {Path(sess.info.path).name} needs ({lo})")
+    return batch
+
+
+def run_padded(sess, x: np.ndarray, batch: int) -> np.ndarray:
+    """Run a batch, padding a short last batch where the artifact has a fixed batch size."""
+    n = len(x)
+    if n < sess.info.min_batch:
+        x = np.concatenate([x, np.repeat(x[-1:], sess.info.min_batch - n, axis=0)])
+    return sess.run(x)[:n]
+
+
+def _batches(frames: Iterator[np.ndarray], batch: int) -> Iterator[np.ndarray]:
+    buf: list[np.ndarray] = []
+    for f in frames:
+        buf.append(f)
+        if len(buf) == batch:
+            yield np.stack(buf)
+            buf = []
+    if buf:
+        yield np.stack(buf)
+
+
+def infer_video(sess, video: str, batch: int) -> np.ndarray:
+    """Decode, preprocess and segment a whole video; boolean masks F,H,W at model size."""
+    from echoseg.data.video import iter_frames
+    from echoseg.runtime.session import preprocess
+
+    meta = sess.info.meta
+    out = [to_masks(run_padded(sess, preprocess(chunk, meta), batch), meta.threshold, meta.output)
+           for chunk in _batches(iter_frames(video), batch)]
+    return np.concatenate(out)
+
+
+def infer_frames(sess, images: np.ndarray, batch: int) -> np.ndarray:
+    from echoseg.runtime.session import preprocess
+
+    meta = sess.info.meta
+    out = [to_masks(run_padded(sess, preprocess(images[i:i + batch], meta), batch), meta.threshold, meta.output)
+           for i in range(0, len(images), batch)]
+    return np.concatenate(out)
+
+
+def timing_batch(video: str, batch: int, meta) -> np.ndarray:
+    from echoseg.data.video import iter_frames
+    from echoseg.runtime.session import preprocess
+
+    frames = []
+    for f in iter_frames(video):
+        frames.append(f)
+        if len(frames) == batch:
+            break
+    reps = -(-batch // len(frames))
+    return preprocess(np.stack((frames * reps)[:batch]), meta)
+
+
+def save_masks(path: str, masks: np.ndarray) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.stem}.part.npz")
+    np.savez_compressed(tmp, masks=np.packbits(masks, axis=-1), shape=np.asarray(masks.shape))
+    tmp.replace(p)
+
+
+def load_masks(path: str | Path) -> np.ndarray:
+    with np.load(path) as z:
+        shape = tuple(int(s) for s in z["shape"])
+        return np.unpackbits(z["masks"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
