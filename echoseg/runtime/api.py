@@ -76,22 +76,28 @@ def _unique_name(stem: str, taken: set[str]) -> str:
 def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | None = None,
                backend: str = "auto", batch: int = 8, granularity: float | None = None,
                out: str | os.PathLike = "outputs", video: bool = True, progress: RunProgress | None = None,
-               threads: int = 0, root: str | os.PathLike = ".") -> list[VideoResult]:
+               threads: int = 0, root: str | os.PathLike = ".", session: Session | None = None) -> list[VideoResult]:
     """Segment every video in ``inputs`` and write its outputs under ``out``/<video name>/.
 
     Raises SessionError when the model cannot be opened (nothing can run); a bad video only
     fails its own VideoResult. A directory input (or several videos) also gets ``out``/summary.csv.
+    ``session``: an already open Session to use instead of model/backend/granularity (the
+    caller keeps it and closes it).
     """
     if batch < 1:
         raise SessionError(f"--batch must be >= 1, got {batch}")
-    choice = choose(model, backend, granularity, root)
-    log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
-    options: dict[str, Any] = {}
-    if choice.backend == "torch":
-        options["granularity"] = granularity
-    if choice.backend == "onnxruntime" and threads:
-        options["threads"] = threads
-    session = open_session(choice.path, choice.backend, **options)
+    owned = session is None
+    reason = "session given"
+    if session is None:
+        choice = choose(model, backend, granularity, root)
+        log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
+        options: dict[str, Any] = {}
+        if choice.backend == "torch":
+            options["granularity"] = granularity
+        if choice.backend == "onnxruntime" and threads:
+            options["threads"] = threads
+        session = open_session(choice.path, choice.backend, **options)
+        reason = choice.reason
     videos, results, any_dir = expand_inputs(inputs)
     out_root = Path(out)
     taken: set[str] = set()
@@ -99,9 +105,10 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
         for path in videos:
             name = _unique_name(path.stem or "video", taken)
             results.append(run_one(path, session, out_root / name, batch=batch, video=video,
-                                   progress=progress, reason=choice.reason))
+                                   progress=progress, reason=reason))
     finally:
-        session.close()
+        if owned:
+            session.close()
     if any_dir or len(results) > 1:
         write_summary_csv(out_root / SUMMARY_CSV, [_csv_row(r) for r in results])
     return results

@@ -84,10 +84,11 @@ def _onnx_granularity(path: Path) -> float | None:
         return None
 
 
-def _onnx_rank(p: Path) -> tuple[int, str]:
-    """model.onnx (fp32) first, then fp16, then int8, then anything else."""
+def _onnx_rank(p: Path) -> tuple[int, bool, str]:
+    """fp32 before fp16 before int8; the full model's standard name (model.onnx) before other graphs."""
     name = p.name.lower()
-    return (0 if ".fp16." not in name and ".int8." not in name else 1 if ".fp16." in name else 2, name)
+    precision = 0 if ".fp16." not in name and ".int8." not in name else 1 if ".fp16." in name else 2
+    return (precision, name not in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"), name)
 
 
 def _pick(d: Path, kind: str, granularity: float | None) -> Path | None:
