@@ -58,6 +58,9 @@ def test_every_frame_in_order_with_a_partial_last_batch(avi, synth):
     np.testing.assert_array_equal(stats.area_px, synth.masks.reshape(37, -1).sum(1))
     assert stats.fps == pytest.approx(50.0) and (stats.height, stats.width) == (112, 112)
     assert stats.inference_s > 0 and stats.wall_s >= stats.inference_s
+    assert len(stats.batch_latency_ms) == 5
+    t = stats.timings()
+    assert t["batch_latency_p50_ms"] <= t["batch_latency_p99_ms"] and t["processing_fps"] == pytest.approx(37 / stats.wall_s)
 
 
 def test_fixed_batch_session_gets_padded_batches(avi, synth):

@@ -66,9 +66,13 @@ class StreamStats:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
     def timings(self) -> dict[str, float]:
+        """Busy time per stage, throughput, and Session.run latency percentiles per batch."""
+        lat = np.asarray(self.batch_latency_ms or [0.0])
+        p50, p95, p99 = (float(v) for v in np.percentile(lat, [50, 95, 99]))
         return {"decode_s": self.decode_s, "inference_s": self.inference_s,
                 "postprocess_s": self.postprocess_s, "wall_s": self.wall_s,
-                "model_fps": self.model_fps, "processing_fps": self.processing_fps}
+                "model_fps": self.model_fps, "processing_fps": self.processing_fps,
+                "batch_latency_p50_ms": p50, "batch_latency_p95_ms": p95, "batch_latency_p99_ms": p99}
 
 
 class _Failure:
