@@ -205,3 +205,29 @@ def test_backend_choice_and_its_errors(tmp_path):
     engine = _touch(tmp_path / "e" / "model.fp16.engine")
     with pytest.raises(SessionError, match="pass the .onnx"):
         choose(engine, "auto")
+
+
+class FailsOnce(CyclingOracle):
+    """Fails like a backend would (SessionError) on one given call, then works again."""
+
+    def __init__(self, masks: np.ndarray, fail_call: int) -> None:
+        super().__init__(masks)
+        self.calls, self.fail_call = 0, fail_call
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == self.fail_call:
+            raise SessionError("oracle: out of memory on this batch")
+        return super().run(x)
+
+
+def test_an_inference_failure_fails_only_its_video(tmp_path, synth):
+    d = tmp_path / "in"
+    _write(d / "a.avi", synth.frames[:20])  # calls 1-3 at batch 8
+    _write(d / "b.avi", synth.frames[:60])  # calls 4-11: fails on call 6
+    _write(d / "c.avi", synth.frames[:20])
+    results = run_videos([d], out=tmp_path / "out", session=FailsOnce(synth.masks, 6), batch=8, video=False)
+    assert [(r.name, r.ok) for r in results] == [("a", True), ("b", False), ("c", True)]
+    assert "out of memory" in results[1].error and str(d / "b.avi") in results[1].error
+    assert results[2].summary["frames"] == 20
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "c", "summary.csv"]

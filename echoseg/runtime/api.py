@@ -140,7 +140,7 @@ def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: 
         staging = None
         log.info("%s: %d frames at %.1f fps end to end -> %s", path, stats.frames, stats.processing_fps, final)
         return VideoResult(str(path), name, True, out_dir=str(final), summary=summary)
-    except (VideoError, SessionError, OSError, ValueError, RuntimeError) as exc:
+    except (VideoError, SessionError, OSError, ValueError, RuntimeError, _cv2_error()) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if str(path) not in msg:
             msg = f"{path}: {msg}"
@@ -151,6 +151,12 @@ def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: 
             sink.close()
         if staging is not None:
             staging.discard()
+
+
+def _cv2_error() -> type[Exception]:
+    import cv2
+
+    return cv2.error
 
 
 def _summary(path: Path, name: str, session: Session, stats: StreamStats, cardiac, fps: float,

@@ -78,7 +78,11 @@ class OrtSession:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float16 if self._input_fp16 else np.float32)
-        (y,) = self._sess.run([self._output], {self._input: x})
+        try:
+            (y,) = self._sess.run([self._output], {self._input: x})
+        except Exception as exc:  # onnxruntime's Fail/InvalidArgument derive from Exception only
+            raise SessionError(f"{self.path}: ONNX Runtime failed on a batch of shape {x.shape} "
+                               f"({str(exc).splitlines()[0][:200]})") from exc
         return np.asarray(y, dtype=np.float32)
 
     def close(self) -> None:
