@@ -154,6 +154,11 @@ def compare(
                          f"{' (GT: ' + res.settings['gt_source'] + ')' if res.settings.get('gt_source') else ''}"))
     if skipped:
         con.print(skipped_table(skipped))
+    st = res.settings
+    con.print(f"latency: per frame (call time / batch), p50/p95/p99 over >= {st['min_repeats']} calls and "
+              f">= {st['min_seconds']:g} s after {st['warmup']} warm-up calls; video s: decode + preprocess + infer "
+              f"of {', '.join(st['videos'])} (median of {st['video_repeats']}); resources: whole process over the "
+              "warm inference, CPU 100 % = one core; Dice ref: masks vs the PyTorch FP32 reference")
     for n in res.notes:
         con.print(f"[yellow]note:[/yellow] {n}")
     con.print("wrote " + ", ".join(str(p) for p in files.values()))

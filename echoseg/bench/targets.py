@@ -290,4 +290,5 @@ def discover(sources: list[str] | None = None, exports_dir: str | Path = "export
     if granularities:
         gs = {float(g) for g in granularities}
         plan.targets = [t for t in plan.targets if t.granularity in gs]
+    plan.targets.sort(key=lambda t: (t.model, -t.granularity, BACKENDS.index(t.backend), PRECISIONS.index(t.precision)))
     return plan
