@@ -295,3 +295,25 @@ def test_matae_granularity_subnetwork_against_its_reference(matae_ckpt, tmp_path
 
     model = build_from_checkpoint(load_checkpoint(ckpt))
     assert rows["onnxruntime"]["macs_per_frame"] == count_macs(model, 0.5) < count_macs(model, 1.0)
+
+
+def test_compare_on_given_videos_scores_labelled_data(bench_root, synth_dir, tmp_path):
+    """--video runs the given files; --data scores Dice/IoU/accuracy on that split's labelled frames."""
+    from echoseg.data.dataset import load_split
+    from echoseg.data.synthetic import make_video
+    from echoseg.data.video import write_video
+
+    videos = [str(write_video(tmp_path / f"v{i}.avi", make_video(20 + i, frames=5).frames, 50.0)) for i in range(2)]
+    opts = CompareOptions(exports_dir=str(bench_root / "exports"), runs_dir=str(bench_root / "runs"),
+                          out=str(tmp_path / "out"), backends=("onnxruntime",), precisions=("fp32",),
+                          videos=videos, data=str(synth_dir), split="val", gt_frames=6, **FAST)
+    res = run_compare(opts)
+    (row,) = res.rows
+    n_val = len(load_split(synth_dir, "val").images)
+    assert row["video_frames"] == 10 and row["videos"] == 2  # both videos, every frame
+    assert row["gt_frames"] == min(6, n_val) and row["gt_source"] == f"{synth_dir.name}:val"
+    assert 0 <= row["iou_gt"] <= row["dice_gt"] <= 1
+    assert row["dice_vs_ref"] > 0.99
+    with pytest.raises(BenchError, match="no such video"):
+        run_compare(CompareOptions(exports_dir=str(bench_root / "exports"), runs_dir=str(bench_root / "runs"),
+                                   out=str(tmp_path / "out"), videos=[str(tmp_path / "nope.avi")], **FAST))

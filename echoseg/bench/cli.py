@@ -55,7 +55,7 @@ def _split(text: str, what: str, kind=str, allowed: tuple[str, ...] = ()) -> tup
 def table1(
     video: Optional[Path] = typer.Argument(None, help="Video to time (AVI/MP4); omitted: a synthetic one."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Export dir, run dir, .onnx, .engine or .pt; "
-                                        "default: the first export under exports/ (else runs/)."),
+                                        "default: a U-Net export under exports/ (else runs/), FP32."),
     backend: str = typer.Option("auto", "--backend", "-b", help="auto, onnxruntime, torch or tensorrt."),
     repeats: int = typer.Option(5, "--repeats", "-n", help="Whole-video passes to average."),
     batch: int = typer.Option(1, "--batch", help="Frames per inference call (1 = frame by frame)."),
@@ -82,7 +82,7 @@ def table1(
         con.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2)
     r = res.row
-    t = Table(title=f"Table 1: {r.get('arch', '?')} ({Path(res.model).name}) with {res.backend} "
+    t = Table(title=f"Table 1: {res.label} ({r.get('arch', '?')}, {Path(res.model).name}) with {res.backend} "
                     f"{r.get('precision', '')} on {r.get('device', '?')}", header_style="bold")
     t.add_column("")
     t.add_column("ours", justify="right")

@@ -171,7 +171,7 @@ def _run(plan: Plan, opts: CompareOptions, work: Path, progress: Callable[[str],
     if not videos:
         video, gt_path = synthetic_inputs(work, opts.synthetic_frames, opts.synthetic_seed)
         videos, gt_source, gt_n = [video], "synthetic", opts.synthetic_frames
-    if opts.data:
+    if opts.data:  # loaded once at 112x112; a worker resizes the truth if its model's size differs
         gt_path, gt_n = data_inputs(work, opts.data, opts.split, (112, 112), opts.gt_frames)
         gt_source = f"{Path(opts.data).name}:{opts.split}"
     refs, notes = _references(plan, opts, videos, work, progress)

@@ -44,7 +44,8 @@ DASH = "\u2014"
 class Table1Result:
     row: dict[str, Any]  # the worker's full measurement
     lines: list[tuple[str, str, str]]  # (name, ours, paper)
-    model: str
+    model: str  # the artifact file
+    label: str  # its export / run name
     backend: str
     video: str
     notes: list[str] = field(default_factory=list)
@@ -64,8 +65,12 @@ def table_lines(row: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def resolve_model(model: str | None, backend: str, exports_dir: str = "exports",
-                  runs_dir: str = "runs") -> tuple[str, str]:
-    """(artifact file, backend) for --model/--backend; the first FP32 export when no model is given."""
+                  runs_dir: str = "runs") -> tuple[str, str, str]:
+    """(artifact file, backend, label) for --model/--backend.
+
+    With no model: a U-Net export (the paper's Table 1 model) before others, FP32, full width;
+    with backend auto: TensorRT, then ONNX Runtime, then PyTorch.
+    """
     backends = ("tensorrt", "onnxruntime", "torch") if backend == "auto" else (backend,)
     plan = discover([model] if model else None, exports_dir, runs_dir, backends, ("fp32", "fp16", "int8"))
     if not plan.targets:
@@ -73,8 +78,9 @@ def resolve_model(model: str | None, backend: str, exports_dir: str = "exports",
         raise BenchError(f"no model to run with backend {backend} in {model or f'{exports_dir}/ or {runs_dir}/'}"
                          f"{' (' + why + ')' if why else ''}; pass --model PATH (an export, run, .onnx or .pt)")
     order = {"tensorrt": 0, "onnxruntime": 1, "torch": 2}
-    best = min(plan.targets, key=lambda t: (order[t.backend], t.precision != "fp32", -t.granularity))
-    return best.artifact, best.backend
+    best = min(plan.targets, key=lambda t: (model is None and t.arch != "unet", order[t.backend],
+                                            t.precision != "fp32", -t.granularity, t.model))
+    return best.artifact, best.backend, best.model
 
 
 def run_table1(video: str | None, model: str | None = None, backend: str = "auto", repeats: int = 5,
@@ -84,7 +90,7 @@ def run_table1(video: str | None, model: str | None = None, backend: str = "auto
     """Measure one model on one video in a fresh process and lay it out as the paper's Table 1."""
     if repeats < 1:
         raise BenchError(f"--repeats must be >= 1, got {repeats}")
-    artifact, be = resolve_model(model, backend, exports_dir, runs_dir)
+    artifact, be, label = resolve_model(model, backend, exports_dir, runs_dir)
     work = Path(tempfile.mkdtemp(prefix=".table1-"))
     notes = []
     try:
@@ -109,4 +115,4 @@ def run_table1(video: str | None, model: str | None = None, backend: str = "auto
     if row.get("gpu_util_pct_avg") is None:
         notes.append("GPU: n/a (no NVIDIA GPU or NVML here)")
     notes.append(f"paper: {PAPER_GPU}; it reports memory, CPU and GPU as single figures (shown as averages)")
-    return Table1Result(row, table_lines(row), artifact, be, video or "synthetic", notes)
+    return Table1Result(row, table_lines(row), artifact, label, be, video or "synthetic", notes)
