@@ -317,3 +317,12 @@ def test_compare_on_given_videos_scores_labelled_data(bench_root, synth_dir, tmp
     with pytest.raises(BenchError, match="no such video"):
         run_compare(CompareOptions(exports_dir=str(bench_root / "exports"), runs_dir=str(bench_root / "runs"),
                                    out=str(tmp_path / "out"), videos=[str(tmp_path / "nope.avi")], **FAST))
+
+
+def test_manifest_macs_fill_in_without_a_reference(tmp_path):
+    from echoseg.bench.targets import manifest_macs
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"macs_per_frame": {"1": 146513920, "0.5": 37330944}}))
+    assert manifest_macs(tmp_path, 0.5) == 37330944 and manifest_macs(tmp_path, 1.0) == 146513920
+    assert manifest_macs(tmp_path, 0.25) is None
+    assert manifest_macs(tmp_path / "missing", 1.0) is None

@@ -206,7 +206,7 @@ def _join(t: Target, batch: int, row: dict[str, Any], ref: dict[str, Any] | None
                            "backend": t.backend, "precision": t.precision, "batch": batch,
                            "artifact": t.artifact, "artifact_mb": t.artifact_mb}
     out.update({k: v for k, v in row.items() if k not in ("granularity", "precision", "arch")})
-    out["macs_per_frame"] = row.get("macs_per_frame") or (ref or {}).get("macs_per_frame")
+    out["macs_per_frame"] = row.get("macs_per_frame") or (ref or {}).get("macs_per_frame") or t.macs_per_frame
     out["dice_vs_ref"] = None
     if ref is not None and masks.is_file():
         mine, theirs = load_masks(masks), load_masks(ref["masks"])

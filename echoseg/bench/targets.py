@@ -36,6 +36,7 @@ class Target:
     artifact: str
     checkpoint: str = ""  # the PyTorch reference; "" when unknown
     artifact_mb: float = 0.0
+    macs_per_frame: int | None = None  # from the export's manifest, where it records them
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,16 @@ class CheckpointFinder:
         return self._hashes.get(sha256)
 
 
+def manifest_macs(export_dir: Path, g: float) -> int | None:
+    """MACs per frame at granularity g as the export's manifest.json records them, if it does."""
+    try:
+        macs = json.loads((export_dir / "manifest.json").read_text()).get("macs_per_frame") or {}
+        value = macs.get(f"{g:g}") if isinstance(macs, dict) else None
+        return int(value) if value is not None else None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
 def _manifest_checkpoint(export_dir: Path, sha256: str) -> Path | None:
     """A source checkpoint path recorded in manifest.json, if it exists and matches the sha256."""
     from echoseg.train.checkpoint import file_sha256
@@ -180,7 +191,8 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
         for p, m in metas:
             if precision_of(p.name) in precisions:
                 plan.targets.append(Target(label, m.model.name, m.granularity, "onnxruntime",
-                                           precision_of(p.name), str(p), "", _mb(p)))
+                                           precision_of(p.name), str(p), "", _mb(p),
+                                           manifest_macs(p.parent, m.granularity)))
         have = {precision_of(p.name) for p, _ in metas}
         for prec in precisions:
             if prec not in have:
@@ -207,7 +219,8 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
                 plan.skipped.append(Skipped(label, "tensorrt", prec, f"TensorRT cannot run here: {problem} "
                                             "(GPU box: pip install 'echoseg[gpu]')", meta.granularity))
                 continue
-            plan.targets.append(Target(label, meta.model.name, meta.granularity, "tensorrt", prec, str(e), "", _mb(e)))
+            plan.targets.append(Target(label, meta.model.name, meta.granularity, "tensorrt", prec, str(e), "", _mb(e),
+                                       manifest_macs(e.parent, meta.granularity)))
     ckpt = _manifest_checkpoint(export_dir, sha) or finder.find(sha)
     plan.targets = [Target(**{**asdict(t), "checkpoint": str(ckpt or "")}) for t in plan.targets]
     if "torch" in backends:
