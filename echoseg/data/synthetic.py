@@ -202,6 +202,9 @@ def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float |
     """One synthetic video with its exact masks, ED/ES frames, EF and EchoNet tracings."""
     rng = np.random.default_rng(seed)
     heart = random_heart(rng, ef)
+    # A video must hold at least one whole beat (EchoNet traces one ED and one ES frame in it):
+    # very short videos get a faster heart.
+    heart.period = min(heart.period, max(6.0, frames - 4.0))
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     dx, dy = xx - heart.sector_apex[0], yy - heart.sector_apex[1]
     r = np.hypot(dx, dy)
@@ -223,6 +226,8 @@ def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float |
     phi = 2 * math.pi * t / heart.period + heart.phase0
     beat = np.floor(phi / (2 * math.pi))
     ed, es = _extremes(phi, beat, frames)
+    ed = ed or [int(np.argmin(contraction))]
+    es = es or [int(np.argmax(contraction))]
     edv = _cavity_volume(heart, 0.0) * heart.cm_per_px ** 3
     esv = _cavity_volume(heart, 1.0) * heart.cm_per_px ** 3
     video = SynthVideo(

@@ -109,6 +109,8 @@ def evaluate(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     console = Console()
+    if not console.is_terminal:  # logs and pipes: a wide table beats a squashed one
+        console = Console(width=150)
     table = Table(title=f"{split} split of {data}")
     for col in ("run", "model", "g", "GMACs", "frames", "Dice (95% CI)", "IoU", "pixel acc."):
         table.add_column(col, justify="left" if col == "model" else "right")

@@ -1,0 +1,34 @@
+# echoseg: `make demo` runs the whole pipeline on built-in synthetic data; `make test` runs the tests.
+# Both create .venv and install what they need. torch is installed first as the pinned CPU build
+# (torch==2.13.0), so the `train` extra's torch requirement is already met and pip never pulls
+# a multi-GB CUDA build on a CPU machine. On a GPU machine, install the CUDA torch you want first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.echoseg-installed
+DEMO   ?= demo-out
+WIDTH  ?= 8
+EPOCHS ?= 6
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[train,export,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/echo-synth $(DEMO)/data --videos 120 --frames 64 --seed 0
+	$(BIN)/echo-train --data $(DEMO)/data --model unet --width $(WIDTH) --epochs $(EPOCHS) --out runs/unet
+	$(BIN)/echo-train --data $(DEMO)/data --model matae-unet --width $(WIDTH) --epochs $(EPOCHS) --out runs/matae-unet
+	$(BIN)/echo-eval runs/unet runs/matae-unet --data $(DEMO)/data --split test
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(DEMO) runs exports outputs bench-out model_repository .pytest_cache

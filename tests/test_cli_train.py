@@ -1,0 +1,40 @@
+"""echo-synth, echo-train and echo-eval as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from echoseg.data.cli import app as synth_app
+from echoseg.train.cli import eval_app, train_app
+
+runner = CliRunner()
+
+
+def test_synth_train_eval_cli(tmp_path):
+    data = tmp_path / "d"
+    r = runner.invoke(synth_app, [str(data), "--videos", "6", "--frames", "16", "--seed", "2"])
+    assert r.exit_code == 0, r.output
+    assert (data / "FileList.csv").is_file() and len(list((data / "Videos").glob("*.avi"))) == 6
+    run = tmp_path / "run"
+    r = runner.invoke(train_app, ["--data", str(data), "--model", "matae-unet", "--width", "8",
+                                  "--epochs", "1", "--batch-size", "4", "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    assert "best val Dice" in r.output and (run / "best.pt").is_file()
+    r = runner.invoke(eval_app, [str(run), "--data", str(data), "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["frames"] == 2 and set(m["granularities"]) == {"0.125", "0.25", "0.5", "1"}
+    assert "Dice" in r.output and "matae-unet w8" in r.output
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = runner.invoke(train_app, ["--data", str(tmp_path), "--model", "vit"])
+    assert r.exit_code == 2 and "unknown model 'vit'; valid models are: unet, matae-unet" in r.output
+    r = runner.invoke(train_app, ["--data", str(tmp_path / "none"), "--model", "unet"])
+    assert r.exit_code == 2 and "no such data folder" in r.output
+    r = runner.invoke(train_app, ["--data", str(tmp_path), "--model", "matae-unet", "--width", "12"])
+    assert r.exit_code == 2 and "use a multiple of 8" in r.output
+    r = runner.invoke(eval_app, [str(tmp_path / "missing"), "--data", str(tmp_path)])
+    assert r.exit_code == 1 and "no such checkpoint or run directory" in r.output.replace("\n", "")
