@@ -140,14 +140,14 @@ def write_plot(path: str | os.PathLike, rows: list[dict[str, Any]], title: str =
     ax.set_xlabel("latency per frame, p50 (ms, log scale)")
     ax.set_ylabel({"dice_gt": "Dice vs ground truth", "dice_vs_ref": "mask Dice vs PyTorch FP32"}[metric])
     if ys:
-        ax.set_ylim(max(0.0, min(ys) - 0.05), min(1.0, max(ys)) + 0.02)
+        ax.set_ylim(max(0.0, min(ys) - 0.05) - 0.01, min(1.0, max(ys)) + 0.03)
     missing = len(rows) - shown
     ax.set_title((title or "accuracy vs latency") + (f" ({missing} rows without a figure)" if missing else ""),
                  fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=b) for b, c in colours.items()]
     handles += [plt.Line2D([], [], color="black", marker=m, linestyle="", label=p) for p, m in markers.items()]
-    ax.legend(handles=handles, fontsize=8, loc="lower left")
+    ax.legend(handles=handles, fontsize=8, loc="lower left", bbox_to_anchor=(1.02, 0.0))
     ax.text(1.02, 1.0, "\n".join(keys), transform=ax.transAxes, fontsize=7, va="top", family="monospace")
     fig.subplots_adjust(left=0.07, right=0.64, bottom=0.1, top=0.93)
     out = _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
