@@ -108,7 +108,7 @@ def compare(
     precisions: str = typer.Option(_PRECISIONS, "--precisions", help="Comma-separated precisions."),
     batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,16."),
     granularities: str = typer.Option("", "--granularities", help="Comma-separated granularities (default all)."),
-    out: Path = typer.Option(Path("bench"), "--out", help="Folder for bench.csv, bench.json, bench.png."),
+    out: Path = typer.Option(Path("bench-out"), "--out", help="Folder for bench.csv, bench.json, bench.png."),
     frames: int = typer.Option(48, "--frames", help="Length of the synthetic video."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed calls before timing."),
     min_repeats: int = typer.Option(20, "--min-repeats", help="Timed calls at least..."),

@@ -46,7 +46,7 @@ class CompareOptions:
     granularities: tuple[float, ...] = ()
     exports_dir: str = "exports"
     runs_dir: str = "runs"
-    out: str = "bench"
+    out: str = "bench-out"
     synthetic_frames: int = 48
     synthetic_seed: int = 7
     warmup: int = 5
