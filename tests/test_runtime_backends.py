@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-    v = make_video(13, frames=48)
+    v = make_video(13, frames=32)
     return v, write_video(tmp_path_factory.mktemp("vid") / "clip.avi", v.frames, v.fps)
 
 
@@ -87,7 +87,7 @@ def test_onnxruntime_agrees_with_the_torch_reference(request, video, which, g):
     x = preprocess(video[0].frames[:7], ort.info.meta)
     np.testing.assert_allclose(ort.run(x), ref.run(x), atol=1e-4, rtol=1e-4)
     m_ort, m_ref = _masks(video[1], ort), _masks(video[1], ref)
-    assert m_ort.shape == m_ref.shape == (48, 112, 112)
+    assert m_ort.shape == m_ref.shape == (32, 112, 112)
     assert 0.05 < m_ref.mean() < 0.95  # masks are far from empty or full: agreement means something
     assert _dice(m_ort, m_ref) > 0.995
 
@@ -112,7 +112,7 @@ def test_run_videos_same_areas_on_onnxruntime_and_torch(unet_dir, video, tmp_pat
         assert res[0].ok and res[0].summary["backend"] == backend
         with open(Path(res[0].out_dir) / "frames.csv", newline="") as fh:
             areas[backend] = np.array([int(r["lv_area_px"]) for r in csv.DictReader(fh)])
-    assert len(areas["torch"]) == 48
+    assert len(areas["torch"]) == 32
     np.testing.assert_allclose(areas["onnxruntime"], areas["torch"], rtol=0.01, atol=5)
 
 
@@ -129,7 +129,7 @@ def test_onnxruntime_path_does_not_import_torch(unet_dir, video, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
     summary = json.loads((tmp_path / "o" / "clip" / "summary.json").read_text())
-    assert summary["backend"] == "onnxruntime" and summary["frames"] == 48
+    assert summary["backend"] == "onnxruntime" and summary["frames"] == 32
 
 
 def test_cli_exit_codes_and_one_line_errors(unet_dir, video, tmp_path):
