@@ -14,7 +14,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 @app.command()
 def run(
-    inputs: list[Path] = typer.Argument(..., metavar="VIDEO_OR_DIR...", help="Videos (AVI, MP4, any size, grey or colour) or folders of them"),
+    inputs: list[Path] = typer.Argument(..., metavar="VIDEO_OR_DIR", help="Videos (AVI, MP4, any size, grey or colour) or folders of them"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export folder, .onnx, .engine, checkpoint "
                                          "or run folder; default: newest under exports/, else runs/"),
     backend: str = typer.Option("auto", "--backend", "-b", help="auto | tensorrt | onnxruntime | torch"),
