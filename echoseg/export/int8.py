@@ -1,0 +1,107 @@
+"""FP32 ONNX -> INT8 ONNX with explicit QuantizeLinear/DequantizeLinear (QDQ) nodes.
+
+Static quantization with ONNX Runtime's tools, calibrated on preprocessed training frames.
+Weights are per-channel and activations per-tensor, both signed and symmetric (zero point 0):
+the form TensorRT needs for explicit quantization, and one that ONNX Runtime runs on x86 CPUs
+with its integer (VNNI where present) kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echoseg.config import ArtifactMeta
+
+from .onnx import INPUT_NAME, ExportError, set_metadata, save_onnx, temp_path
+
+log = logging.getLogger(__name__)
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass
+class Int8Info:
+    calib_frames: int
+    calib_source: str
+    method: str
+    quantized_nodes: int
+    op_types: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"calib_frames": self.calib_frames, "calib_source": self.calib_source, "method": self.method,
+                "quantized_nodes": self.quantized_nodes, "op_types": dict(self.op_types),
+                "format": "QDQ, int8 symmetric, per-channel weights"}
+
+
+def frame_reader(batch: np.ndarray, batch_size: int = 8):
+    """An ONNX Runtime CalibrationDataReader over normalised float32 frames N,C,H,W."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FrameReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._start = 0
+
+        def get_next(self):
+            if self._start >= len(batch):
+                return None
+            chunk = np.ascontiguousarray(batch[self._start:self._start + batch_size], dtype=np.float32)
+            self._start += batch_size
+            return {INPUT_NAME: chunk}
+
+        def rewind(self) -> None:
+            self._start = 0
+
+    return FrameReader()
+
+
+def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndarray, meta: ArtifactMeta, *,
+                  calib_source: str = "", method: str = "minmax") -> Int8Info:
+    """Quantize the FP32 graph ``src`` to ``out`` using ``calib`` (float32 N,C,H,W) for ranges."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIB_METHODS:
+        raise ExportError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    if len(calib) == 0:
+        raise ExportError("INT8 calibration needs at least one frame; pass --calib N with N >= 1")
+    out = Path(out)
+    prepared = temp_path(out).with_suffix(".prep.onnx")
+    raw = temp_path(out).with_suffix(".q.onnx")
+    try:
+        quant_pre_process(str(src), str(prepared))  # shape inference + ORT's basic graph optimisation
+        calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile}[method]
+        quantize_static(
+            str(prepared), str(raw), frame_reader(calib),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=calib_method,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+        proto = onnx.load(str(raw))
+    except ExportError:
+        raise
+    except Exception as exc:  # onnxruntime.quantization raises many types
+        raise ExportError(f"INT8 quantization of {Path(src).name} failed ({str(exc).splitlines()[0][:200]})") from exc
+    finally:
+        for p in (prepared, raw):
+            p.unlink(missing_ok=True)
+        for extra in out.parent.glob(f".{out.name}.part*.data"):
+            extra.unlink(missing_ok=True)
+    set_metadata(proto, meta)
+    onnx.checker.check_model(proto)
+    save_onnx(proto, out)
+    ops: dict[str, int] = {}
+    for node in proto.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    q = ops.get("QuantizeLinear", 0)
+    log.info("wrote %s (%d QuantizeLinear nodes, %s calibration on %d frames)", out, q, method, len(calib))
+    return Int8Info(calib_frames=int(len(calib)), calib_source=calib_source, method=method,
+                    quantized_nodes=q, op_types=ops)

@@ -1,0 +1,135 @@
+"""manifest.json per export directory, and the ``<engine stem>.json`` sidecar beside an engine.
+
+The manifest lists every file with its size and sha256, the parity report, the MACs per
+granularity, how each graph was made and the library versions; a reader can tell what an
+export is and whether it passed without loading any model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from echoseg.config import ConfigError, EngineSidecar
+
+from .onnx import ExportError, temp_path
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+PARITY = "parity.json"
+FORMAT = "echoseg-export"
+VERSION = 1
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write JSON atomically (temp name, then rename)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(out)
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def file_entry(path: str | os.PathLike) -> dict[str, Any]:
+    from echoseg.train.checkpoint import file_sha256
+
+    p = Path(path)
+    return {"file": p.name, "bytes": p.stat().st_size, "sha256": file_sha256(p)}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that made the export (absent ones omitted)."""
+    out = {"python": platform.python_version()}
+    for dist in ("echoseg", "torch", "onnx", "onnxruntime", "onnxslim", "tensorrt"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def build_manifest(export_dir: str | os.PathLike, *, meta: dict[str, Any], checkpoint: str,
+                   macs: dict[str, int], exports: list[dict[str, Any]], profile: tuple[int, int, int],
+                   parity_source: str = "") -> dict[str, Any]:
+    """The manifest record of ``export_dir``: one section per exported granularity, files read from disk."""
+    d = Path(export_dir)
+    files = [file_entry(p) for p in sorted(d.iterdir())
+             if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST]
+    passed = all("error" not in s and all(r.get("passed", False) for r in s.get("parity", {}).values()
+                                          if isinstance(r, dict)) for s in exports)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": checkpoint,
+        "source_sha256": meta.get("source_sha256", ""),
+        "model": meta.get("model", {}),
+        "input_spec": meta.get("input_spec", {}),
+        "threshold": meta.get("threshold", 0.5),
+        "macs_per_frame": macs,
+        "profile": {"min": profile[0], "opt": profile[1], "max": profile[2]},
+        "parity_frames_source": parity_source,
+        "exports": exports,
+        "files": files,
+        "passed": bool(exports) and passed,
+        "versions": versions(),
+    }
+
+
+def read_manifest(export_dir: str | os.PathLike) -> dict[str, Any]:
+    p = Path(export_dir) / MANIFEST
+    if not p.is_file():
+        raise ExportError(f"{export_dir}: no {MANIFEST}; make it with echo-export build")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{p}: not JSON ({exc}); rebuild it with echo-export build") from exc
+    if data.get("format") != FORMAT:
+        raise ExportError(f"{p}: not an echoseg export manifest (format={data.get('format')!r})")
+    return data
+
+
+def sidecar_path(engine: str | os.PathLike) -> Path:
+    """model.fp16.engine -> model.fp16.json."""
+    p = Path(engine)
+    return p.with_suffix(".json")
+
+
+def write_sidecar(engine: str | os.PathLike, sidecar: EngineSidecar) -> Path:
+    return write_json(sidecar_path(engine), sidecar.to_dict())
+
+
+def read_sidecar(engine: str | os.PathLike) -> EngineSidecar:
+    p = sidecar_path(engine)
+    if not p.is_file():
+        raise ExportError(f"{engine}: no sidecar {p.name} beside it; rebuild with echo-export build <run> --engine")
+    try:
+        return EngineSidecar.from_dict(json.loads(p.read_text()))
+    except (json.JSONDecodeError, ConfigError) as exc:
+        raise ExportError(f"{p}: unreadable engine sidecar ({exc})") from exc
+
+
+def engine_problem(engine: str | os.PathLike, tensorrt_version: str, compute_capability: str,
+                   gpu_name: str = "") -> str | None:
+    """None when ``engine`` can load on this TensorRT/GPU, else why not and the rebuild command."""
+    side = read_sidecar(engine)
+    problem = side.compat_problem(tensorrt_version, compute_capability, gpu_name, engine_path=str(engine))
+    if problem and side.meta.source_sha256:
+        problem = problem.replace("<checkpoint>", _run_hint(engine))
+    return problem
+
+
+def _run_hint(engine: str | os.PathLike) -> str:
+    """The checkpoint path the export dir's manifest names, for the rebuild command."""
+    try:
+        return str(read_manifest(Path(engine).parent).get("checkpoint") or "<checkpoint>")
+    except ExportError:
+        return "<checkpoint>"
