@@ -1,9 +1,9 @@
 """FP32 ONNX -> INT8 ONNX with explicit QuantizeLinear/DequantizeLinear (QDQ) nodes.
 
 Static quantization with ONNX Runtime's tools, calibrated on preprocessed training frames.
-Weights are per-channel and activations per-tensor, both signed and symmetric (zero point 0):
-the form TensorRT needs for explicit quantization, and one that ONNX Runtime runs on x86 CPUs
-with its integer (VNNI where present) kernels.
+Weights are per-channel and activations per-tensor, both signed and symmetric (zero point 0),
+biases stay float: the form TensorRT needs for explicit quantization, and one that ONNX Runtime
+runs on x86 CPUs with its integer (VNNI where present) kernels.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Int8Info:
     def to_dict(self) -> dict[str, Any]:
         return {"calib_frames": self.calib_frames, "calib_source": self.calib_source, "method": self.method,
                 "quantized_nodes": self.quantized_nodes, "op_types": dict(self.op_types),
-                "format": "QDQ, int8 symmetric, per-channel weights"}
+                "format": "QDQ, int8 symmetric, per-channel weights, float bias"}
 
 
 def frame_reader(batch: np.ndarray, batch_size: int = 8):
@@ -83,7 +83,9 @@ def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndar
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=calib_method,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            # zero points 0 and float biases: what TensorRT's explicit quantization takes; ORT's CPU
+            # kernels still fuse each Conv with its Q/DQ into QLinearConv
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
         )
         proto = onnx.load(str(raw))
     except ExportError:

@@ -1,0 +1,117 @@
+"""INT8 QDQ graph: explicit symmetric quantization, calibration data, parity."""
+
+from __future__ import annotations
+
+import numpy as np
+from test_export_fixtures import (cached_checkpoint, export_base, exported, no_tensorrt,  # noqa: F401
+                                  quick_options, synthetic_batch)
+
+
+def test_int8_graph_has_explicit_symmetric_qdq(exported):
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from echoseg.export.onnx import read_metadata
+
+    path = exported / "matae-unet" / "model.int8.onnx"
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 20
+    inits = {i.name: i for i in proto.graph.initializer}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert len(convs) == 23
+    assert convs[-1].output[0] == "logits" or producers["logits"].op_type == "DequantizeLinear"
+    for conv in convs:
+        # activations enter through Q/DQ, weights are INT8 initializers behind a DequantizeLinear
+        assert producers[conv.input[0]].op_type == "DequantizeLinear"
+        wdq = producers[conv.input[1]]
+        assert wdq.op_type == "DequantizeLinear"
+        w = inits[wdq.input[0]]
+        assert w.data_type == TensorProto.INT8
+        if len(conv.input) > 2:  # biases stay float (TensorRT fuses them in float)
+            assert inits[conv.input[2]].data_type == TensorProto.FLOAT
+        scale = numpy_helper.to_array(inits[wdq.input[1]])
+        out_axis = 0 if conv.op_type == "Conv" else 1
+        assert scale.size == w.dims[out_axis]  # per-channel (the 1-channel logit head has one scale)
+    for node in proto.graph.node:  # symmetric: every zero point is 0 (TensorRT needs that)
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            zp = inits[node.input[2]]
+            assert zp.data_type == TensorProto.INT8 and not numpy_helper.to_array(zp).any()
+    assert read_metadata(path) == read_metadata(exported / "matae-unet" / "model.onnx")
+    assert path.stat().st_size < 0.5 * (exported / "matae-unet" / "model.onnx").stat().st_size
+
+
+def test_int8_parity_both_models(exported, export_base):
+    from echoseg.export.manifest import read_manifest
+    from echoseg.export.parity import compare, run_onnx
+    from echoseg.runtime.session import preprocess
+    from echoseg.train.checkpoint import load_checkpoint
+
+    for name in ("unet", "matae-unet"):
+        man = read_manifest(exported / name)
+        for sec in man["exports"]:
+            rep = sec["parity"]["int8_vs_fp32"]
+            assert rep["passed"] and rep["mask_dice"] >= 0.98 and rep["lv_area_ref_px"] > 10
+            assert sec["steps"]["int8"]["calib_frames"] == 24 and sec["steps"]["int8"]["calib_source"] == "synthetic"
+        ckpt = load_checkpoint(cached_checkpoint(export_base, name))
+        frames, _ = synthetic_batch(901, videos=1, frames=8)
+        x = preprocess(frames, ckpt.meta())
+        r = compare(run_onnx(exported / name / "model.onnx", x), run_onnx(exported / name / "model.int8.onnx", x))
+        assert r["mask_dice"] >= 0.98
+        assert r["max_abs_logit"] > 1e-4  # quantized: not the FP32 graph in disguise
+
+
+def test_calibration_and_parity_frames_come_from_the_checkpoint_data(synth_dir):
+    from echoseg.config import InputSpec, ModelConfig, TrainConfig
+    from echoseg.export.frames import CALIB_SEED, PARITY_SEED, checkpoint_frames
+    from echoseg.train.checkpoint import Checkpoint
+
+    spec = InputSpec(height=32, width=32)
+    with_data = Checkpoint(model=ModelConfig(name="unet", width=8), input_spec=spec, state_dict={},
+                           train_config=TrainConfig(data=str(synth_dir)))
+    frames, source = checkpoint_frames(with_data, "train", 6, CALIB_SEED)
+    assert source == f"train split of {synth_dir}"
+    assert frames.shape == (6, 32, 32, 3) and frames.dtype == np.uint8 and frames.std() > 5
+    val, vsource = checkpoint_frames(with_data, "val", 4, PARITY_SEED)
+    assert vsource.startswith("val split of") and len(val) >= 1
+
+    no_data = Checkpoint(model=ModelConfig(name="unet", width=8), input_spec=spec, state_dict={},
+                         train_config=TrainConfig(data=str(synth_dir / "gone")))
+    a, src_a = checkpoint_frames(no_data, "train", 30, CALIB_SEED)
+    b, _ = checkpoint_frames(no_data, "train", 30, CALIB_SEED)
+    c, _ = checkpoint_frames(no_data, "val", 30, PARITY_SEED)
+    assert src_a == "synthetic" and a.shape == (30, 32, 32, 3)
+    assert np.array_equal(a, b)  # deterministic
+    assert not np.array_equal(a, c)  # parity never reuses the calibration frames
+
+
+def test_frame_reader_feeds_every_frame_once_then_rewinds():
+    from echoseg.export.int8 import frame_reader
+
+    x = np.arange(21 * 3 * 2 * 2, dtype=np.float32).reshape(21, 3, 2, 2)
+    reader = frame_reader(x, batch_size=8)
+    for _ in range(2):
+        chunks = []
+        while (item := reader.get_next()) is not None:
+            chunks.append(item["frames"])
+        assert [len(c) for c in chunks] == [8, 8, 5]
+        assert np.array_equal(np.concatenate(chunks), x)
+        reader.rewind()
+
+
+def test_int8_gate_miss_rejects_the_graph(export_base, tmp_path, monkeypatch, no_tensorrt):
+    from echoseg.export import parity
+    from echoseg.export.build import export_checkpoint
+    from echoseg.export.manifest import read_manifest
+
+    monkeypatch.setitem(parity.GATES, "int8", {"mask_dice": 1.01})
+    res = export_checkpoint(cached_checkpoint(export_base, "unet"), quick_options(tmp_path, int8=True))
+    (err,) = res.errors
+    assert "model.int8.rejected.onnx vs FP32" in err and "mask agreement 0.9" in err and "LV area error" in err
+    d = tmp_path / "unet"
+    assert (d / "model.int8.rejected.onnx").is_file() and not (d / "model.int8.onnx").exists()
+    man = read_manifest(d)
+    assert man["passed"] is False
+    assert man["exports"][0]["parity"]["int8_vs_fp32"]["passed"] is False
