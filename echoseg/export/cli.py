@@ -97,12 +97,12 @@ def build(
     try:
         profile = parse_profile(batch)
     except ExportError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2)
     paths = find_checkpoints(list(checkpoints or []), runs)
     if not paths:
         console.print(f"[red]error:[/] no checkpoint given and no {runs}/*/best.pt found; train one with echo-train "
-                      "or pass a run directory or .pt file")
+                      "or pass a run directory or .pt file", soft_wrap=True)
         raise typer.Exit(2)
     opts = BuildOptions(out=out, fp16=fp16 or engine, int8=int8, engine=engine, granularities=tuple(granularity),
                         profile=profile, calib_frames=calib, calib_method=calib_method, parity_frames=parity_frames,
@@ -111,9 +111,9 @@ def build(
     for path in paths:
         console.rule(f"[bold]{path}")
         with console.status(f"exporting {path} ..."):
-            res = export_checkpoint(path, opts, say=lambda line: console.print(f"  {line}"))
+            res = export_checkpoint(path, opts, say=lambda line: console.print(f"  {line}", soft_wrap=True))
         for err in res.errors:
-            console.print(f"[red]error:[/] {err}")
+            console.print(f"[red]error:[/] {err}", soft_wrap=True)
         results.append(res)
     console.print(_summary_table(results))
     failed = [r.run for r in results if not r.ok]
@@ -138,13 +138,14 @@ def triton(
     for d in (export_dirs or [exports]):
         found = export_dirs_under(d)
         if not found:
-            console.print(f"[red]error:[/] {d}: no manifest.json here or below; export first with echo-export build")
+            console.print(f"[red]error:[/] {d}: no manifest.json here or below; export first with echo-export build",
+                          soft_wrap=True)
             raise typer.Exit(2)
         dirs.extend(found)
     errors: list[str] = []
     models = write_repository(dirs, out, errors)
     for err in errors:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {err}", soft_wrap=True)
     table = Table(title=f"Triton repository {out}")
     for col in ("model", "platform", "max batch", "from"):
         table.add_column(col)
