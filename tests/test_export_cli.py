@@ -98,6 +98,8 @@ def test_parity_failure_exits_nonzero_with_the_numbers(runs_dir, monkeypatch):
 def test_usage_errors(runs_dir, tmp_path):
     res = _invoke("build", "--batch", "4,2,1")
     assert res.exit_code == 2 and "1 <= MIN <= OPT <= MAX" in res.output
+    res = _invoke("build", "--calib-method", "best")
+    assert res.exit_code == 2 and "--calib-method 'best' is not one of minmax" in res.output
     res = _invoke("build", "--runs", str(tmp_path / "empty"))
     assert res.exit_code == 2 and "no checkpoint given" in res.output
     res = _invoke("build", "runs/nope")

@@ -16,10 +16,13 @@ def _types():
 def test_fp16_graph_is_fp16_inside_and_fp32_at_the_edges(exported):
     import onnx
 
+    from echoseg.export.onnx import read_metadata
+
     f32, f16 = _types()
     for path in (exported / "unet" / "model.fp16.onnx", exported / "matae-unet" / "model.g0.5.fp16.onnx"):
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto)
+        assert read_metadata(proto) == read_metadata(str(path).replace(".fp16", ""))
         assert proto.graph.input[0].type.tensor_type.elem_type == f32
         assert proto.graph.output[0].type.tensor_type.elem_type == f32
         # every weight is stored in FP16

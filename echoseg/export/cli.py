@@ -75,7 +75,7 @@ def build(
     fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx and, where TensorRT and a GPU exist, model.fp16.engine."),
     int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (static QDQ quantization)."),
     engine: bool = typer.Option(False, "--engine", help="Require the TensorRT engine (implies --fp16); a missing TensorRT or GPU is an error."),
-    granularity: List[float] = typer.Option([], "--granularity", "-g", help="matae-unet: also export this nested sub-network as its own model in OUT/RUN/gG (repeatable)."),
+    granularity: List[float] = typer.Option([], "--granularity", "-g", help="matae-unet: also export this nested sub-network as its own smaller model, OUT/RUN/model.gG[.fp16|.int8].onnx (repeatable)."),
     batch: str = typer.Option("1,16,64", "--batch", help="Batch range MIN,OPT,MAX for the engine profile and Triton."),
     out: Path = typer.Option(Path("exports"), "--out", help="Output folder; each run goes to OUT/RUN."),
     calib: int = typer.Option(128, "--calib", min=1, help="INT8 calibration frames."),
@@ -89,6 +89,7 @@ def build(
 ) -> None:
     """Export checkpoints to ONNX (+FP16, INT8, TensorRT), each gated on parity with PyTorch."""
     from .build import BuildOptions, export_checkpoint
+    from .int8 import CALIB_METHODS
     from .onnx import ExportError
     from .tensorrt import parse_profile
 
@@ -96,6 +97,8 @@ def build(
     console = _console()
     try:
         profile = parse_profile(batch)
+        if calib_method not in CALIB_METHODS:
+            raise ExportError(f"--calib-method {calib_method!r} is not one of {', '.join(CALIB_METHODS)}")
     except ExportError as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2)
