@@ -1,4 +1,4 @@
-"""Shared fixtures: a small synthetic EchoNet-Dynamic dataset and tiny checkpoints.
+"""Shared fixtures: a small synthetic EchoNet-Dynamic dataset and tiny, briefly trained checkpoints.
 
 Session-scoped so the whole suite synthesises and initialises them once.
 """
@@ -19,26 +19,38 @@ def synth_dir(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synth"), videos=12, frames=40, seed=7)
 
 
-def _make_checkpoint(path: Path, name: str, width: int) -> Path:
-    """A width-`width` model whose batch-norm statistics come from synthetic frames (non-trivial outputs)."""
+def _make_checkpoint(path: Path, name: str, width: int, steps: int = 40) -> Path:
+    """A width-`width` model trained for a few Adam steps on synthetic frames.
+
+    Enough that its masks are real LV-like blobs (not empty, not everything), so agreement
+    and Dice checks built on it can fail; a few seconds on 2 cores.
+    """
     import torch
 
-    from echoseg.config import InputSpec
     from echoseg.data.synthetic import make_video
     from echoseg.models import build_model, default_config
     from echoseg.train.checkpoint import save_checkpoint
     from echoseg.train.loop import compute_input_spec, normalise
+    from echoseg.train.losses import segmentation_loss
 
     torch.manual_seed(0)
     cfg = default_config(name, width)
     model = build_model(cfg)
-    frames = np.concatenate([make_video(s, frames=8).frames for s in range(2)])
-    spec: InputSpec = compute_input_spec(frames)
+    videos = [make_video(s, frames=12) for s in range(4)]
+    frames = np.concatenate([v.frames for v in videos])
+    masks = np.concatenate([v.masks for v in videos])
+    spec = compute_input_spec(frames)
     x = normalise(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), spec)
+    y = torch.from_numpy(masks.astype(np.float32))[:, None]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
     model.train()
-    with torch.no_grad():
-        for g in model.granularities:
-            model(x, g)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (8,), generator=gen)
+        loss = sum(segmentation_loss(model(x[idx], g), y[idx], dice=True) for g in model.granularities)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     model.eval()
     return save_checkpoint(path, model, cfg, spec, metrics={"val_dice": 0.5})
 

@@ -28,26 +28,15 @@ def video(tmp_path_factory):
     return v, write_video(tmp_path_factory.mktemp("vid") / "clip.avi", v.frames, v.fps)
 
 
-def _median_threshold(ckpt_path: Path, frames: np.ndarray, g: float) -> float:
-    """A threshold that puts about half the pixels inside: masks that can disagree if backends differ."""
-    sess = open_session(ckpt_path, "torch", granularity=g)
-    try:
-        logits = sess.run(preprocess(frames, sess.info.meta))
-    finally:
-        sess.close()
-    return float(1 / (1 + np.exp(-np.median(logits))))
-
-
 def _export_dir(tmp: Path, src_ckpt: Path, frames: np.ndarray, grans: tuple[float, ...]) -> Path:
-    """A checkpoint with a mid threshold plus one ONNX per granularity (model.onnx for g=1)."""
+    """The (briefly trained) checkpoint plus one ONNX per granularity (model.onnx for g=1)."""
     from echoseg.export.onnx import export_onnx, sub_network
     from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(src_ckpt)
     model = build_from_checkpoint(ck)
-    thr = _median_threshold(src_ckpt, frames, 1.0)
     d = tmp / ck.model.name
-    best = save_checkpoint(d / "best.pt", model, ck.model, ck.input_spec, threshold=thr)
+    best = save_checkpoint(d / "best.pt", model, ck.model, ck.input_spec, threshold=ck.threshold)
     ck = load_checkpoint(best)
     for g in grans:
         name = "model.onnx" if g == 1.0 else f"model.g{g:g}.onnx"

@@ -100,8 +100,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         raw = torch.load(p, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint ({first[:160]})") from exc
+        raise CheckpointError(
+            f"{p}: not a readable PyTorch checkpoint (corrupt, truncated, or holding objects beyond "
+            f"tensors and plain data; loaded with weights_only=True so no code runs) [{type(exc).__name__}]"
+        ) from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not an echoseg checkpoint (no format={FORMAT!r} key); "
                               "pass a best.pt/last.pt written by echo-train")
