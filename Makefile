@@ -8,8 +8,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.echoseg-installed
 DEMO   ?= demo-out
-WIDTH  ?= 8
-EPOCHS ?= 6
+WIDTH  ?= 16
+EPOCHS ?= 12
 
 .PHONY: install demo test clean
 
@@ -26,6 +26,10 @@ demo: install
 	$(BIN)/echo-train --data $(DEMO)/data --model unet --width $(WIDTH) --epochs $(EPOCHS) --out runs/unet
 	$(BIN)/echo-train --data $(DEMO)/data --model matae-unet --width $(WIDTH) --epochs $(EPOCHS) --out runs/matae-unet
 	$(BIN)/echo-eval runs/unet runs/matae-unet --data $(DEMO)/data --split test
+	$(BIN)/echo-export build --fp16 --int8 -g 0.5 -g 0.25
+	$(BIN)/echo-run $(DEMO)/data/Videos/SYN000_00119.avi --out $(DEMO)/run
+	@echo "true EF of that synthetic video (FileList.csv): $$(grep SYN000_00119 $(DEMO)/data/FileList.csv | cut -d, -f2)"
+	$(BIN)/echo-bench compare --out $(DEMO)/bench
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -106,7 +106,7 @@ def plot_area(path: Path, area_px: np.ndarray, fps: float, cardiac: CardiacResul
     ax.set_title(title + (f"  (EF estimate {ef:.1f}%)" if ef is not None else "  (no full beat found)"), fontsize=9)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("LV area (px)")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best", framealpha=0.6)
     fig.tight_layout()
     fig.savefig(path)
 
