@@ -30,8 +30,19 @@ def _from_mapping(cls: type, data: Mapping[str, Any], what: str) -> Any:
     return cls(**dict(data))
 
 
+class _Record:
+    """JSON in/out for the flat frozen records: tuples become lists, unknown keys are an error."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        return _from_mapping(cls, data, cls.__name__)
+
+
 @dataclass(frozen=True)
-class InputSpec:
+class InputSpec(_Record):
     """What a model expects: an N,C,H,W float32 batch made as (pixel - mean) / std.
 
     Pixels are 0..255 in OpenCV's channel order (BGR), the order every reader here uses.
@@ -57,18 +68,9 @@ class InputSpec:
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "InputSpec":
-        return _from_mapping(cls, data, "InputSpec")
-
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Record):
     """Which network and how wide: enough to rebuild it before loading weights."""
 
     name: str = "unet"
@@ -81,18 +83,9 @@ class ModelConfig:
         if self.width < 1:
             raise ConfigError(f"ModelConfig: width must be >= 1, got {self.width}")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["granularities"] = list(self.granularities)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        return _from_mapping(cls, data, "ModelConfig")
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Record):
     """Everything `echo-train` was asked to do, saved next to the run for reproducibility."""
 
     data: str = ""
@@ -112,7 +105,6 @@ class TrainConfig:
     out: str = "runs/unet"
     granularities: tuple[float, ...] = DEFAULT_GRANULARITIES
     max_train_frames: int = 0
-    workers_threads: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))
@@ -121,15 +113,6 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"TrainConfig: lr must be positive, got {self.lr}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["granularities"] = list(self.granularities)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        return _from_mapping(cls, data, "TrainConfig")
 
 
 @dataclass(frozen=True)
