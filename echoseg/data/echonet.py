@@ -129,19 +129,10 @@ def load_echonet(root: str | Path, split: str, size: tuple[int, int] = (112, 112
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     records = [r for r in read_filelist(root) if r.split == want]
     tracings = read_tracings(root, report)
-    images, masks, names, phases = [], [], [], []
+    items = []
     for rec in records:
-        got = _load_video_frames(root, rec, tracings.get(rec.name), size, report)
-        for name, phase, img, mask in got:
-            images.append(img)
-            masks.append(mask)
-            names.append(name)
-            phases.append(phase)
-    if not images:
-        fs = FrameSet.empty(size, "echonet")
-        fs.skipped = report
-        return fs
-    return FrameSet(np.stack(images), np.stack(masks), names, phases, report, "echonet")
+        items += _load_video_frames(root, rec, tracings.get(rec.name), size, report)
+    return FrameSet.from_items(items, size, report, "echonet")
 
 
 def _load_video_frames(root: Path, rec: VideoRecord, traced, size, report: SkipReport) -> list:

@@ -58,7 +58,7 @@ def load_frames(root: str | Path, split: str, size: tuple[int, int] = (112, 112)
     images = _images_in(folder / "images")
     masks = _images_in(folder / "masks")
     names = keep if keep is not None else list(images)
-    out_img, out_mask, out_names = [], [], []
+    items = []
     for name in names:
         if name not in masks:
             report.skip(f"image {name}", "no mask with the same name in masks/")
@@ -71,14 +71,8 @@ def load_frames(root: str | Path, split: str, size: tuple[int, int] = (112, 112)
         if img.shape[:2] != mask.shape[:2]:
             mask = cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
         img, m = resize_pair(img, mask > 0, size)
-        out_img.append(img)
-        out_mask.append(m)
-        out_names.append(name)
-    if not out_img:
-        fs = FrameSet.empty(size, "frames")
-        fs.skipped = report
-        return fs
-    return FrameSet(np.stack(out_img), np.stack(out_mask), out_names, [""] * len(out_names), report, "frames")
+        items.append((name, "", img, m))
+    return FrameSet.from_items(items, size, report, "frames")
 
 
 def load_frames_unlabelled(root: str | Path, split: str = "train", size: tuple[int, int] = (112, 112)) -> np.ndarray:

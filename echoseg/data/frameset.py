@@ -54,9 +54,14 @@ class FrameSet:
         return len(self.names)
 
     @classmethod
-    def empty(cls, size: tuple[int, int], layout: str = "") -> "FrameSet":
+    def from_items(cls, items: list[tuple[str, str, np.ndarray, np.ndarray]], size: tuple[int, int],
+                   report: SkipReport, layout: str) -> "FrameSet":
+        """(name, phase, image, mask) tuples at model size -> one FrameSet (empty arrays if none)."""
         h, w = size
-        return cls(np.zeros((0, h, w, 3), np.uint8), np.zeros((0, h, w), bool), [], [], layout=layout)
+        if not items:
+            return cls(np.zeros((0, h, w, 3), np.uint8), np.zeros((0, h, w), bool), [], [], report, layout)
+        names, phases, images, masks = zip(*items)
+        return cls(np.stack(images), np.stack(masks), list(names), list(phases), report, layout)
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
