@@ -26,7 +26,8 @@ def _echoseg_param(text: str) -> dict:
 def with_engine(exported, tmp_path):
     """A copy of the exports where unet also has a (fake) engine with its sidecar."""
     from echoseg.config import EngineSidecar
-    from echoseg.export.manifest import read_manifest, write_json, write_sidecar
+    from echoseg.atomic import write_json
+    from echoseg.export.manifest import read_manifest, write_sidecar
     from echoseg.export.onnx import read_metadata
 
     out = tmp_path / "exports"
@@ -94,7 +95,8 @@ def test_engine_config_takes_the_engine_profile(with_engine, tmp_path):
 
 
 def test_rejected_graphs_are_left_out_and_bad_dirs_reported(with_engine, tmp_path):
-    from echoseg.export.manifest import read_manifest, write_json
+    from echoseg.atomic import write_json
+    from echoseg.export.manifest import read_manifest
     from echoseg.export.triton import write_repository
 
     d = with_engine / "unet"

@@ -7,11 +7,12 @@ Every file is written under a temporary name and renamed when complete. Missing 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
+
+from echoseg import atomic
 
 #: bench.csv columns, in order (units in the names; CPU % is top-style, 100 = one core).
 COLUMNS = (
@@ -70,30 +71,20 @@ def cell(key: str, value: Any) -> str:
     return str(value)
 
 
-def _atomic_write(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
-
-
 def write_csv(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(COLUMNS)
-            for r in rows:
-                w.writerow(["n/a" if clean(r.get(c)) is None else clean(r.get(c)) for c in COLUMNS])
-
-    return _atomic_write(Path(path), write)
+    with atomic.atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow(["n/a" if clean(r.get(c)) is None else clean(r.get(c)) for c in COLUMNS])
+    return Path(path)
 
 
 def write_json(path: str | os.PathLike, rows: list[dict[str, Any]], skipped: list[dict[str, Any]],
                environment: dict[str, Any], settings: dict[str, Any], notes: list[str] | None = None) -> Path:
     doc = clean({"environment": environment, "settings": settings, "columns": list(COLUMNS), "rows": rows,
                  "skipped": skipped, "notes": notes or []})
-    return _atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n"))
+    return atomic.write_json(path, doc)
 
 
 def accuracy_metric(rows: list[dict[str, Any]]) -> str | None:
@@ -150,7 +141,9 @@ def write_plot(path: str | os.PathLike, rows: list[dict[str, Any]], title: str =
     ax.legend(handles=handles, fontsize=8, loc="lower left", bbox_to_anchor=(1.02, 0.0))
     ax.text(1.02, 1.0, "\n".join(keys), transform=ax.transAxes, fontsize=7, va="top", family="monospace")
     fig.subplots_adjust(left=0.07, right=0.64, bottom=0.1, top=0.93)
-    out = _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    out = Path(path)
     plt.close(fig)
     return out
 

@@ -9,6 +9,8 @@ from typing import Iterator
 
 import numpy as np
 
+from echoseg.atomic import atomic_path
+
 
 class VideoError(RuntimeError):
     """A video that is missing, not a video, empty or truncated."""
@@ -105,19 +107,16 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | list[np.ndarray], 
     import cv2
 
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if len(frames) == 0:
         raise ValueError(f"{out}: no frames to write")
-    first = np.asarray(frames[0])
-    h, w = first.shape[:2]
-    tmp = out.with_name(f".{out.stem}.part{out.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h), True)
-    if not writer.isOpened():
-        raise VideoError(out, f"OpenCV cannot write {fourcc} video here; try a .avi path with MJPG")
-    try:
-        for f in frames:
-            writer.write(_as_bgr(np.asarray(f, dtype=np.uint8)))
-    finally:
-        writer.release()
-    os.replace(tmp, out)
+    h, w = np.asarray(frames[0]).shape[:2]
+    with atomic_path(out) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h), True)
+        if not writer.isOpened():
+            raise VideoError(out, f"OpenCV cannot write {fourcc} video here; try a .avi path with MJPG")
+        try:
+            for f in frames:
+                writer.write(_as_bgr(np.asarray(f, dtype=np.uint8)))
+        finally:
+            writer.release()
     return out

@@ -24,12 +24,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from echoseg.atomic import write_json
 from echoseg.config import EngineSidecar
 
 from . import frames as frame_source
 from .fp16 import convert_fp16, emulate_fp16, last_compute_node, tensor_types
 from .int8 import quantize_int8
-from .manifest import MANIFEST, PARITY, build_manifest, write_json, write_sidecar
+from .manifest import MANIFEST, PARITY, build_manifest, write_sidecar
 from .onnx import ExportError, export_onnx, save_onnx, sub_network
 from .parity import ExportParityError, check, compare, run_onnx, torch_logits
 from .tensorrt import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, TensorRTUnavailable, build_engine, gpu_identity,

@@ -18,7 +18,9 @@ import numpy as np
 
 from echoseg.config import ArtifactMeta
 
-from .onnx import INPUT_NAME, ExportError, set_metadata, save_onnx, temp_path
+from echoseg.atomic import temp_for
+
+from .onnx import INPUT_NAME, ExportError, set_metadata, save_onnx
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,8 @@ def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndar
     if len(calib) == 0:
         raise ExportError("INT8 calibration needs at least one frame; pass --calib N with N >= 1")
     out = Path(out)
-    prepared = temp_path(out).with_suffix(".prep.onnx")
-    raw = temp_path(out).with_suffix(".q.onnx")
+    prepared = temp_for(out).with_suffix(".prep.onnx")
+    raw = temp_for(out).with_suffix(".q.onnx")
     try:
         quant_pre_process(str(src), str(prepared))  # shape inference + ORT's basic graph optimisation
         calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -95,7 +97,7 @@ def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndar
     finally:
         for p in (prepared, raw):
             p.unlink(missing_ok=True)
-        for extra in out.parent.glob(f".{out.name}.part*.data"):
+        for extra in out.parent.glob(f"{temp_for(out).stem}*.data"):
             extra.unlink(missing_ok=True)
     set_metadata(proto, meta)
     onnx.checker.check_model(proto)

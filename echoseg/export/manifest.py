@@ -16,9 +16,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from echoseg.atomic import write_json
 from echoseg.config import ConfigError, EngineSidecar
 
-from .onnx import ExportError, temp_path
+from .onnx import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +27,6 @@ MANIFEST = "manifest.json"
 PARITY = "parity.json"
 FORMAT = "echoseg-export"
 VERSION = 1
-
-
-def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
-    """Write JSON atomically (temp name, then rename)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(out)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, out)
-    return out
 
 
 def file_entry(path: str | os.PathLike) -> dict[str, Any]:

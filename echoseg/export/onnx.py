@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from echoseg.atomic import atomic_path, temp_for
 from echoseg.config import ONNX_META_KEY, ArtifactMeta, ConfigError
 
 log = logging.getLogger(__name__)
@@ -44,21 +45,13 @@ class OnnxInfo:
                 "simplified_by": self.simplified_by, "op_types": dict(self.op_types)}
 
 
-def temp_path(path: Path) -> Path:
-    """The hidden name a file is written under before it is renamed into place."""
-    return path.with_name(f".{path.name}.part")
-
-
 def save_onnx(proto, path: str | os.PathLike) -> Path:
     """Write an ONNX ModelProto atomically (temp name, then rename)."""
     import onnx
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(out)
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, out)
-    return out
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return Path(path)
 
 
 def set_metadata(proto, meta: ArtifactMeta) -> None:
@@ -133,7 +126,7 @@ def export_onnx(net, meta: ArtifactMeta, out: str | os.PathLike, *, opset: int =
     out.parent.mkdir(parents=True, exist_ok=True)
     spec = meta.input_spec
     example = torch.zeros(2, spec.channels, spec.height, spec.width)
-    raw = temp_path(out).with_suffix(".raw")
+    raw = temp_for(out).with_suffix(".raw")
     wrapped = _logits_only(net)
     try:
         with warnings.catch_warnings(), torch.no_grad():

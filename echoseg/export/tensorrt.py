@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .onnx import INPUT_NAME, ExportError, temp_path
+from echoseg.atomic import write_bytes
+
+from .onnx import INPUT_NAME, ExportError
 
 log = logging.getLogger(__name__)
 
@@ -212,17 +214,9 @@ def build_engine(plan: EnginePlan, out: str | os.PathLike, timing_cache: str | o
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build {out.name} from {plan.onnx_path.name}; "
                                "see the TensorRT log above (a larger --workspace-mb may help)")
-    tmp = temp_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as fh:
-        fh.write(memoryview(serialized))
-    os.replace(tmp, out)
+    write_bytes(out, memoryview(serialized))
     if cache_path:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        ctmp = temp_path(cache_path)
-        with open(ctmp, "wb") as fh:
-            fh.write(memoryview(config.get_timing_cache().serialize()))
-        os.replace(ctmp, cache_path)
+        write_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
     log.info("built %s in %.1f s (TensorRT %s)", out, seconds, trt.__version__)
     return {"tensorrt_version": str(trt.__version__), "build_seconds": round(seconds, 3),
             "timing_cache": str(cache_path) if cache_path else "", "timing_cache_reused": bool(cache_bytes)}

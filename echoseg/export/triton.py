@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .manifest import MANIFEST, read_manifest, read_sidecar
-from .onnx import INPUT_NAME, OUTPUT_NAME, ExportError, read_metadata, temp_path
+from echoseg.atomic import copy_file, write_text
+
+from .onnx import INPUT_NAME, OUTPUT_NAME, ExportError, read_metadata
 
 #: artifact kind in the manifest -> (model-name suffix, Triton platform, file name Triton looks for)
 ARTIFACTS: dict[str, tuple[str, str, str]] = {
@@ -156,12 +157,7 @@ def write_repository(export_dirs: Iterable[str | os.PathLike], out: str | os.Pat
             version = repo / m.name / "1"
             version.mkdir(parents=True, exist_ok=True)
             dst = version / ("model.plan" if m.platform == "tensorrt_plan" else "model.onnx")
-            tmp = temp_path(dst)
-            shutil.copyfile(m.source, tmp)
-            os.replace(tmp, dst)
-            cfg = repo / m.name / "config.pbtxt"
-            ctmp = temp_path(cfg)
-            ctmp.write_text(m.config)
-            os.replace(ctmp, cfg)
+            copy_file(m.source, dst)
+            write_text(repo / m.name / "config.pbtxt", m.config)
             written.append(m)
     return written

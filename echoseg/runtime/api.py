@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from echoseg.atomic import write_json
 from echoseg.data.video import VideoError, probe
 
 from .cardiac import MAX_HEART_RATE_BPM, analyse
 from .discover import choose
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OverlaySink,
-                      StagingDir, plot_area, write_frames_csv, write_json, write_summary_csv)
+                      StagingDir, plot_area, write_frames_csv, write_summary_csv)
 from .session import Session, SessionError, open_session
 from .stream import StreamStats, stream_video
 

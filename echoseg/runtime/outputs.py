@@ -7,7 +7,6 @@ only when complete, so a failed or interrupted video leaves no half-written outp
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from echoseg.atomic import atomic_path
 from .cardiac import CardiacResult
 from .overlay import overlay_frame
 
@@ -111,22 +111,13 @@ def plot_area(path: Path, area_px: np.ndarray, fps: float, cardiac: CardiacResul
     fig.savefig(path)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
 def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     """One row per input video across a run, failed ones included (status, error)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(SUMMARY_CSV_FIELDS), extrasaction="ignore")
         w.writeheader()
         for row in rows:
             w.writerow({k: _cell(row.get(k)) for k in SUMMARY_CSV_FIELDS})
-    os.replace(tmp, path)
     return path
 
 

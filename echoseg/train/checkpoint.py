@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from echoseg.atomic import atomic_path
 from echoseg.config import ArtifactMeta, ConfigError, InputSpec, ModelConfig, TrainConfig
 
 FORMAT = "echoseg-checkpoint"
@@ -70,8 +71,6 @@ def save_checkpoint(path: str | os.PathLike, model, cfg: ModelConfig, spec: Inpu
                     optimizer_state: dict[str, Any] | None = None) -> Path:
     import torch
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -84,10 +83,9 @@ def save_checkpoint(path: str | os.PathLike, model, cfg: ModelConfig, spec: Inpu
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer_state,
     }
-    tmp = out.with_name(f".{out.name}.part")
-    torch.save(payload, tmp)
-    os.replace(tmp, out)
-    return out
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

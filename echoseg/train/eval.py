@@ -7,12 +7,11 @@ top-level keys of metrics.json are the full granularity's.
 from __future__ import annotations
 
 import csv
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from echoseg.atomic import atomic_path, write_json
 from echoseg.data.dataset import load_split
 
 from .checkpoint import build_from_checkpoint, load_checkpoint
@@ -69,9 +68,7 @@ def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test
     from .plots import montage
 
     montage(fs.images, fs.masks, preds_full, frames_by_g[1.0]["dice"], fs.names, out_dir / "montage.png")
-    tmp = out_dir / ".metrics.json.part"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out_dir / "metrics.json")
+    write_json(out_dir / "metrics.json", result)
     result["out"] = str(out_dir)
     return result
 
@@ -80,12 +77,10 @@ def _write_frames_csv(path: Path, fs, pred: np.ndarray, frames_by_g: dict[float,
     full = frames_by_g[1.0]
     extra = [g for g in sorted(frames_by_g) if g != 1.0]
     header = ["name", "phase", *METRICS, "area_true_px", "area_pred_px"] + [f"dice_g{g:g}" for g in extra]
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         for i, name in enumerate(fs.names):
             w.writerow([name, fs.phases[i], *(f"{full[k][i]:.6f}" for k in METRICS),
                         int(fs.masks[i].sum()), int(pred[i].sum()),
                         *(f"{frames_by_g[g]['dice'][i]:.6f}" for g in extra)])
-    os.replace(tmp, path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from echoseg.atomic import atomic_path, write_json
 from echoseg.config import InputSpec, TrainConfig
 from echoseg.data.dataset import FrameSet, load_split, load_unlabelled
 
@@ -235,7 +235,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
         plot_curves(rows, out / "curves.png", title=f"{mcfg.name} w{mcfg.width}")
         if cb.on_epoch:
             cb.on_epoch(row)
-    _write_json(out / "train_config.json", cfg.to_dict())
+    write_json(out / "train_config.json", cfg.to_dict())
     return TrainResult(out=out, best=best, rows=rows)
 
 
@@ -243,12 +243,10 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _read_log(path: Path) -> list[dict]:
@@ -257,11 +255,3 @@ def _read_log(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         return [{k: (float(v) if k != "epoch" else int(float(v))) for k, v in r.items() if v != ""}
                 for r in csv.DictReader(fh)]
-
-
-def _write_json(path: Path, data: dict) -> None:
-    import json
-
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from echoseg.atomic import atomic_path
 
 
 def _save_fig(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_curves(rows: list[dict], path: str | Path, title: str = "") -> Path:
@@ -76,8 +75,6 @@ def montage(images: np.ndarray, truths: np.ndarray, preds: np.ndarray, dice: np.
         while len(tiles) < k:
             tiles.append(np.zeros_like(tiles[0]))
         rows.append(np.hstack(tiles))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
-    cv2.imwrite(str(tmp), np.vstack(rows))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        cv2.imwrite(str(tmp), np.vstack(rows))
     return path
