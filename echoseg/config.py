@@ -8,6 +8,7 @@ so the runtime reads preprocessing from the artifact instead of re-typing it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
@@ -16,6 +17,18 @@ DEFAULT_GRANULARITIES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
 
 #: Key under which an ONNX model's metadata_props carry the whole artifact description.
 ONNX_META_KEY = "echoseg"
+
+
+def logit_cut(threshold: float, output: str = "logits") -> float:
+    """The cut on a model's raw output that equals probability > ``threshold``.
+
+    Artifacts output logits (the cut is logit(threshold)); an output already in probabilities
+    is cut at the threshold itself.
+    """
+    if output != "logits":
+        return float(threshold)
+    t = min(max(float(threshold), 1e-6), 1 - 1e-6)
+    return math.log(t / (1 - t))
 
 
 class ConfigError(ValueError):

@@ -5,20 +5,18 @@ Shared by the measuring worker and the reference worker, so both produce masks t
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from echoseg.atomic import atomic_path
+from echoseg.config import logit_cut
+
 
 def to_masks(logits: np.ndarray, threshold: float, output: str = "logits") -> np.ndarray:
     """Boolean masks N,H,W from N,1,H,W network output at the artifact's threshold."""
-    y = np.asarray(logits)[:, 0]
-    if output == "logits":
-        t = min(max(threshold, 1e-7), 1 - 1e-7)
-        return y > math.log(t / (1 - t))
-    return y > threshold
+    return np.asarray(logits)[:, 0] > logit_cut(threshold, output)
 
 
 def fit_batch(sess, batch: int) -> int:
@@ -84,11 +82,8 @@ def timing_batch(video: str, batch: int, meta) -> np.ndarray:
 
 
 def save_masks(path: str, masks: np.ndarray) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.part.npz")
-    np.savez_compressed(tmp, masks=np.packbits(masks, axis=-1), shape=np.asarray(masks.shape))
-    tmp.replace(p)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, masks=np.packbits(masks, axis=-1), shape=np.asarray(masks.shape))
 
 
 def load_masks(path: str | Path) -> np.ndarray:

@@ -8,12 +8,12 @@ log(t / (1 - t))``, with the checkpoint's threshold.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 import numpy as np
 
+from echoseg.config import logit_cut
 from echoseg.train.metrics import mask_agreement
 
 from .onnx import ExportError
@@ -30,19 +30,13 @@ class ExportParityError(ExportError):
     """An exported graph whose outputs miss the parity gate; the message carries the numbers."""
 
 
-def logit_threshold(threshold: float) -> float:
-    """The logit above which a pixel is LV, for a probability threshold."""
-    t = min(max(float(threshold), 1e-6), 1 - 1e-6)
-    return math.log(t / (1 - t))
-
-
 def compare(reference: np.ndarray, candidate: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
     """Numbers comparing two logit arrays N,1,H,W (reference first)."""
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape:
         raise ExportError(f"output shapes differ: reference {ref.shape} vs candidate {cand.shape}")
-    cut = logit_threshold(threshold)
+    cut = logit_cut(threshold)
     m_ref, m_cand = ref > cut, cand > cut
     diff = np.abs(ref - cand)
     axes = tuple(range(1, ref.ndim))

@@ -9,7 +9,6 @@ Bounded queues keep memory flat whatever the video's length. Used by echo-run an
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import threading
@@ -19,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from echoseg.config import logit_cut
 from echoseg.data.video import VideoError, iter_frames, probe
 
 from .cardiac import mask_area_px, mask_length_px
@@ -80,14 +80,6 @@ class _Failure:
         self.exc = exc
 
 
-def logit_threshold(threshold: float, output: str = "logits") -> float:
-    """The cut on the model's raw output equal to probability > threshold."""
-    if output != "logits":
-        return float(threshold)
-    t = min(max(float(threshold), 1e-6), 1 - 1e-6)
-    return math.log(t / (1 - t))
-
-
 def mask_at(logits_hw: np.ndarray, height: int, width: int, cut: float) -> np.ndarray:
     """Model-size logits H',W' -> bool mask at height x width (logits resized, then cut)."""
     import cv2
@@ -123,7 +115,7 @@ def stream_video(path: str | os.PathLike, session: Session, batch: int = 8, sink
         batch = min(batch, sinfo.max_batch)
     batch = max(1, batch, sinfo.min_batch if sinfo.min_batch == sinfo.max_batch else 1)
     meta = sinfo.meta
-    cut = logit_threshold(meta.threshold, meta.output)
+    cut = logit_cut(meta.threshold, meta.output)
     stats = StreamStats(path=str(path), frames=0, height=info.height, width=info.width, fps=info.fps,
                         area_px=np.zeros(0), length_px=np.zeros(0), batch=batch)
     q_in: queue.Queue = queue.Queue(maxsize=max(2, queue_batches * batch))
