@@ -18,6 +18,7 @@ from echoseg.runtime import open_session, preprocess, run_videos
 from echoseg.runtime.discover import choose
 from echoseg.runtime.session import SessionError
 from echoseg.runtime.stream import stream_video
+from echoseg.train.metrics import mask_agreement
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,10 +62,6 @@ def _masks(path: Path, session) -> np.ndarray:
     return np.stack(out)
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())
-
-
 @pytest.mark.parametrize("which,g", [("unet", 1.0), ("matae", 1.0), ("matae", 0.5)])
 def test_onnxruntime_agrees_with_the_torch_reference(request, video, which, g):
     d = request.getfixturevalue(f"{which}_dir")
@@ -78,7 +75,7 @@ def test_onnxruntime_agrees_with_the_torch_reference(request, video, which, g):
     m_ort, m_ref = _masks(video[1], ort), _masks(video[1], ref)
     assert m_ort.shape == m_ref.shape == (32, 112, 112)
     assert 0.05 < m_ref.mean() < 0.95  # masks are far from empty or full: agreement means something
-    assert _dice(m_ort, m_ref) > 0.995
+    assert mask_agreement(m_ort, m_ref) > 0.995
 
 
 def test_granularity_picks_the_matching_export(matae_dir, video, tmp_path):
@@ -173,4 +170,4 @@ def test_tensorrt_engine_agrees_with_onnxruntime(unet_dir, video, tmp_path):
     np.testing.assert_allclose(trt_sess.run(x), ort_sess.run(x), atol=2e-3)
     assert trt_sess.run(x[:1]).shape == (1, 1, 112, 112)
     m_trt, m_ort = _masks(video[1], trt_sess), _masks(video[1], ort_sess)
-    assert _dice(m_trt, m_ort) > 0.99
+    assert mask_agreement(m_trt, m_ort) > 0.99

@@ -6,8 +6,8 @@ import csv
 
 import numpy as np
 
-from echoseg.data.echonet import polygon_area, polygon_mask, tracing_polygon
-from echoseg.data.synthetic import area_length_volume, make_video
+from echoseg.data.echonet import area_length_volume_px3, polygon_area, polygon_mask, tracing_polygon
+from echoseg.data.synthetic import make_video
 from echoseg.data.video import probe, read_video
 
 
@@ -32,7 +32,7 @@ def test_beats_ed_es_and_ef_are_consistent():
         ys, xs = np.nonzero(m)
         pts = np.stack([xs, ys], 1).astype(float)
         length = max(np.linalg.norm(pts - p, axis=1).max() for p in pts[:: max(1, len(pts) // 200)])
-        return area_length_volume(m.sum(), length)
+        return area_length_volume_px3(m.sum(), length)
     ef_masks = 100 * (1 - vol(v.es_frames[0]) / vol(v.ed_frames[0]))
     assert abs(ef_masks - v.ef) < 8
 

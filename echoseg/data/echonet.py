@@ -102,6 +102,16 @@ def polygon_area(poly: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
+def area_length_volume_px3(area_px: float, length_px: float) -> float:
+    """Single-plane area-length volume V = 8 A^2 / (3 pi L), in cubic pixels (0 if L is 0).
+
+    The one definition: the synthetic truth and the runtime's EF estimate both use it.
+    """
+    if length_px <= 0:
+        return 0.0
+    return 8.0 * float(area_px) ** 2 / (3.0 * math.pi * float(length_px))
+
+
 def polygon_mask(poly: np.ndarray, height: int, width: int) -> np.ndarray:
     """Filled polygon as a bool mask (sub-pixel vertices, pixel centres inside)."""
     import cv2

@@ -19,6 +19,9 @@ from typing import Callable
 
 import numpy as np
 
+from echoseg.atomic import atomic_path
+
+from .echonet import area_length_volume_px3, polygon_area
 from .video import write_video
 
 SIZE = 112
@@ -107,19 +110,9 @@ def tracing_lines(heart: Heart, c: float) -> np.ndarray:
     return np.array(rows)
 
 
-def area_length_volume(area_px: float, length_px: float) -> float:
-    """Single-plane area-length volume V = 8 A^2 / (3 pi L), in cubic pixels."""
-    return 8.0 * area_px ** 2 / (3.0 * math.pi * max(length_px, 1e-6))
-
-
-def _polygon_area(poly: np.ndarray) -> float:
-    x, y = poly[:, 0], poly[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
-
-
 def _cavity_volume(heart: Heart, c: float) -> float:
     a, _ = heart.axes(c)
-    return area_length_volume(_polygon_area(cavity_outline(heart, c, n=400)), a * (1 + BASE_CUT))
+    return area_length_volume_px3(polygon_area(cavity_outline(heart, c, n=400)), a * (1 + BASE_CUT))
 
 
 def random_heart(rng: np.random.Generator, ef: float | None = None) -> Heart:
@@ -281,9 +274,7 @@ def write_dataset(out: str | os.PathLike, videos: int = 40, frames: int = 96, se
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         w.writerows(rows)
-    os.replace(tmp, path)

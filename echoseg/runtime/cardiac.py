@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from echoseg.data.echonet import area_length_volume_px3
+
 #: Highest heart rate considered plausible; sets the minimum spacing of two ED (or ES) frames.
 MAX_HEART_RATE_BPM = 200.0
 #: An extreme counts only if the smoothed area moves at least this fraction of its range.
@@ -45,13 +47,6 @@ def mask_length_px(mask: np.ndarray) -> float:
     axis = vecs[:, -1]  # eigenvector of the largest eigenvalue
     proj = pts @ axis
     return float(proj.max() - proj.min() + 1.0)  # + one pixel: extents of pixel squares, not centres
-
-
-def area_length_volume_px3(area_px: float, length_px: float) -> float:
-    """Single-plane area-length volume V = 8 A^2 / (3 pi L), in cubic pixels (0 if L is 0)."""
-    if length_px <= 0:
-        return 0.0
-    return 8.0 * float(area_px) ** 2 / (3.0 * math.pi * float(length_px))
 
 
 @dataclass(frozen=True)
