@@ -110,14 +110,20 @@ class TrainConfig(_Record):
     weight_decay: float = 0.0
     dice_loss: bool = False
     recon_weight: float = 0.1
+    recon_until: float = 0.5  # fraction of training over which the reconstruction weight decays to 0
     unlabelled_frames: bool = False
     unlabelled_per_step: int = 8
     augment: bool = True
     device: str = "auto"
     seed: int = 0
     out: str = "runs/unet"
-    granularities: tuple[float, ...] = DEFAULT_GRANULARITIES
+    granularities: tuple[float, ...] = ()  # matae-unet; () = what the width can hold (recipe.granularities_for)
     max_train_frames: int = 0
+    warmup_epochs: int = 1
+    ema_decay: float = 0.995  # 0 = no EMA weights
+    distill: float = 0.5  # matae-unet: share of a smaller granularity's loss taken from the full one's soft masks
+    bn_recal_frames: int = 256
+    select: str = "auto"  # auto | best | last (echoseg.train.select)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))
@@ -126,6 +132,12 @@ class TrainConfig(_Record):
                 raise ConfigError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"TrainConfig: lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.distill <= 1:
+            raise ConfigError(f"TrainConfig: distill must be in [0, 1], got {self.distill}")
+        if self.select not in ("auto", "best", "last"):
+            raise ConfigError(f"TrainConfig: select must be auto, best or last, got {self.select!r}")
 
 
 @dataclass(frozen=True)

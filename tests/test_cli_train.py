@@ -25,8 +25,34 @@ def test_synth_train_eval_cli(tmp_path):
     r = runner.invoke(eval_app, [str(run), "--data", str(data), "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert m["frames"] == 2 and set(m["granularities"]) == {"0.125", "0.25", "0.5", "1"}
+    assert m["frames"] == 2 and set(m["granularities"]) == {"0.5", "1"}  # width 8 holds 1/2 and 1
     assert "Dice" in r.output and "matae-unet w8" in r.output
+
+
+def test_cross_validation_and_compare_cli(tmp_path):
+    data = tmp_path / "d"
+    assert runner.invoke(synth_app, [str(data), "--videos", "6", "--frames", "16", "--seed", "4"]).exit_code == 0
+    for model in ("unet", "matae-unet"):
+        r = runner.invoke(train_app, ["--data", str(data), "--model", model, "--width", "8", "--epochs", "1",
+                                      "--batch-size", "4", "--folds", "3", "--fold", "0", "--fold", "2",
+                                      "--seeds", "1,2", "--out", str(tmp_path / model)])
+        assert r.exit_code == 0, r.output
+        cv = json.loads((tmp_path / model / "cv.json").read_text())
+        assert cv["evaluated_folds"] == [0, 2] and cv["seeds"] == [1, 2]
+        assert {(row["fold"], row["seed"]) for row in cv["rows"]} == {(0, 1), (0, 2), (2, 1), (2, 2)}
+        assert "cross-validation by video" in r.output
+    r = runner.invoke(eval_app, [str(tmp_path / "unet"), str(tmp_path / "matae-unet"), "--compare",
+                                 "--out", str(tmp_path / "cmp")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert res["a_model"] == "unet w8" and res["b_model"] == "matae-unet w8"
+    assert {d["g_b"] for d in res["differences"]} == {1.0, 0.5}
+    assert all(d["videos"] == 4 and d["ci95"][0] <= d["mean"] <= d["ci95"][1] for d in res["differences"])
+    assert "paired difference B - A" in r.output
+    r = runner.invoke(eval_app, [str(tmp_path / "unet" / "fold0-seed1"), "--data", str(data), "--compare"])
+    assert r.exit_code == 2 and "needs two runs" in r.output
+    r = runner.invoke(eval_app, [str(tmp_path / "unet" / "fold0-seed1"), "--compare"])
+    assert r.exit_code == 1 and "--data is needed" in r.output
 
 
 def test_cli_errors_are_one_line(tmp_path):

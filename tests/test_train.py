@@ -93,13 +93,40 @@ def test_unet_training_reaches_dice_and_resumes(train_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_restores_optimizer_ema_and_rng_state(train_data, tmp_path):
+    """A run interrupted after epoch 2 and resumed ends with the same weights as one that ran 3
+    epochs straight: optimizer, EMA, schedule and every random stream are restored, not restarted."""
+    from echoseg.train.loop import Callbacks, train
+
+    base = dict(data=str(train_data), model="matae-unet", width=8, batch_size=8, seed=3, epochs=3,
+                granularities=(0.5, 1.0))
+    train(TrainConfig(**base, out=str(tmp_path / "straight")))
+
+    def stop_after_two(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**base, out=str(tmp_path / "split")), callbacks=Callbacks(on_epoch=stop_after_two))
+    assert load_checkpoint(tmp_path / "split" / "last.pt").epoch == 2
+    train(TrainConfig(**base, out=str(tmp_path / "split")), resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    for k, v in a.state_dict.items():
+        assert torch.allclose(v.float(), b.state_dict[k].float(), atol=1e-6), k
+    for k, v in a.optimizer["raw_state_dict"].items():
+        assert torch.allclose(v.float(), b.optimizer["raw_state_dict"][k].float(), atol=1e-6), k
+
+
+@pytest.mark.slow
 def test_matae_training_all_granularities_and_unlabelled(train_data, tmp_path):
     from echoseg.train.eval import evaluate
     from echoseg.train.loop import train
 
     out = tmp_path / "mat"
     cfg = TrainConfig(data=str(train_data), model="matae-unet", width=8, epochs=5, batch_size=8, out=str(out),
-                      unlabelled_frames=True, unlabelled_per_step=2)
+                      unlabelled_frames=True, unlabelled_per_step=2, granularities=(0.125, 0.25, 0.5, 1.0),
+                      recon_until=1.0, select="best")
     result = train(cfg)
     assert result.best["val_dice"] > 0.8
     m = evaluate(out, train_data, "test")
@@ -110,6 +137,30 @@ def test_matae_training_all_granularities_and_unlabelled(train_data, tmp_path):
     assert m["granularities"]["0.5"]["dice"] > 0.6
     header = next(csv.reader(open(out / "eval-test" / "frames.csv")))
     assert header[-3:] == ["dice_g0.125", "dice_g0.25", "dice_g0.5"]
+
+
+def test_default_granularities_follow_the_width():
+    from echoseg.train.loop import model_config
+
+    assert model_config(TrainConfig(model="matae-unet", width=16)).granularities == (0.25, 0.5, 1.0)
+    assert model_config(TrainConfig(model="matae-unet", width=64)).granularities == (0.125, 0.25, 0.5, 1.0)
+    assert model_config(TrainConfig(model="matae-unet", width=16, granularities=(0.125, 1.0))).granularities == (0.125, 1.0)
+    assert model_config(TrainConfig(model="unet", width=16)).granularities == (1.0,)
+
+
+def test_training_refuses_data_without_any_lv_pixel(tmp_path):
+    import cv2
+
+    from echoseg.train.loop import TrainError, train
+
+    for split in ("train", "val"):
+        for folder in ("images", "masks"):
+            (tmp_path / "d" / split / folder).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(tmp_path / "d" / split / "images" / f"v_{i}.png"), np.full((16, 16), 80, np.uint8))
+            cv2.imwrite(str(tmp_path / "d" / split / "masks" / f"v_{i}.png"), np.zeros((16, 16), np.uint8))
+    with pytest.raises(TrainError, match="no training frame has any LV pixel"):
+        train(TrainConfig(data=str(tmp_path / "d"), model="unet", width=8, epochs=1, out=str(tmp_path / "r")))
 
 
 def test_resume_without_last_is_an_error(synth_dir, tmp_path):

@@ -1,7 +1,7 @@
 """Frame-folder reader (the paper's own data): DIR/{train,val,test}/{images,masks}/NAME.png.
 
 Masks are binary (any non-zero pixel is LV); images of any size are resized to the model
-input. A folder with only images/ and masks/ is split 80/10/10 with a fixed seed.
+input. A folder with only images/ and masks/ is split 80/10/10 by video with a fixed seed.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ def _images_in(folder: Path) -> dict[str, Path]:
 
 
 def split_names(names: list[str], split: str) -> list[str]:
-    """The 80/10/10 share of ``names`` for a split, the same for a given set of names."""
-    order = sorted(names)
-    perm = np.random.default_rng(SPLIT_SEED).permutation(len(order))
-    n_train = int(round(len(order) * SPLIT_FRACTIONS[0]))
-    n_val = int(round(len(order) * SPLIT_FRACTIONS[1]))
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, len(order))}
-    lo, hi = bounds[split]
-    return [order[i] for i in sorted(perm[lo:hi])]
+    """The 80/10/10 share of ``names`` for a split, dealt by video (``<video>_<frame>`` names):
+    frames of one video (patient) never land in two splits."""
+    from .folds import group_by_video, split_videos
+
+    groups = group_by_video(names)
+    videos = split_videos(list(groups), SPLIT_FRACTIONS, SPLIT_SEED)[split]
+    return sorted(names[i] for v in videos for i in groups[v])
 
 
 def split_dir(root: Path, split: str) -> tuple[Path, list[str] | None]:

@@ -42,15 +42,32 @@ def train(
     recon_weight: float = typer.Option(0.1, "--recon-weight", help="matae-unet: weight of the reconstruction MSE"),
     unlabelled_frames: bool = typer.Option(False, "--unlabelled-frames",
                                            help="matae-unet: also train the autoencoder on every frame of the training videos"),
-    granularities: Optional[List[float]] = typer.Option(None, "--granularity", help="matae-unet nested widths (default 1/8,1/4,1/2,1)"),
+    recon_until: float = typer.Option(0.5, "--recon-until", help="matae-unet: fraction of training over which the "
+                                      "reconstruction weight decays to 0 (1 = constant)"),
+    distill: float = typer.Option(0.5, "--distill", min=0.0, max=1.0,
+                                  help="matae-unet: share of a smaller granularity's loss learnt from the full "
+                                       "network's soft masks (in-place distillation; 0 = labels only)"),
+    granularities: Optional[List[float]] = typer.Option(None, "--granularity", help="matae-unet nested widths (default: "
+                                                        "1/8, 1/4, 1/2, 1 where the first level keeps >= 4 channels)"),
+    ema_decay: float = typer.Option(0.995, "--ema-decay", help="EMA of the weights (validated and saved); 0 = off"),
+    warmup_epochs: int = typer.Option(1, "--warmup-epochs", min=0, help="Linear learning-rate warm-up, then cosine decay"),
+    select: str = typer.Option("auto", "--select", help="best.pt: auto (best 3-epoch mean from a third of the run "
+                                                        "on, no collapsed granularity), best (raw peak) or last"),
     augment: bool = typer.Option(True, "--augment/--no-augment"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue from <out>/last.pt up to --epochs"),
     max_train_frames: int = typer.Option(0, "--max-train-frames", help="Use at most this many labelled frames (0 = all)"),
+    folds: int = typer.Option(0, "--folds", min=0, help="Cross-validate: K folds of whole videos (patients) over all "
+                                                        "labelled frames; K = number of videos is leave-one-patient-out"),
+    fold: Optional[List[int]] = typer.Option(None, "--fold", help="With --folds: run only these folds (0-based, repeatable)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="With --folds: comma-separated seeds (default: --seed)"),
 ) -> None:
-    """Train one model; writes best.pt, last.pt, log.csv and curves.png to the run folder."""
+    """Train one model; writes best.pt, last.pt, log.csv and curves.png to the run folder.
+
+    With --folds K: one run per fold and seed in OUT/fold<i>-seed<s>/, each scored on its held-out
+    videos, and OUT/cv.csv, OUT/cv.json with Dice mean +- sd over seeds per granularity."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -64,13 +81,20 @@ def train(
     try:
         check_name(model)
         cfg = TrainConfig(data=str(data), model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                          dice_loss=dice_loss, recon_weight=recon_weight, unlabelled_frames=unlabelled_frames,
-                          granularities=tuple(granularities) if granularities else DEFAULT_GRANULARITIES,
+                          dice_loss=dice_loss, recon_weight=recon_weight, recon_until=recon_until,
+                          unlabelled_frames=unlabelled_frames, distill=distill,
+                          granularities=tuple(sorted(granularities)) if granularities else (),
                           augment=augment, device=device, seed=seed, out=str(out or Path("runs") / model),
-                          max_train_frames=max_train_frames)
-        if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in cfg.granularities):
-            raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(cfg.granularities)}; "
+                          max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
+                          select=select)
+        gs = cfg.granularities or DEFAULT_GRANULARITIES
+        if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
+            raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
                               "use a multiple of 8")
+        if folds:
+            seed_list = _parse_seeds(seeds, seed)
+            _cross_validate(console, cfg, folds, seed_list, fold or [])
+            return
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task(f"{model} w{width}", total=1, loss=float("nan"))
@@ -92,14 +116,50 @@ def train(
                   f"run in {result.out}")
 
 
+def _parse_seeds(text: str | None, default: int) -> list[int]:
+    if not text:
+        return [default]
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 1,2,3") from None
+
+
+def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], only: list[int]) -> None:
+    from rich.table import Table
+
+    from .cv import run_cv
+    from .loop import Callbacks
+
+    def on_run(f: int, s: int, run_cfg: TrainConfig) -> Callbacks:
+        console.print(f"fold {f} seed {s} -> {run_cfg.out}")
+        return Callbacks(on_epoch=lambda row: console.print(
+            f"  epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  val Dice {row['val_dice']:.4f}  "
+            f"{row['seconds']:.1f}s"))
+
+    summary = run_cv(cfg, folds, seeds, only, on_run=on_run)
+    table = Table(title=f"{cfg.model} w{cfg.width}: {folds}-fold cross-validation by video, seeds {seeds}")
+    for col in ("g", "Dice mean", "sd over seeds", "worst fold", "per fold"):
+        table.add_column(col, justify="right")
+    for g, s in summary.items():
+        table.add_row(g, f"{s['dice_mean']:.4f}", f"{s['dice_sd']:.4f}", f"{s['min_fold_dice']:.4f}",
+                      " ".join(f"{k}:{v:.3f}" for k, v in s["dice_per_fold"].items()))
+    console.print(table)
+    console.print(f"wrote {cfg.out}/cv.csv and cv.json")
+
+
 @eval_app.command()
 def evaluate(
     runs: List[Path] = typer.Argument(..., help="Run folders or checkpoints (several make one table)"),
-    data: Path = typer.Option(..., "--data", help="Dataset folder (EchoNet-Dynamic or frame folders)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder (EchoNet-Dynamic or frame folders); "
+                                        "not needed to --compare cross-validation folders"),
     split: str = typer.Option("test", "--split", help="train, val or test"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <run>/eval-<split>; "
                                                             "with several runs, OUT/<run name>)"),
     device: str = typer.Option("auto", "--device"),
+    compare: bool = typer.Option(False, "--compare", help="Paired Dice difference of two runs, or of two models' "
+                                 "runs (seeds): mean with a bootstrap 95% CI over videos; cross-validation "
+                                 "folders (echo-train --folds) are compared fold by fold"),
 ) -> None:
     """Per-frame Dice, IoU, pixel accuracy (bootstrap 95% CI), ED/ES and granularity breakdowns."""
     from rich.console import Console
@@ -114,9 +174,19 @@ def evaluate(
     table = Table(title=f"{split} split of {data}")
     for col in ("run", "model", "g", "GMACs", "frames", "Dice (95% CI)", "IoU", "pixel acc."):
         table.add_column(col, justify="left" if col == "model" else "right")
-    failed = 0
+    failed, scored = 0, []
     for run in runs:
         target = (out / run.name if len(runs) > 1 else out) if out else None
+        if compare and (run / "cv.json").is_file():
+            from .compare import read_cv
+
+            scored += read_cv(run)
+            continue
+        if data is None:
+            console.print(f"[red]error[/red]: {run}: --data is needed to score a run (only cross-validation "
+                          "folders compare without it)")
+            failed += 1
+            continue
         try:
             r = run_eval(run, data, split, target, device)
         except (*_user_errors(), ValueError) as exc:
@@ -134,9 +204,47 @@ def evaluate(
         if r.get("skipped"):
             console.print(f"{run}: skipped {r['skipped']}")
         console.print(f"{run}: wrote {r['out']}/metrics.json, frames.csv, montage.png")
-    console.print(table)
+        if compare:
+            from .compare import read_frames_csv
+
+            scored.append(read_frames_csv(Path(r["out"]) / "frames.csv", run.name, r["model"], r["width"]))
+    if table.row_count:
+        console.print(table)
+    if compare and not failed:
+        _print_comparison(console, scored, out)
     if failed:
         raise typer.Exit(1)
+
+
+def _print_comparison(console, scored: list, out: Optional[Path]) -> None:
+    from rich.table import Table
+
+    from echoseg.atomic import write_json
+
+    from .compare import compare as run_compare
+
+    try:
+        res = run_compare(scored)
+    except ValueError as exc:
+        _fail(exc)
+    runs = Table(title="runs (mean +- sd over runs/seeds of per-frame-averaged Dice)")
+    for col in ("side", "model", "g", "Dice mean", "sd", "runs"):
+        runs.add_column(col, justify="right")
+    for r in res["runs"]:
+        runs.add_row(r["side"], r["model"], f"{r['g']:g}", f"{r['dice_mean']:.4f}", f"{r['dice_sd']:.4f}", str(r["runs"]))
+    console.print(runs)
+    diff = Table(title=f"paired difference B - A  (A = {res['a_model']}: {', '.join(res['a'])};  "
+                       f"B = {res['b_model']}: {', '.join(res['b'])})")
+    for col in ("B g", "vs A g", "Dice diff", "95% CI (videos resampled)", "frames", "videos"):
+        diff.add_column(col, justify="right")
+    for d in res["differences"]:
+        lo, hi = d["ci95"]
+        diff.add_row(f"{d['g_b']:g}", f"{d['g_a']:g}", f"{d['mean']:+.4f}", f"{lo:+.4f} .. {hi:+.4f}",
+                     str(d["frames"]), str(d["videos"]))
+    console.print(diff)
+    if out:
+        write_json(Path(out) / "compare.json", res)
+        console.print(f"wrote {out}/compare.json")
 
 
 def train_main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from echoseg.atomic import atomic_path, write_json
-from echoseg.data.dataset import load_split
+from echoseg.data.dataset import FrameSet, load_split
 
 from .checkpoint import build_from_checkpoint, load_checkpoint
 from .loop import pick_device, predict_logits
@@ -28,15 +28,16 @@ def _scores(pred: np.ndarray, truth: np.ndarray, seed: int = 0) -> tuple[dict, d
 
 
 def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test",
-             out: str | Path | None = None, device: str = "auto") -> dict:
-    """Score a checkpoint on a split; writes metrics.json, frames.csv and montage.png to ``out``."""
+             out: str | Path | None = None, device: str = "auto", frames: FrameSet | None = None) -> dict:
+    """Score a checkpoint on a split (or on the given ``frames``); writes metrics.json,
+    frames.csv and montage.png to ``out``."""
     from echoseg.models import count_macs
 
     ckpt = load_checkpoint(run_or_checkpoint)
     model = build_from_checkpoint(ckpt)
     dev = pick_device(device)
     model.to(dev)
-    fs = load_split(data, split, (ckpt.input_spec.height, ckpt.input_spec.width))
+    fs = frames if frames is not None else load_split(data, split, (ckpt.input_spec.height, ckpt.input_spec.width))
     if len(fs) == 0:
         raise ValueError(f"{data}: no usable {split} frames ({fs.skipped.summary()})")
     out_dir = Path(out) if out else ckpt.path.parent / f"eval-{split}"

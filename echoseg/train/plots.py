@@ -17,8 +17,9 @@ def _save_fig(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_curves(rows: list[dict], path: str | Path, title: str = "") -> Path:
-    """Loss (train, val) and validation Dice (per granularity for a matae-unet) by epoch."""
+def plot_curves(rows: list[dict], path: str | Path, title: str = "", selected: int | None = None) -> Path:
+    """Loss (train, val) and validation Dice (per granularity for a matae-unet) by epoch; the
+    epoch chosen for best.pt is marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,6 +40,8 @@ def plot_curves(rows: list[dict], path: str | Path, title: str = "") -> Path:
             b.plot(ep, [r.get(k, np.nan) for r in rows], "o-", label=f"g={k[10:]}")
     else:
         b.plot(ep, [r.get("val_dice", np.nan) for r in rows], "o-", label="val Dice")
+    if selected is not None:
+        b.axvline(selected, color="grey", ls="--", lw=1, label=f"best.pt (epoch {selected})")
     b.set_xlabel("epoch")
     b.set_ylim(0, 1)
     b.grid(alpha=0.3)
