@@ -124,6 +124,7 @@ class TrainConfig(_Record):
     distill: float = 0.5  # matae-unet: share of a smaller granularity's loss taken from the full one's soft masks
     bn_recal_frames: int = 256
     select: str = "auto"  # auto | best | last (echoseg.train.select)
+    workers: int = -1  # DataLoader workers; -1 = echoseg.train.batches.default_workers
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))

@@ -51,6 +51,8 @@ def train(
                                                         "1/8, 1/4, 1/2, 1 where the first level keeps >= 4 channels)"),
     ema_decay: float = typer.Option(0.995, "--ema-decay", help="EMA of the weights (validated and saved); 0 = off"),
     warmup_epochs: int = typer.Option(1, "--warmup-epochs", min=0, help="Linear learning-rate warm-up, then cosine decay"),
+    workers: int = typer.Option(-1, "--workers", help="DataLoader workers for augmentation (-1: up to 8 on a GPU "
+                                                     "machine, none on a small CPU one)"),
     select: str = typer.Option("auto", "--select", help="best.pt: auto (best 3-epoch mean from a third of the run "
                                                         "on, no collapsed granularity), best (raw peak) or last"),
     augment: bool = typer.Option(True, "--augment/--no-augment"),
@@ -86,7 +88,7 @@ def train(
                           granularities=tuple(sorted(granularities)) if granularities else (),
                           augment=augment, device=device, seed=seed, out=str(out or Path("runs") / model),
                           max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
-                          select=select)
+                          select=select, workers=workers)
         gs = cfg.granularities or DEFAULT_GRANULARITIES
         if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
             raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
@@ -94,6 +96,11 @@ def train(
         if folds:
             seed_list = _parse_seeds(seeds, seed)
             _cross_validate(console, cfg, folds, seed_list, fold or [])
+            return
+        from .dist import world_from_env
+
+        if not world_from_env().is_main:  # torchrun: rank 0 alone draws progress and prints
+            run_training(cfg, resume=resume)
             return
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console) as bar:

@@ -7,9 +7,7 @@ and adds the decaying reconstruction MSE (on the labelled batch, and on unlabell
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +15,14 @@ from typing import Callable
 
 import numpy as np
 
-from echoseg.atomic import atomic_path, copy_file, write_json
 from echoseg.config import InputSpec, ModelConfig, TrainConfig
 from echoseg.data.dataset import FrameSet, load_split, load_unlabelled
 from echoseg.data.folds import subset
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint
 from .metrics import summarize
-from .recipe import EMA, granularities_for, lr_at, matryoshka_loss, recalibrate_bn, recon_weight_at
-from .select import Selector, collapsed
-from .select import score as select_score
+from .recipe import EMA, granularities_for, lr_at, recon_weight_at
+from .records import EpochEnd, read_log
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +47,19 @@ class TrainResult:
     rows: list[dict] = field(default_factory=list)
 
 
-def compute_input_spec(images: np.ndarray) -> InputSpec:
-    """Per-channel mean/std of the training images (0..255 pixels)."""
-    x = images.reshape(-1, images.shape[-1]).astype(np.float64)
-    mean, std = x.mean(0), x.std(0)
-    return InputSpec(height=images.shape[1], width=images.shape[2], channels=images.shape[3],
+def compute_input_spec(images: np.ndarray, chunk: int = 256) -> InputSpec:
+    """Per-channel mean/std of the training images (0..255 pixels), summed in chunks of frames so
+    the memory it takes does not grow with the dataset."""
+    c = images.shape[-1]
+    total, sq, n = np.zeros(c), np.zeros(c), 0
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].reshape(-1, c).astype(np.float64)
+        total += x.sum(0)
+        sq += np.square(x).sum(0)
+        n += len(x)
+    mean = total / max(n, 1)
+    std = np.sqrt(np.maximum(sq / max(n, 1) - mean ** 2, 0.0))
+    return InputSpec(height=images.shape[1], width=images.shape[2], channels=c,
                      mean=tuple(mean), std=tuple(np.maximum(std, 1e-3)))
 
 
@@ -111,12 +115,6 @@ def validate(model, val: FrameSet, spec: InputSpec, device: str, granularities) 
     return row
 
 
-def _batches(n: int, size: int, rng: np.random.Generator):
-    order = rng.permutation(n)
-    for i in range(0, n, size):
-        yield order[i:i + size]
-
-
 def _load_data(cfg: TrainConfig, rng: np.random.Generator) -> tuple[FrameSet, FrameSet]:
     train_set = load_split(cfg.data, "train")
     val_set = load_split(cfg.data, "val")
@@ -157,24 +155,26 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
     The recipe (echoseg.train.recipe): Adam with warm-up and cosine decay, EMA weights with
     batch norm recalibrated before every validation, a matae-unet's loss summed over its
     granularities with in-place distillation and a decaying reconstruction weight; best.pt by
-    the selection policy of echoseg.train.select.
+    the selection policy of echoseg.train.select. Batches come from a DataLoader
+    (echoseg.train.batches); under torchrun the job is data-parallel (echoseg.train.dist) and
+    rank 0 alone validates and writes.
     """
     import torch
 
-    from echoseg.data.augment import augment_batch
     from echoseg.models import build_model
 
+    from . import dist
+    from .batches import default_workers, make_loader
     from .losses import reconstruction_loss, segmentation_loss
-    from .plots import plot_curves
+    from .step import StepLoss
 
     cb = callbacks or Callbacks()
     out = Path(cfg.out)
-    device = pick_device(cfg.device)
+    world = dist.world_from_env()
+    device = dist.start(world, pick_device(cfg.device))
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
 
-    train_set, val_set = data if data is not None else _load_data(cfg, rng)
+    train_set, val_set = data if data is not None else _load_data(cfg, np.random.default_rng(cfg.seed))
     if len(val_set) == 0:
         log.warning("no validation frames; validating on the training frames")
         val_set = train_set
@@ -185,151 +185,92 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
     spec = compute_input_spec(train_set.images)
     model = build_model(mcfg)
     grans = model.granularities
-    selector = Selector.for_run(cfg.select, cfg.epochs, grans)
-    start_epoch, rows, state = 0, [], None
+    start_epoch, rows, state = 0, [], {}
     if resume:
-        if not (out / "last.pt").is_file():
-            raise TrainError(f"--resume: {out / 'last.pt'} does not exist; train without --resume first")
-        ck = load_checkpoint(out / "last.pt")
-        if ck.model != mcfg:
-            raise TrainError(f"--resume: {out / 'last.pt'} is {ck.model.name} width {ck.model.width} "
-                             f"granularities {list(ck.model.granularities)}, not {mcfg.name} width {mcfg.width} "
-                             f"granularities {list(mcfg.granularities)}")
-        state = ck.optimizer or {}
-        model.load_state_dict(state.get("raw_state_dict", ck.state_dict))
-        spec, start_epoch = ck.input_spec, ck.epoch
-        rows = _read_log(out / "log.csv")[:start_epoch]
+        state, spec, start_epoch, rows = _resume_from(out, mcfg, model)
     model.to(device)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 and world.is_main else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = math.ceil(len(train_set) / cfg.batch_size)
-    total_steps, warmup = cfg.epochs * steps, cfg.warmup_epochs * steps
-    step_no = start_epoch * steps
-    if state:
-        if "optimizer" in state:
-            opt.load_state_dict(state["optimizer"])
-        if ema is not None and "ema" in state:
-            ema.load_state_dict(state["ema"])
-        if "np_rng" in state:
-            rng.bit_generator.state = state["np_rng"]
-            gen.set_state(state["torch_gen"])
-            torch.set_rng_state(state["torch_rng"])
     amp_dtype = None
     if device.startswith("cuda"):
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    if state and "scaler" in state and scaler.is_enabled():
-        scaler.load_state_dict(state["scaler"])
+    if state:
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        if scaler.is_enabled() and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
     recon_w = cfg.recon_weight if cfg.model == "matae-unet" else 0.0
     unlabelled = None
     if cfg.unlabelled_frames and recon_w > 0:
         unlabelled = load_unlabelled(cfg.data, "train")
         log.info("unlabelled frames for the autoencoder: %d", len(unlabelled))
-    recal = train_set.images[np.sort(np.random.default_rng(cfg.seed + 1).permutation(len(train_set))
-                                     [:cfg.bn_recal_frames])]
-    seg = (lambda lg, t: segmentation_loss(lg, t, cfg.dice_loss))
-
-    images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2)  # uint8, stays on CPU
-    masks = torch.from_numpy(train_set.masks.astype(np.uint8))[:, None]
-    if cb.on_start:
+    workers = default_workers(device) if cfg.workers < 0 else cfg.workers
+    loader, plan = make_loader(train_set.images, train_set.masks.astype(np.uint8), batch_size=cfg.batch_size,
+                               seed=cfg.seed, augment=cfg.augment, workers=workers,
+                               pin_memory=device.startswith("cuda"), rank=world.rank, world=world.size,
+                               unlabelled=unlabelled, unlabelled_per_step=cfg.unlabelled_per_step)
+    steps = len(plan)
+    total_steps, warmup = cfg.epochs * steps, cfg.warmup_epochs * steps
+    step_no = start_epoch * steps
+    step_loss = dist.wrap(StepLoss(model, grans, lambda lg, t: segmentation_loss(lg, t, cfg.dice_loss),
+                                   cfg.distill, reconstruction_loss), world, device)
+    mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
+    ends = EpochEnd(cfg, out, mcfg, spec, grans, train_set, val_set, device) if world.is_main else None
+    if cb.on_start and world.is_main:
         cb.on_start(cfg.epochs - start_epoch, steps)
-    out.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
 
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        model.train()
-        t0, losses = time.perf_counter(), []
-        for step, idx in enumerate(_batches(len(train_set), cfg.batch_size, rng), start=1):
-            lr = lr_at(step_no, total_steps, cfg.lr, warmup)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            rw = recon_weight_at(step_no, total_steps, recon_w, cfg.recon_until)
-            x = images[idx].float().to(device)
-            y = masks[idx].float().to(device)
-            if cfg.augment:
-                x, y = augment_batch(x, y, gen)
-            x = normalise(x, spec)
-            u = None
-            if unlabelled is not None and len(unlabelled) and rw > 0:
-                pick = rng.integers(0, len(unlabelled), cfg.unlabelled_per_step)
-                u = torch.from_numpy(unlabelled[pick]).permute(0, 3, 1, 2).float().to(device)
-                if cfg.augment:
-                    u, _ = augment_batch(u, torch.zeros_like(u[:, :1]), gen)
-                u = normalise(u, spec)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
-                loss = matryoshka_loss(model, x, y, grans, seg, distill=cfg.distill, recon_weight=rw,
-                                       recon_loss=reconstruction_loss, unlabelled=u)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if ema is not None:
-                ema.update(model)
-            step_no += 1
-            losses.append(float(loss.detach()))
-            if cb.on_step:
-                cb.on_step(epoch, step, losses[-1])
-        shipped = ema.model if ema is not None else model
-        recalibrate_bn(shipped, recal, spec, grans, device)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-        row.update(validate(shipped, val_set, spec, device, grans))
-        row["seconds"] = time.perf_counter() - t0
-        row["lr"] = lr
-        row["recon_weight"] = rw
-        row["select_score"] = select_score(row, grans)
-        rows.append(row)
-        metrics = {**{k: v for k, v in row.items() if isinstance(v, float)}, "epoch": epoch}
-        chosen = selector.choose(rows)
-        if chosen is not None:
-            metrics.update(best_epoch=int(rows[chosen]["epoch"]), best_val_dice=float(rows[chosen]["val_dice"]))
-        if chosen == len(rows) - 1:
-            save_checkpoint(out / "best.pt", shipped, mcfg, spec, metrics=metrics, train_config=cfg, epoch=epoch)
-        save_checkpoint(out / "last.pt", shipped, mcfg, spec, metrics=metrics, train_config=cfg, epoch=epoch,
-                        optimizer_state=_train_state(model, opt, ema, scaler, rng, gen))
-        _write_log(out / "log.csv", rows)
-        plot_curves(rows, out / "curves.png", title=f"{mcfg.name} w{mcfg.width}",
-                    selected=int(rows[chosen]["epoch"]) if chosen is not None else None)
-        if cb.on_epoch:
-            cb.on_epoch(row)
-    chosen = selector.choose(rows)
-    if chosen is None or not (out / "best.pt").is_file():
-        bad = collapsed(rows[-1], grans) if rows else []
-        log.warning("no epoch met the selection rule (%s%s); best.pt is the last epoch",
-                    cfg.select, f"; collapsed granularities {bad}" if bad else "")
-        copy_file(out / "last.pt", out / "best.pt")
-        chosen = len(rows) - 1
-    best = {"val_dice": float(rows[chosen]["val_dice"]), "val_iou": float(rows[chosen]["val_iou"]),
-            "val_pixel_accuracy": float(rows[chosen]["val_pixel_accuracy"]), "epoch": int(rows[chosen]["epoch"])}
-    write_json(out / "train_config.json", cfg.to_dict())
+    try:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            model.train()
+            plan.epoch = epoch
+            t0, losses = time.perf_counter(), []
+            for step, batch in enumerate(loader, start=1):
+                lr = lr_at(step_no, total_steps, cfg.lr, warmup)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                rw = recon_weight_at(step_no, total_steps, recon_w, cfg.recon_until)
+                x = (batch["x"].to(device, non_blocking=True) - mean) / std
+                y = batch["y"].to(device, non_blocking=True)
+                u = batch["u"]
+                u = (u.to(device, non_blocking=True) - mean) / std if u is not None and rw > 0 else None
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
+                    loss = step_loss(x, y, rw, u)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                if ema is not None:
+                    ema.update(model)
+                step_no += 1
+                losses.append(float(loss.detach()))
+                if cb.on_step and world.is_main:
+                    cb.on_step(epoch, step, losses[-1])
+            if ends is not None:
+                row = ends(epoch, model, ema, opt, scaler, losses, lr, rw, t0, rows)
+                if cb.on_epoch:
+                    cb.on_epoch(row)
+            dist.barrier(world)
+        best = ends.finish(rows) if ends is not None else {}
+    finally:
+        dist.stop(world)
     return TrainResult(out=out, best=best, rows=rows)
 
 
-def _train_state(model, opt, ema, scaler, rng: np.random.Generator, gen) -> dict:
-    """What --resume needs beyond the shipped weights: raw weights, optimizer, EMA, scaler, RNGs."""
-    import torch
-
-    state = {"raw_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "optimizer": opt.state_dict(), "np_rng": rng.bit_generator.state,
-             "torch_gen": gen.get_state(), "torch_rng": torch.get_rng_state()}
-    if ema is not None:
-        state["ema"] = ema.state_dict()
-    if scaler.is_enabled():
-        state["scaler"] = scaler.state_dict()
-    return state
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _read_log(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return [{k: (float(v) if k != "epoch" else int(float(v))) for k, v in r.items() if v != ""}
-                for r in csv.DictReader(fh)]
+def _resume_from(out: Path, mcfg: ModelConfig, model) -> tuple[dict, InputSpec, int, list[dict]]:
+    if not (out / "last.pt").is_file():
+        raise TrainError(f"--resume: {out / 'last.pt'} does not exist; train without --resume first")
+    ck = load_checkpoint(out / "last.pt")
+    if ck.model != mcfg:
+        raise TrainError(f"--resume: {out / 'last.pt'} is {ck.model.name} width {ck.model.width} "
+                         f"granularities {list(ck.model.granularities)}, not {mcfg.name} width {mcfg.width} "
+                         f"granularities {list(mcfg.granularities)}")
+    state = dict(ck.optimizer or {})
+    if state and "optimizer" not in state:  # a last.pt from before the recipe: only Adam's state
+        state = {"optimizer": state}
+    model.load_state_dict(state.get("raw_state_dict", ck.state_dict))
+    return state, ck.input_spec, ck.epoch, read_log(out / "log.csv")[:ck.epoch]

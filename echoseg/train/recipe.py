@@ -131,6 +131,8 @@ def recalibrate_bn(model, images: np.ndarray, spec, granularities: Sequence[floa
 
     from .loop import normalise
 
+    if len(images) == 0:
+        return
     recon = getattr(model, "recon", None)
     skip = {id(m) for m in recon.modules()} if recon is not None else set()
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in skip]
