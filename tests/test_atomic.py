@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -10,8 +11,9 @@ from echoseg.atomic import atomic_path, copy_file, temp_for, write_json
 
 
 def test_temp_name_is_hidden_and_keeps_the_suffix(tmp_path):
-    assert temp_for(tmp_path / "overlay.avi") == tmp_path / ".overlay.part.avi"
-    assert temp_for(tmp_path / "bench.json").name == ".bench.part.json"
+    t = temp_for(tmp_path / "overlay.avi")
+    assert t.parent == tmp_path and t.name.startswith(f".overlay.part{os.getpid()}-") and t.suffix == ".avi"
+    assert temp_for(tmp_path / "bench.json").name.endswith(".json")
 
 
 def test_failed_write_leaves_old_output_and_no_temp_file(tmp_path):
