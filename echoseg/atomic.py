@@ -188,7 +188,14 @@ def exclusive(lock_path: str | os.PathLike) -> Iterator[Path]:
 
 
 class NotWritableError(OSError):
-    """A folder outputs cannot be written to (read-only, full, not a folder, no permission)."""
+    """A folder outputs cannot be written to (read-only, full, not a folder, no permission).
+
+    Its text is the whole one-line message (no ``[Errno N]`` prefix); ``errno`` is kept.
+    """
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_
 
 
 def check_writable(folder: str | os.PathLike, hint: str = "choose another output folder") -> Path:
@@ -207,7 +214,7 @@ def check_writable(folder: str | os.PathLike, hint: str = "choose another output
         reason = exc.strerror or type(exc).__name__
         if isinstance(exc, (FileExistsError, NotADirectoryError)) and not d.is_dir():
             reason = "it is not a folder"
-        raise NotWritableError(exc.errno or 0, f"{d}: cannot write outputs here ({reason}); {hint}") from None
+        raise NotWritableError(f"{d}: cannot write outputs here ({reason}); {hint}", exc.errno) from None
     finally:
         try:
             probe.unlink()
