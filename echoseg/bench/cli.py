@@ -205,7 +205,8 @@ def compare(
     try:
         files, write_error = write_report(out, res.rows, skipped, env, res.settings, res.notes), ""
     except OSError as exc:  # e.g. the disk filled up during the run: the tables below still print
-        files, write_error = {}, f"{out}: bench files not written ({exc.strerror or exc}); free some space or pass another --out"
+        files, write_error = {}, (f"{out}: bench files not written ({exc.strerror or exc}); "
+                                  "free some space or pass another --out")
     where = f"{env['cpu']} ({env['cores_logical']} cores){'' if env['gpu'] == 'none' else ', ' + env['gpu']}"
     con.print(rich_table(res.rows, SPEED, f"speed on {where} (latency per frame)"))
     con.print(rich_table(res.rows, RESOURCES, "resources (CPU %: 100 = one core) and accuracy"

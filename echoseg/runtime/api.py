@@ -93,13 +93,13 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     """
     if not 1 <= batch <= MAX_BATCH:
         raise SessionError(f"--batch must be between 1 and {MAX_BATCH} frames, got {batch}")
+    choice = choose(model, backend, granularity, root) if session is None else None  # cheap: no model loaded
     out_root = check_writable(out, "pass a writable --out (or free some space)")
     for p in remove_stale_staging(out_root):
         log.info("removed %s, left by an echo-run that was killed", p)
     owned = session is None
     reason = "session given"
-    if session is None:
-        choice = choose(model, backend, granularity, root)
+    if choice is not None:
         log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
         session = _open_checked(choice.path, choice.backend, granularity, threads)
         reason = choice.reason
@@ -137,7 +137,8 @@ def _open_checked(path: Path, backend: str, granularity: float | None, threads: 
     except SessionError:
         raise
     except (ValueError, KeyError, OSError) as exc:  # e.g. a checkpoint naming a model this version lacks
-        raise SessionError(f"{path}: cannot open this model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SessionError(f"{path}: cannot open this model ({why})") from exc
     try:
         check_session(session)
     except BaseException:
