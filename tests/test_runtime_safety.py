@@ -77,7 +77,11 @@ def test_an_existing_folder_without_the_marker_is_left_alone(tmp_path, synth, mo
     home = tmp_path / "o" / "home"
     (home / "good").mkdir(parents=True)
     (home / "good" / "thesis.txt").write_text("four years of work")
-    results = run_videos([good, other], out=home, session=Oracle(synth.masks), video=False)
+    (home / "summary.csv").write_text("patient,ef\n1,55\n")  # the user's own file of that name
+    errors: list[str] = []
+    results = run_videos([good, other], out=home, session=Oracle(synth.masks), video=False, errors=errors)
+    assert (home / "summary.csv").read_text() == "patient,ef\n1,55\n"
+    assert len(errors) == 1 and "summary.csv" in errors[0] and "did not write" in errors[0]
     by = {r.name: r for r in results}
     assert not by["good"].ok and by["other"].ok
     assert "did not write" in by["good"].error and "\n" not in by["good"].error

@@ -15,7 +15,7 @@ from echoseg.data.video import VideoError, probe
 
 from .cardiac import MAX_HEART_RATE_BPM, analyse
 from .discover import choose
-from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OverlaySink,
+from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
 from .session import Session, SessionError, open_session
 from .stream import StreamStats, stream_video
@@ -117,7 +117,8 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
         try:
             write_summary_csv(out_root / SUMMARY_CSV, [_csv_row(r) for r in results])
         except OSError as exc:
-            msg = f"{out_root / SUMMARY_CSV}: not written ({exc.strerror or exc}); the per-video outputs are complete"
+            msg = str(exc) if isinstance(exc, OutputRefused) else (
+                f"{out_root / SUMMARY_CSV}: not written ({exc.strerror or exc}); the per-video outputs are complete")
             log.error("%s", msg)
             if errors is None:
                 raise

@@ -179,13 +179,28 @@ def plot_area(path: Path, area_px: np.ndarray, fps: float, cardiac: CardiacResul
 
 
 def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """One row per input video across a run, failed ones included (status, error)."""
+    """One row per input video across a run, failed ones included (status, error).
+
+    An existing file of that name that is not an echo-run summary (other header) is left
+    untouched: OutputRefused.
+    """
+    if os.path.lexists(path) and not _is_our_summary(path):
+        raise OutputRefused(f"{path}: an existing file that echo-run did not write; it is left untouched: "
+                            "move it away or pass another --out")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(SUMMARY_CSV_FIELDS), extrasaction="ignore")
         w.writeheader()
         for row in rows:
             w.writerow({k: _cell(row.get(k)) for k in SUMMARY_CSV_FIELDS})
     return path
+
+
+def _is_our_summary(path: Path) -> bool:
+    try:
+        with open(path, newline="") as fh:
+            return fh.readline().strip() == ",".join(SUMMARY_CSV_FIELDS)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _cell(v: Any) -> Any:
