@@ -198,9 +198,23 @@ class NotWritableError(OSError):
         self.errno = errno_
 
 
-def check_writable(folder: str | os.PathLike, hint: str = "choose another output folder") -> Path:
-    """Create ``folder`` if needed and write (then remove) a probe file in it; one-line error if not."""
+def check_writable(folder: str | os.PathLike, hint: str = "choose another output folder",
+                   create: bool = True) -> Path:
+    """Create ``folder`` if needed and write (then remove) a probe file in it; one-line error if not.
+
+    ``create=False``: nothing is created; a folder that does not exist yet is judged by its
+    nearest existing parent (where it would be created).
+    """
     d = Path(folder)
+    if not create:
+        base = d
+        while not os.path.lexists(base) and base.parent != base:
+            base = base.parent
+        if not base.is_dir():
+            raise NotWritableError(f"{d}: cannot write outputs here ({base} is not a folder); {hint}",
+                                   errno.ENOTDIR)
+        check_writable(base, hint)
+        return d
     probe = d / f".echoseg-probe{os.getpid()}-{_TOKEN}"
     try:
         d.mkdir(parents=True, exist_ok=True)

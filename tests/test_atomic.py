@@ -101,6 +101,11 @@ def test_check_writable_says_in_one_line_what_is_wrong(tmp_path, monkeypatch):
 
     from echoseg import atomic
 
+    assert not atomic.check_writable(tmp_path / "later" / "dir", create=False).exists()
+    assert not (tmp_path / "later").exists()
+    with pytest.raises(OSError, match="not a folder"):
+        (tmp_path / "f").write_text("x")
+        atomic.check_writable(tmp_path / "f" / "sub", create=False)
     assert atomic.check_writable(tmp_path / "new" / "dir").is_dir()
     (tmp_path / "file").write_text("x")
     with pytest.raises(OSError, match="not a folder") as exc:

@@ -181,10 +181,6 @@ def compare(
     _check_videos(list(video or []))
     batches = _split(batch, "--batch", int)
     _check_batches(batches)
-    try:
-        check_writable(out, "pass a writable --out (or free some space)")
-    except OSError as exc:
-        _fail(str(exc))
     sources = [m for m in models or [] if Path(m).exists()]
     names = [m for m in models or [] if not Path(m).exists()]
     opts = CompareOptions(
@@ -195,6 +191,10 @@ def compare(
         exports_dir=str(exports_dir), runs_dir=str(runs_dir), out=str(out), synthetic_frames=frames,
         warmup=warmup, min_repeats=min_repeats, min_seconds=min_seconds, video_repeats=video_repeats,
         threads=threads, device=device, timeout_s=timeout)
+    try:
+        check_writable(out, "pass a writable --out (or free some space)", create=False)
+    except OSError as exc:
+        _fail(str(exc))
     con = _console()
     try:
         res = run_compare(opts, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))

@@ -117,7 +117,7 @@ def build(
                   "or pass a run directory or .pt file", soft_wrap=True)
         raise typer.Exit(2)
     try:
-        check_writable(out, "pass a writable --out (or free some space)")
+        check_writable(out, "pass a writable --out (or free some space)", create=False)
     except OSError as exc:
         err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2)

@@ -94,7 +94,7 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     if not 1 <= batch <= MAX_BATCH:
         raise SessionError(f"--batch must be between 1 and {MAX_BATCH} frames, got {batch}")
     choice = choose(model, backend, granularity, root) if session is None else None  # cheap: no model loaded
-    out_root = check_writable(out, "pass a writable --out (or free some space)")
+    out_root = check_writable(out, "pass a writable --out (or free some space)", create=False)
     for p in remove_stale_staging(out_root):
         log.info("removed %s, left by an echo-run that was killed", p)
     owned = session is None

@@ -44,12 +44,10 @@ def check_out_writable(out: str | os.PathLike, weight_bytes: int = 0) -> None:
     """
     out = Path(out)
     hint = "pass a writable --out (or free some space)"
+    check_writable(out, hint, create=False)
     target = out
     while not target.exists() and target.parent != target:
         target = target.parent
-    if not target.is_dir():
-        raise NotWritableError(f"{out}: cannot write outputs here ({target} is not a folder); {hint}", errno.ENOTDIR)
-    check_writable(target, hint)
     need = SPACE_FACTOR * int(weight_bytes) + SPACE_MARGIN_BYTES
     free = shutil.disk_usage(target).free
     if free < need:
