@@ -70,7 +70,8 @@ def test_outputs_of_one_video(tmp_path, synth, size):
     res = run_one(video, CyclingOracle(synth.masks), tmp_path / "out" / "echo", batch=8)
     assert res.ok, res.error
     out = Path(res.out_dir)
-    assert sorted(p.name for p in out.iterdir()) == ["area.png", "frames.csv", "overlay.avi", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".echoseg-run", "area.png", "frames.csv", "overlay.avi",
+                                                     "summary.json"]
     rows = _read_frames_csv(out / "frames.csv")
     assert len(rows) == 100 and list(rows[0]) == ["frame", "time_s", "lv_area_px", "lv_length_px", "is_ed", "is_es"]
     assert [int(r["frame"]) for r in rows] == list(range(100))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,10 +16,53 @@ _PRECISIONS = "fp32,fp16,int8"
 _BACKENDS = "torch,onnxruntime,tensorrt"
 
 
-def _console():
+def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(width=200)
+    return Console(width=200, stderr=stderr)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """One error line on stderr, then exit (2: nothing could be measured as asked)."""
+    _console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _check_batches(batches: tuple[int, ...]) -> None:
+    from echoseg.runtime.api import MAX_BATCH
+
+    bad = [b for b in batches if not 1 <= b <= MAX_BATCH]
+    if bad or not batches:
+        _fail(f"--batch: {', '.join(map(str, bad)) or 'nothing given'}; each batch must be between 1 and "
+              f"{MAX_BATCH} frames, e.g. --batch 1,16")
+
+
+def _check_videos(videos: list[Path]) -> None:
+    """Every --video must open and decode a first frame, before any configuration runs."""
+    from echoseg.data.video import VideoError, iter_frames, probe
+
+    for v in videos:
+        try:
+            probe(v)
+            frames = iter_frames(v)
+            try:
+                first = next(iter(frames), None)
+            finally:
+                frames.close()
+            if first is None:
+                raise VideoError(v, "no frames could be decoded (empty or corrupt video)")
+        except VideoError as exc:
+            _fail(f"--video {exc}" if str(v) in str(exc) else f"--video {v}: {exc}")
+
+
+def _check_model_paths(models: list[str]) -> None:
+    """A --models value written as a path (a separator or a model-file suffix) must exist."""
+    suffixes = (".onnx", ".engine", ".plan", ".pt", ".pth")
+    for m in models:
+        looks_like_path = os.sep in m or "/" in m or m.lower().endswith(suffixes)
+        if looks_like_path and not Path(m).exists():
+            _fail(f"--models {m}: no such file or directory; give an export or run folder, a model file, "
+                  "or a model name such as unet")
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -74,13 +118,15 @@ def table1(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if backend not in ("auto", "onnxruntime", "torch", "tensorrt"):
         raise typer.BadParameter(f"--backend: unknown {backend!r}; choose auto, onnxruntime, torch or tensorrt")
+    _check_batches((batch,))
+    if model:
+        _check_model_paths([model])
     con = _console()
     try:
         res = run_table1(str(video) if video else None, model, backend, repeats, batch, synthetic_frames=frames,
                          threads=threads, device=device, exports_dir=str(exports_dir), runs_dir=str(runs_dir))
     except _errors() as exc:
-        con.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2)
+        _fail(str(exc))
     r = res.row
     t = Table(title=f"Table 1: {res.label} ({r.get('arch', '?')}, {Path(res.model).name}) with {res.backend} "
                     f"{r.get('precision', '')} on {r.get('device', '?')}", header_style="bold")
@@ -129,25 +175,38 @@ def compare(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if video and synthetic:
         raise typer.BadParameter("give --video or --synthetic, not both")
+    from echoseg.atomic import check_writable
+
+    _check_model_paths(list(models or []))
+    _check_videos(list(video or []))
+    batches = _split(batch, "--batch", int)
+    _check_batches(batches)
     sources = [m for m in models or [] if Path(m).exists()]
     names = [m for m in models or [] if not Path(m).exists()]
     opts = CompareOptions(
         sources=sources, names=names, videos=[str(v) for v in video or []], data=str(data) if data else "",
         split=split, gt_frames=gt_frames, backends=_split(backends, "--backends", str, _BACKENDS.split(",")),
         precisions=_split(precisions, "--precisions", str, _PRECISIONS.split(",")),
-        batches=_split(batch, "--batch", int), granularities=_split(granularities, "--granularities", float),
+        batches=batches, granularities=_split(granularities, "--granularities", float),
         exports_dir=str(exports_dir), runs_dir=str(runs_dir), out=str(out), synthetic_frames=frames,
         warmup=warmup, min_repeats=min_repeats, min_seconds=min_seconds, video_repeats=video_repeats,
         threads=threads, device=device, timeout_s=timeout)
+    try:
+        check_writable(out, "pass a writable --out (or free some space)", create=False)
+    except OSError as exc:
+        _fail(str(exc))
     con = _console()
     try:
         res = run_compare(opts, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
     except _errors() as exc:
-        con.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2)
+        _fail(str(exc))
     env = environment()
     skipped = [s.to_dict() for s in res.skipped]
-    files = write_report(out, res.rows, skipped, env, res.settings, res.notes)
+    try:
+        files, write_error = write_report(out, res.rows, skipped, env, res.settings, res.notes), ""
+    except OSError as exc:  # e.g. the disk filled up during the run: the tables below still print
+        files, write_error = {}, (f"{out}: bench files not written ({exc.strerror or exc}); "
+                                  "free some space or pass another --out")
     where = f"{env['cpu']} ({env['cores_logical']} cores){'' if env['gpu'] == 'none' else ', ' + env['gpu']}"
     con.print(rich_table(res.rows, SPEED, f"speed on {where} (latency per frame)"))
     con.print(rich_table(res.rows, RESOURCES, "resources (CPU %: 100 = one core) and accuracy"
@@ -161,6 +220,8 @@ def compare(
               "warm inference, CPU 100 % = one core; Dice ref: masks vs the PyTorch FP32 reference")
     for n in res.notes:
         con.print(f"[yellow]note:[/yellow] {n}")
+    if write_error:
+        _fail(write_error, 1)
     con.print("wrote " + ", ".join(str(p) for p in files.values()))
     if not res.rows:
         raise typer.Exit(1)

@@ -6,6 +6,7 @@ input. A folder with only images/ and masks/ is split 80/10/10 by video with a f
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from .frameset import DataError, FrameSet, SkipReport, resize_pair
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SPLIT_SEED = 0
 SPLIT_FRACTIONS = (0.8, 0.1)
+
+log = logging.getLogger(__name__)
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
@@ -68,6 +71,8 @@ def load_frames(root: str | Path, split: str, size: tuple[int, int] = (112, 112)
             report.skip(f"image {name}", "unreadable image or mask file")
             continue
         if img.shape[:2] != mask.shape[:2]:
+            log.warning("%s: mask is %dx%d but its image is %dx%d; the mask is stretched to the image (check they "
+                        "belong together)", masks[name], mask.shape[1], mask.shape[0], img.shape[1], img.shape[0])
             mask = cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
         img, m = resize_pair(img, mask > 0, size)
         items.append((name, "", img, m))

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from echoseg.atomic import write_json
+from echoseg.atomic import (LockHeld, NotWritableError, check_writable, exclusive, remove_stale_temps,
+                            write_json)
 from echoseg.config import EngineSidecar
 
 from . import frames as frame_source
@@ -39,6 +40,8 @@ from .tensorrt import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, TensorRTUnavailabl
 log = logging.getLogger(__name__)
 
 Report = Callable[[str], None]
+#: Held in an export directory while one echo-export writes it; a second one is refused.
+LOCK_NAME = ".echoseg-export.lock"
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def _reject(path: Path) -> Path:
 
 def export_checkpoint(checkpoint: str | os.PathLike, opts: BuildOptions, say: Report = log.info) -> ExportResult:
     """Export one checkpoint at every asked granularity; one failing granularity stops only itself."""
-    from echoseg.models import count_macs
+    from echoseg.models import UnknownModelError
     from echoseg.train.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
 
     path = Path(checkpoint)
@@ -115,8 +118,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, opts: BuildOptions, say: Re
     except CheckpointError as exc:
         result.errors.append(str(exc))
         return result
+    except UnknownModelError as exc:
+        result.errors.append(f"{path}: {exc}; this checkpoint names a model this echoseg does not have")
+        return result
     result.checkpoint = ckpt.path or path
-    size = (ckpt.input_spec.height, ckpt.input_spec.width)
     wanted = []
     for g in sorted(set(float(g) for g in opts.granularities) | {1.0}, reverse=True):
         try:
@@ -131,9 +136,31 @@ def export_checkpoint(checkpoint: str | os.PathLike, opts: BuildOptions, say: Re
                 result.errors.append(f"{result.run}: {ckpt.model.name} has no granularity {g:g} "
                                      f"(it has {', '.join(f'{k:g}' for k in model.granularities)})")
     d = Path(opts.out) / result.run
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        check_writable(d, "pass a writable --out (or free some space)")
+        with exclusive(d / LOCK_NAME):
+            remove_stale_temps(d)  # temp files of an echo-export that was killed
+            result.dir = d
+            _export_into(d, ckpt, model, wanted, opts, say, result)
+    except LockHeld as exc:
+        who = f"pid {exc.pid}" if exc.pid else "another process"
+        result.errors.append(f"{d}: another echo-export ({who}) is writing this export right now; "
+                             "wait for it to finish or pass another --out")
+    except NotWritableError as exc:
+        result.errors.append(str(exc))
+    except OSError as exc:  # e.g. the disk filled up half-way: files written so far are complete
+        result.errors.append(f"{exc.filename or d}: cannot write ({exc.strerror or exc}); "
+                             "free some space or pass another --out")
+    return result
+
+
+def _export_into(d: Path, ckpt, model, wanted: list[float], opts: BuildOptions, say: Report,
+                 result: ExportResult) -> None:
+    """Every asked granularity into ``d`` (held locked by the caller), then parity.json and manifest.json."""
+    from echoseg.models import count_macs
+
+    size = (ckpt.input_spec.height, ckpt.input_spec.width)
     _clear_old(d)
-    result.dir = d
     x, source = _parity_batch(ckpt, opts) if opts.parity else (np.zeros((0,)), "")
     sections = []
     for g in wanted:
@@ -151,7 +178,6 @@ def export_checkpoint(checkpoint: str | os.PathLike, opts: BuildOptions, say: Re
                               macs={f"{g:g}": count_macs(model, g, size) for g in model.granularities},
                               exports=sections, profile=opts.profile, parity_source=source)
     write_json(d / MANIFEST, manifest)
-    return result
 
 
 def _parity_batch(ckpt, opts: BuildOptions) -> tuple[np.ndarray, str]:

@@ -19,10 +19,14 @@ def find_checkpoints(paths: list[Path], runs: Path) -> list[Path]:
     return sorted(runs.glob("*/best.pt"))
 
 
-def _console():
+#: Largest batch an engine profile or Triton config may ask for (far beyond any useful batch).
+MAX_PROFILE_BATCH = 4096
+
+
+def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, stderr=stderr)
 
 
 def _human(n: float) -> str:
@@ -88,40 +92,56 @@ def build(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log library details."),
 ) -> None:
     """Export checkpoints to ONNX (+FP16, INT8, TensorRT), each gated on parity with PyTorch."""
+    from echoseg.atomic import Terminated, check_writable, sigterm_as_interrupt
+
     from .build import BuildOptions, export_checkpoint
     from .int8 import CALIB_METHODS
     from .onnx import ExportError
     from .tensorrt import parse_profile
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    console = _console()
+    console, err = _console(), _console(stderr=True)
     try:
         profile = parse_profile(batch)
+        if profile[2] > MAX_PROFILE_BATCH:
+            raise ExportError(f"--batch {batch}: MAX {profile[2]} is beyond {MAX_PROFILE_BATCH} frames; "
+                              "give MIN,OPT,MAX such as 1,16,64")
         if calib_method not in CALIB_METHODS:
             raise ExportError(f"--calib-method {calib_method!r} is not one of {', '.join(CALIB_METHODS)}")
     except ExportError as exc:
-        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2)
     paths = find_checkpoints(list(checkpoints or []), runs)
     if not paths:
-        console.print(f"[red]error:[/] no checkpoint given and no {runs}/*/best.pt found; train one with echo-train "
-                      "or pass a run directory or .pt file", soft_wrap=True)
+        err.print(f"[red]error:[/] no checkpoint given and no {runs}/*/best.pt found; train one with echo-train "
+                  "or pass a run directory or .pt file", soft_wrap=True)
+        raise typer.Exit(2)
+    try:
+        check_writable(out, "pass a writable --out (or free some space)", create=False)
+    except OSError as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2)
     opts = BuildOptions(out=out, fp16=fp16 or engine, int8=int8, engine=engine, granularities=tuple(granularity),
                         profile=profile, calib_frames=calib, calib_method=calib_method, parity_frames=parity_frames,
                         parity=not no_parity, workspace_mb=workspace_mb, timing_cache=timing_cache)
     results = []
-    for path in paths:
-        console.rule(f"[bold]{path}")
-        with console.status(f"exporting {path} ..."):
-            res = export_checkpoint(path, opts, say=lambda line: console.print(f"  {line}", soft_wrap=True))
-        for err in res.errors:
-            console.print(f"[red]error:[/] {err}", soft_wrap=True)
-        results.append(res)
+    try:
+        with sigterm_as_interrupt():  # kill / timeout: temp files are removed as on Ctrl-C
+            for path in paths:
+                console.rule(f"[bold]{path}")
+                with console.status(f"exporting {path} ..."):
+                    res = export_checkpoint(path, opts, say=lambda line: console.print(f"  {line}", soft_wrap=True))
+                for line in res.errors:
+                    err.print(f"[red]error:[/] {line}", soft_wrap=True)
+                results.append(res)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        err.print(f"{what}: the export in progress is incomplete (no manifest.json); run echo-export build again")
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
     console.print(_summary_table(results))
     failed = [r.run for r in results if not r.ok]
     if failed:
-        console.print(f"[red]{len(failed)} of {len(results)} exports failed:[/] {', '.join(failed)}")
+        err.print(f"[red]{len(failed)} of {len(results)} exports failed:[/] {', '.join(failed)}")
         raise typer.Exit(1)
 
 
@@ -136,19 +156,19 @@ def triton(
 
     from .triton import export_dirs_under, write_repository
 
-    console = _console()
+    console, err = _console(), _console(stderr=True)
     dirs: list[Path] = []
     for d in (export_dirs or [exports]):
         found = export_dirs_under(d)
         if not found:
-            console.print(f"[red]error:[/] {d}: no manifest.json here or below; export first with echo-export build",
-                          soft_wrap=True)
+            err.print(f"[red]error:[/] {d}: no manifest.json here or below; export first with echo-export build",
+                      soft_wrap=True)
             raise typer.Exit(2)
         dirs.extend(found)
     errors: list[str] = []
     models = write_repository(dirs, out, errors)
-    for err in errors:
-        console.print(f"[red]error:[/] {err}", soft_wrap=True)
+    for line in errors:
+        err.print(f"[red]error:[/] {line}", soft_wrap=True)
     table = Table(title=f"Triton repository {out}")
     for col in ("model", "platform", "max batch", "from"):
         table.add_column(col)

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from echoseg.atomic import write_json
+import numpy as np
+
+from echoseg.atomic import check_writable, write_json
 from echoseg.data.video import VideoError, probe
 
 from .cardiac import MAX_HEART_RATE_BPM, analyse
 from .discover import choose
-from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OverlaySink,
-                      StagingDir, plot_area, write_frames_csv, write_summary_csv)
+from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
+                      StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
 from .session import Session, SessionError, open_session
 from .stream import StreamStats, stream_video
 
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
 #: Frame rate assumed when a container does not say (EchoNet-Dynamic's rate).
 DEFAULT_FPS = 50.0
+#: Largest --batch accepted (frames per inference call); far beyond any GPU's useful batch.
+MAX_BATCH = 4096
 EF_METHOD = ("estimate: single-plane area-length volumes V = 8 A^2 / (3 pi L) from the predicted masks, "
              "per beat (ED = max area, ES = min area); not a clinical measurement")
 
@@ -77,30 +81,29 @@ def _unique_name(stem: str, taken: set[str]) -> str:
 def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | None = None,
                backend: str = "auto", batch: int = 8, granularity: float | None = None,
                out: str | os.PathLike = "outputs", video: bool = True, progress: RunProgress | None = None,
-               threads: int = 0, root: str | os.PathLike = ".", session: Session | None = None) -> list[VideoResult]:
+               threads: int = 0, root: str | os.PathLike = ".", session: Session | None = None,
+               errors: list[str] | None = None) -> list[VideoResult]:
     """Segment every video in ``inputs`` and write its outputs under ``out``/<video name>/.
 
-    Raises SessionError when the model cannot be opened (nothing can run); a bad video only
-    fails its own VideoResult. A directory input (or several videos) also gets ``out``/summary.csv.
-    ``session``: an already open Session to use instead of model/backend/granularity (the
-    caller keeps it and closes it).
+    Raises SessionError when the model cannot be opened (nothing can run) and NotWritableError
+    (an OSError) when ``out`` cannot be written; a bad video only fails its own VideoResult. A
+    directory input (or several videos) also gets ``out``/summary.csv; a failure to write it is
+    appended to ``errors`` (one line) rather than raised. ``session``: an already open Session to
+    use instead of model/backend/granularity (the caller keeps it and closes it).
     """
-    if batch < 1:
-        raise SessionError(f"--batch must be >= 1, got {batch}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise SessionError(f"--batch must be between 1 and {MAX_BATCH} frames, got {batch}")
+    choice = choose(model, backend, granularity, root) if session is None else None  # cheap: no model loaded
+    out_root = check_writable(out, "pass a writable --out (or free some space)", create=False)
+    for p in remove_stale_staging(out_root):
+        log.info("removed %s, left by an echo-run that was killed", p)
     owned = session is None
     reason = "session given"
-    if session is None:
-        choice = choose(model, backend, granularity, root)
+    if choice is not None:
         log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
-        options: dict[str, Any] = {}
-        if choice.backend == "torch":
-            options["granularity"] = granularity
-        if choice.backend == "onnxruntime" and threads:
-            options["threads"] = threads
-        session = open_session(choice.path, choice.backend, **options)
+        session = _open_checked(choice.path, choice.backend, granularity, threads)
         reason = choice.reason
     videos, results, any_dir = expand_inputs(inputs)
-    out_root = Path(out)
     taken: set[str] = set()
     try:
         for path in videos:
@@ -111,8 +114,61 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
         if owned:
             session.close()
     if any_dir or len(results) > 1:
-        write_summary_csv(out_root / SUMMARY_CSV, [_csv_row(r) for r in results])
+        try:
+            write_summary_csv(out_root / SUMMARY_CSV, [_csv_row(r) for r in results])
+        except OSError as exc:
+            msg = str(exc) if isinstance(exc, OutputRefused) else (
+                f"{out_root / SUMMARY_CSV}: not written ({exc.strerror or exc}); the per-video outputs are complete")
+            log.error("%s", msg)
+            if errors is None:
+                raise
+            errors.append(msg)
     return results
+
+
+def _open_checked(path: Path, backend: str, granularity: float | None, threads: int) -> Session:
+    """open_session, with any failure to describe or load the model as a SessionError, then check_session."""
+    options: dict[str, Any] = {}
+    if backend == "torch":
+        options["granularity"] = granularity
+    if backend == "onnxruntime" and threads:
+        options["threads"] = threads
+    try:
+        session = open_session(path, backend, **options)
+    except SessionError:
+        raise
+    except (ValueError, KeyError, OSError) as exc:  # e.g. a checkpoint naming a model this version lacks
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SessionError(f"{path}: cannot open this model ({why})") from exc
+    try:
+        check_session(session)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def check_session(session: Session) -> None:
+    """Run one zero batch of the artifact's own input spec; raise SessionError if it does not fit.
+
+    An artifact whose graph contradicts its input spec (size or channels) would otherwise open
+    fine and then fail every video; this finds it once, before any video is touched.
+    """
+    info = session.info
+    spec = info.meta.input_spec
+    n = max(1, info.min_batch)
+    shape = (n, spec.channels, spec.height, spec.width)
+    want = "x".join(str(v) for v in shape)
+    fix = "re-export it with echo-export build"
+    try:
+        y = np.asarray(session.run(np.zeros(shape, np.float32)))
+    except (SessionError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SessionError(f"{info.path}: does not take the {want} input its own input spec describes "
+                           f"({first}); {fix}") from exc
+    if y.ndim != 4 or y.shape[0] != n or y.shape[1] != 1:
+        raise SessionError(f"{info.path}: returns shape {tuple(y.shape)} for a {want} input, expected {n}x1xHxW "
+                           f"logits; {fix}")
 
 
 def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: bool = True,

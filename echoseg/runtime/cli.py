@@ -18,7 +18,7 @@ def run(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export folder, .onnx, .engine, checkpoint "
                                          "or run folder; default: newest under exports/, else runs/"),
     backend: str = typer.Option("auto", "--backend", "-b", help="auto | tensorrt | onnxruntime | torch"),
-    batch: int = typer.Option(8, "--batch", min=1, help="Frames per inference batch"),
+    batch: int = typer.Option(8, "--batch", help="Frames per inference batch (1 to 4096)"),
     granularity: Optional[float] = typer.Option(None, "--granularity", "-g",
                                                 help="MatAE-U-Net width fraction (0.125, 0.25, 0.5, 1)"),
     out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the per-video outputs"),
@@ -32,6 +32,7 @@ def run(
     from rich.logging import RichHandler
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from echoseg.atomic import Terminated, sigterm_as_interrupt
     from echoseg.runtime.api import run_videos
     from echoseg.runtime.session import SessionError
 
@@ -47,13 +48,20 @@ def run(
                 tasks[name] = bar.add_task(name, total=total or None)
             bar.update(tasks[name], completed=done)
 
+        run_errors: list[str] = []
         try:
-            results = run_videos([str(p) for p in inputs], model=model, backend=backend, batch=batch,
-                                 granularity=granularity, out=out, video=not no_video, progress=progress,
-                                 threads=threads)
-        except SessionError as exc:
+            with sigterm_as_interrupt():  # kill / timeout / docker stop: clean up like Ctrl-C
+                results = run_videos([str(p) for p in inputs], model=model, backend=backend, batch=batch,
+                                     granularity=granularity, out=out, video=not no_video, progress=progress,
+                                     threads=threads, errors=run_errors)
+        except (SessionError, OSError) as exc:  # the model cannot be opened, or --out cannot be written
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
+        except KeyboardInterrupt as exc:
+            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            err.print(f"{what}: the video in progress left no partial output; finished ones are kept",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
     console = Console()
     failed = 0
     for r in results:
@@ -66,8 +74,11 @@ def run(
         ef_text = f"EF estimate {ef:.1f}% over {len(s['beats'])} beat(s)" if ef is not None else "no full beat found"
         console.print(f"{r.input}: {s['frames']} frames, {s['processing_fps']:.1f} fps end to end "
                       f"({s['backend']} {s['precision']}), {ef_text} -> {r.out_dir}", highlight=False, soft_wrap=True)
+    for line in run_errors:
+        err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
     if failed:
         err.print(f"{failed} of {len(results)} video(s) failed", highlight=False)
+    if failed or run_errors:
         raise typer.Exit(1)
 
 

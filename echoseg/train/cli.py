@@ -21,8 +21,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from .checkpoint import CheckpointError
     from .loop import TrainError
+    from .preflight import PreflightError
 
-    return (DataError, UnknownModelError, CheckpointError, TrainError, ConfigError, FileNotFoundError)
+    # OSError: an output that cannot be written (full disk, read-only), as one line, not a traceback
+    return (DataError, UnknownModelError, CheckpointError, TrainError, ConfigError, PreflightError, OSError)
 
 
 def _fail(exc: BaseException) -> None:
@@ -60,6 +62,7 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue from <out>/last.pt up to --epochs"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the trained run already in --out"),
     max_train_frames: int = typer.Option(0, "--max-train-frames", help="Use at most this many labelled frames (0 = all)"),
     folds: int = typer.Option(0, "--folds", min=0, help="Cross-validate: K folds of whole videos (patients) over all "
                                                         "labelled frames; K = number of videos is leave-one-patient-out"),
@@ -73,10 +76,12 @@ def train(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from echoseg.data.dataset import detect_layout
     from echoseg.models import check_name
 
     from .loop import Callbacks
     from .loop import train as run_training
+    from .preflight import preflight
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     console = Console()
@@ -93,6 +98,8 @@ def train(
         if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
             raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
                               "use a multiple of 8")
+        detect_layout(cfg.data)  # a missing or unknown data folder first, then the run folder
+        preflight(cfg.out, resume, overwrite, _weight_bytes(model, width))
         if folds:
             seed_list = _parse_seeds(seeds, seed)
             _cross_validate(console, cfg, folds, seed_list, fold or [])
@@ -119,7 +126,7 @@ def train(
                 on_step=lambda e, s, loss: bar.update(task, advance=1, loss=loss)))
     except _user_errors() as exc:
         _fail(exc)
-    console.print(f"best val Dice {result.best['val_dice']:.4f} at epoch {result.best.get('epoch')}; "
+    console.print(f"best val Dice {result.best['val_dice']:.4f} at epoch {best_epoch(result.best, result.rows)}; "
                   f"run in {result.out}")
 
 
@@ -153,6 +160,28 @@ def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], onl
                       " ".join(f"{k}:{v:.3f}" for k, v in s["dice_per_fold"].items()))
     console.print(table)
     console.print(f"wrote {cfg.out}/cv.csv and cv.json")
+
+
+def _weight_bytes(model: str, width: int) -> int:
+    """float32 bytes of the model's weights, for the free-space check."""
+    from echoseg.models import build_model, default_config
+
+    return 4 * sum(p.numel() for p in build_model(default_config(model, width)).parameters())
+
+
+def best_epoch(best: dict, rows: list[dict]) -> int | str:
+    """The epoch of the best val Dice: from ``best`` when this session improved it, else from the log.
+
+    After --resume with no new best, ``best`` only carries the value from last.pt; the log
+    (log.csv, read back on resume) says at which epoch it was reached.
+    """
+    if best.get("epoch") is not None:
+        return int(best["epoch"])
+    scored = [r for r in rows if "val_dice" in r and "epoch" in r]
+    if not scored:
+        return "?"
+    top = max(r["val_dice"] for r in scored)
+    return int(next(r["epoch"] for r in scored if r["val_dice"] == top))
 
 
 @eval_app.command()
