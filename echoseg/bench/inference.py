@@ -51,7 +51,7 @@ def _batches(frames: Iterator[np.ndarray], batch: int) -> Iterator[np.ndarray]:
 def infer_video(sess, video: str, batch: int) -> np.ndarray:
     """Decode, preprocess and segment a whole video; boolean masks F,H,W at model size."""
     from echoseg.data.video import iter_frames
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
 
     meta = sess.info.meta
     out = [to_masks(run_padded(sess, preprocess(chunk, meta), batch), meta.threshold, meta.output)
@@ -60,7 +60,7 @@ def infer_video(sess, video: str, batch: int) -> np.ndarray:
 
 
 def infer_frames(sess, images: np.ndarray, batch: int) -> np.ndarray:
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
 
     meta = sess.info.meta
     out = [to_masks(run_padded(sess, preprocess(images[i:i + batch], meta), batch), meta.threshold, meta.output)
@@ -70,7 +70,7 @@ def infer_frames(sess, images: np.ndarray, batch: int) -> np.ndarray:
 
 def timing_batch(video: str, batch: int, meta) -> np.ndarray:
     from echoseg.data.video import iter_frames
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
 
     frames = []
     for f in iter_frames(video):

@@ -11,7 +11,7 @@ its own process and one's memory never counts in another's. Phases, in order:
 5. after the sampler stops: masks for the accuracy comparison, ground-truth scores, MACs.
 
 Resources (RSS, CPU, GPU) cover phases 3-4, the warm inference. Sessions come only from
-:func:`echoseg.runtime.session.open_session`.
+:func:`echoseg.runtime.backends.open_session`.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class WorkerConfig:
 
 
 def _open(cfg: WorkerConfig):
-    from echoseg.runtime.session import open_session
+    from echoseg.runtime.backends import open_session
 
     opts: dict[str, Any] = {}
     if cfg.backend == "onnxruntime" and cfg.threads:

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from echoseg.artifacts import artifact_name, file_sha256, preprocess, rejected_name
 from echoseg.atomic import write_json
 from echoseg.config import EngineSidecar
 
@@ -83,13 +84,6 @@ def run_name(checkpoint: str | os.PathLike) -> str:
     return p.parent.resolve().name if p.name in ("best.pt", "last.pt") else p.stem
 
 
-def artifact_name(g: float, precision: str = "fp32", kind: str = "onnx") -> str:
-    """model[.gG][.fp16|.int8].onnx or model[.gG].fp16.engine."""
-    tag = "" if g == 1.0 else f".g{g:g}"
-    prec = "" if precision == "fp32" else f".{precision}"
-    return f"model{tag}{prec}.{kind}"
-
-
 def _clear_old(d: Path) -> None:
     for pattern in ("model*.onnx", "model*.engine", "model*.json", MANIFEST, PARITY):
         for p in d.glob(pattern):
@@ -97,7 +91,7 @@ def _clear_old(d: Path) -> None:
 
 
 def _reject(path: Path) -> Path:
-    bad = path.with_name(path.name[: -len(".onnx")] + ".rejected.onnx")
+    bad = rejected_name(path)
     os.replace(path, bad)
     return bad
 
@@ -155,8 +149,6 @@ def export_checkpoint(checkpoint: str | os.PathLike, opts: BuildOptions, say: Re
 
 
 def _parity_batch(ckpt, opts: BuildOptions) -> tuple[np.ndarray, str]:
-    from echoseg.runtime.session import preprocess
-
     frames, source = frame_source.checkpoint_frames(ckpt, "val", max(1, opts.parity_frames),
                                                     frame_source.PARITY_SEED)
     return preprocess(frames, ckpt.meta()), source
@@ -242,8 +234,6 @@ def _worst(emulated: dict[str, Any], ort_cpu: dict[str, Any]) -> dict[str, Any]:
 
 def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts: BuildOptions, section,
                say: Report) -> None:
-    from echoseg.runtime.session import preprocess
-
     frames, source = frame_source.checkpoint_frames(ckpt, "train", max(1, opts.calib_frames), frame_source.CALIB_SEED)
     calib = preprocess(frames, ckpt.meta())
     info = quantize_int8(fp32_path, path, calib, meta, calib_source=source, method=opts.calib_method)
@@ -262,8 +252,6 @@ def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts:
 
 
 def _engine_step(d: Path, g: float, meta, opts: BuildOptions, section, say: Report, result: ExportResult) -> None:
-    from echoseg.train.checkpoint import file_sha256
-
     version, why = tensorrt_status()
     if not version:
         if opts.engine:

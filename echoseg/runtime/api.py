@@ -15,7 +15,8 @@ from .cardiac import MAX_HEART_RATE_BPM, analyse
 from .discover import choose
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OverlaySink,
                       StagingDir, plot_area, write_frames_csv, write_summary_csv)
-from .session import Session, SessionError, open_session
+from .backends import open_session
+from .session import Session, SessionError
 from .stream import StreamStats, stream_video
 
 log = logging.getLogger(__name__)
