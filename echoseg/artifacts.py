@@ -257,13 +257,16 @@ class ExportIndex:
 
     def select(self, kind: str, granularity: float | None = None,
                precisions: Iterable[str] = PRECISIONS) -> ArtifactFile | None:
-        """The best readable file of ``kind`` at ``granularity`` (None: the full model)."""
+        """The best file of ``kind`` at ``granularity`` (None: the full model).
+
+        A file whose description cannot be read ranks after readable ones (its granularity then
+        comes from its name); it is still returned, so opening it reports what is wrong with it.
+        """
         g = 1.0 if granularity is None else float(granularity)
         want = tuple(precisions)
-        for a in self.files:
-            if a.kind == kind and not a.problem and abs(a.granularity - g) < 1e-9 and a.precision in want:
-                return a
-        return None
+        fits = [a for a in self.files if a.kind == kind and abs(a.granularity - g) < 1e-9 and a.precision in want]
+        fits.sort(key=lambda a: bool(a.problem))
+        return fits[0] if fits else None
 
     def rejected_for(self, granularity: float | None = None, kind: str | None = None) -> list[Path]:
         """Rejected files at ``granularity`` (by name tag: a rejected file is never read)."""

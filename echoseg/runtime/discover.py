@@ -126,5 +126,6 @@ def _choose_in_dir(d: Path, backend: str, granularity: float | None) -> ModelCho
         names = ", ".join(p.name for p in rejected)
         raise SessionError(f"{d}: the graph{note} was rejected at the export's parity gate ({names}) and is never "
                            "run; re-export it with echo-export build, or choose another granularity")
-    raise SessionError(f"{d}: nothing to run with backend {backend}{note} ({'; '.join(t for t in tried if t)}); "
+    what = "nothing to run with any backend" if backend == "auto" else f"cannot run with backend {backend}"
+    raise SessionError(f"{d}: {what}{note} ({'; '.join(t for t in tried if t)}); "
                        "export that granularity with echo-export or pass a checkpoint")
