@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -120,7 +121,7 @@ def evaluate(
         try:
             r = run_eval(run, data, split, target, device)
         except (*_user_errors(), ValueError) as exc:
-            console.print(f"[red]error[/red]: {run}: {exc}")
+            _error_line(f"{run}: {exc}")
             failed += 1
             continue
         rows = r.get("granularities") or {"1": r}
@@ -137,6 +138,11 @@ def evaluate(
     console.print(table)
     if failed:
         raise typer.Exit(1)
+
+
+def _error_line(message: str) -> None:
+    """One plain line on stderr: rich would wrap a long path over several lines."""
+    print("error: " + str(message).replace("\n", " "), file=sys.stderr, flush=True)
 
 
 def train_main() -> None:
