@@ -34,7 +34,7 @@ from .int8 import quantize_int8
 from .manifest import MANIFEST, PARITY, build_manifest, write_sidecar
 from .onnx import ExportError, export_onnx, save_onnx, sub_network
 from .parity import ExportParityError, check, compare, run_onnx, torch_logits
-from .tensorrt import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, TensorRTUnavailable, build_engine, gpu_identity,
+from .tensorrt import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, TensorRTUnavailable, build_engine,
                        plan_engine, tensorrt_status)
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ def _engine_step(d: Path, g: float, meta, opts: BuildOptions, section, say: Repo
     plan = plan_engine(version, "fp16", graphs, opts.profile, opts.workspace_mb)
     engine = d / artifact_name(g, "fp16", "engine")
     built = build_engine(plan, engine, opts.timing_cache or Path(opts.out) / "timing.cache")
-    gpu = gpu_identity()
+    gpu = {k: built[k] for k in ("gpu_name", "compute_capability", "cuda_version")}  # the CUDA device built on
     sidecar = EngineSidecar(meta=meta, tensorrt_version=built["tensorrt_version"], cuda_version=gpu["cuda_version"],
                             gpu_name=gpu["gpu_name"], compute_capability=gpu["compute_capability"],
                             onnx_sha256=file_sha256(plan.onnx_path), onnx_file=plan.onnx_path.name,
