@@ -148,7 +148,7 @@ def read_onnx_meta(path_or_proto) -> ArtifactMeta:
         try:
             proto = onnx.load(where, load_external_data=False)
         except Exception as exc:  # onnx raises DecodeError, OSError and others
-            raise ArtifactError(f"{where}: not a readable ONNX file ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from exc
+            raise ArtifactError(f"{where}: cannot load it as an ONNX model ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from exc
     props = {p.key: p.value for p in proto.metadata_props}
     if ONNX_META_KEY not in props:
         raise ArtifactError(f"{where}: ONNX file has no {ONNX_META_KEY!r} metadata; export it with echo-export build")
