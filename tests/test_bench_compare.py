@@ -44,8 +44,8 @@ def quantize_int8(fp32: Path, out: Path) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     from echoseg.data.synthetic import make_video
-    from echoseg.runtime.ort import read_onnx_meta
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import read_onnx_meta
+    from echoseg.artifacts import preprocess
 
     meta = read_onnx_meta(fp32)
     x = preprocess(make_video(3, frames=6).frames, meta)
@@ -75,7 +75,7 @@ def centred_checkpoint(src: Path, out: Path, g: float = 1.0) -> Path:
     import torch
 
     from echoseg.data.synthetic import make_video
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
     from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(src)

@@ -48,7 +48,7 @@ def test_int8_graph_has_explicit_symmetric_qdq(exported):
 def test_int8_parity_both_models(exported, export_base):
     from echoseg.export.manifest import read_manifest
     from echoseg.export.parity import compare, run_onnx
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
     from echoseg.train.checkpoint import load_checkpoint
 
     for name in ("unet", "matae-unet"):

@@ -217,7 +217,7 @@ def test_tensorrt_engine_builds_loads_and_reuses_its_timing_cache(export_base, t
     except ImportError:
         return
     from echoseg.export.parity import compare, run_onnx
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
 
     sess = TrtSession(engine)
     frames, _ = synthetic_batch(42, videos=1, frames=6)

@@ -9,7 +9,6 @@ Whatever cannot run here becomes a :class:`Skipped` entry with the reason, never
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,7 +57,9 @@ class Plan:
 
 
 def has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
+    from echoseg.runtime.backends import importable
+
+    return importable(name)
 
 
 def backend_problem(name: str, path: Path) -> str | None:

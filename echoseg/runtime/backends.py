@@ -55,6 +55,16 @@ def _load_builtin() -> None:
             importlib.import_module(mod)
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported here, without importing it (a module blocked with None counts as absent)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None or has no __spec__
+        return False
+
+
 def all_backends() -> list[Backend]:
     """Registered backends, in ``auto``'s order of preference."""
     _load_builtin()

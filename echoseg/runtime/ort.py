@@ -9,7 +9,6 @@ video's last batch is shorter.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +18,7 @@ import numpy as np
 from echoseg.artifacts import ArtifactError, manifest_profile, precision_of, read_onnx_meta
 from echoseg.config import InputSpec
 
-from .backends import Backend, register
+from .backends import Backend, importable as _importable, register
 from .session import SessionError, SessionInfo
 
 log = logging.getLogger(__name__)
@@ -129,7 +128,7 @@ def _import_ort(path):
 
 
 def _problem(path: Path) -> str | None:
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not _importable("onnxruntime"):
         return "onnxruntime is not installed (pip install 'echoseg[cpu]' or 'echoseg[gpu]')"
     return None
 

@@ -8,13 +8,12 @@ TensorRT run loads neither torch nor the training code.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, register
+from .backends import Backend, importable as _importable, register
 from .session import SessionError, SessionInfo
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class TorchSession:
 
 
 def _problem(path: Path) -> str | None:
-    if importlib.util.find_spec("torch") is None:
+    if not _importable("torch"):
         return "PyTorch is not installed (pip install 'echoseg[train]')"
     return None
 

@@ -11,7 +11,6 @@ stream and the context it pushed.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from echoseg.artifacts import ArtifactError, read_sidecar
 
-from .backends import Backend, register
+from .backends import Backend, importable as _importable, register
 from .session import SessionError, SessionInfo
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 def tensorrt_problem(device: int = 0) -> str | None:
     """None when TensorRT, pycuda and CUDA device ``device`` are usable here; otherwise what is missing."""
     for mod in ("tensorrt", "pycuda"):
-        if importlib.util.find_spec(mod) is None:
+        if not _importable(mod):
             return f"{mod} is not installed (pip install 'echoseg[gpu]' on a machine with an NVIDIA GPU)"
     try:
         import pycuda.driver as cuda
