@@ -15,13 +15,13 @@ matters to us and fail the way it fails:
   memory, so copies, addresses and shapes must all be right for the numbers to come back.
 
 The "engine" computes logits = mean over input channels, in the engine's I/O dtype.
-Install with :func:`install` (monkeypatches ``sys.modules``); every call is recorded in ``calls``.
+The pycuda double is in pycuda_double.py. Install both with :func:`install` (monkeypatches
+``sys.modules``); every call is recorded in ``calls``.
 """
 
 from __future__ import annotations
 
 import enum
-import itertools
 import json
 import sys
 import types
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pycuda_double import make_pycuda
 
 
 @dataclass
@@ -337,109 +338,13 @@ def make_tensorrt(version: str, cc: tuple[int, int], d: Doubles) -> types.Module
     return trt
 
 
-def make_pycuda(name: str, cc: tuple[int, int], d: Doubles) -> tuple[types.ModuleType, types.ModuleType]:
-    pkg = types.ModuleType("pycuda")
-    drv = types.ModuleType("pycuda.driver")
-    pkg.driver = drv
-    addresses = itertools.count(0x7F0000000000, 0x100000)
-
-    class HostAllocation(bytearray):
-        def free(self) -> None:
-            d.host_live.discard(id(self))
-
-    class DeviceAllocation:
-        def __init__(self, nbytes: int) -> None:
-            self.address = next(addresses)
-            d.memory[self.address] = np.zeros(int(nbytes), np.uint8)
-
-        def __int__(self) -> int:
-            return self.address
-
-        def free(self) -> None:
-            d.memory.pop(self.address, None)
-
-    class Context:
-        def push(self) -> None:
-            d.context_stack.append(self)
-
-        def pop(self) -> None:
-            if not d.context_stack:
-                raise RuntimeError("fake CUDA: context stack is empty")
-            d.context_stack.pop()
-
-        def detach(self) -> None:
-            d.detached += 1
-
-    class Device:
-        def __init__(self, ordinal: int) -> None:
-            if ordinal >= 1:
-                raise RuntimeError(f"invalid device ordinal {ordinal}")
-
-        @staticmethod
-        def count() -> int:
-            return 1
-
-        def name(self) -> str:
-            return name
-
-        def compute_capability(self) -> tuple[int, int]:
-            return cc
-
-        def retain_primary_context(self) -> Context:
-            return Context()
-
-    class Stream:
-        _next = itertools.count(1)
-
-        def __init__(self) -> None:
-            self.handle = next(Stream._next)
-
-        def synchronize(self) -> None:
-            d.calls.append(("synchronize", self.handle))
-
-    def init() -> None:
-        d.calls.append(("cuda.init", None))
-
-    def get_driver_version() -> int:
-        return 12080
-
-    def pagelocked_empty(shape, dtype):
-        dt = np.dtype(dtype)
-        alloc = HostAllocation(int(np.prod(shape)) * dt.itemsize)
-        d.host_live.add(id(alloc))
-        return np.ndarray(_dims(shape), dt, buffer=alloc)
-
-    def mem_alloc(nbytes: int) -> DeviceAllocation:
-        return DeviceAllocation(nbytes)
-
-    def _device(addr) -> np.ndarray:
-        if int(addr) not in d.memory:
-            raise RuntimeError(f"fake CUDA: address {int(addr):#x} is not allocated (freed?)")
-        return d.memory[int(addr)]
-
-    def memcpy_htod_async(dest, src, stream=None) -> None:
-        buf = np.ascontiguousarray(src).view(np.uint8).reshape(-1)
-        _device(dest)[: buf.size] = buf
-        d.calls.append(("memcpy_htod_async", buf.size))
-
-    def memcpy_dtoh_async(dest, src, stream=None) -> None:
-        out = dest.view(np.uint8).reshape(-1)
-        out[:] = _device(src)[: out.size]
-        d.calls.append(("memcpy_dtoh_async", out.size))
-
-    for obj in (Device, Stream, init, get_driver_version, pagelocked_empty, mem_alloc, memcpy_htod_async,
-                memcpy_dtoh_async):
-        setattr(drv, obj.__name__, obj)
-    return pkg, drv
-
-
 def install(monkeypatch, version: str = "10.13.0", gpu: str = "Tesla T4", cc: tuple[int, int] = (7, 5)) -> Doubles:
     """Put fake ``tensorrt``, ``pycuda`` and ``pycuda.driver`` into sys.modules for one test."""
     import importlib.machinery
 
     d = Doubles(trt=types.ModuleType("tensorrt"), cuda=types.ModuleType("pycuda.driver"))
     d.trt = make_tensorrt(version, cc, d)
-    pkg, d.cuda = make_pycuda(gpu, cc, d)
+    pkg, d.cuda = make_pycuda(gpu, cc, d)  # pycuda_double.py
     for mod_name, mod in (("tensorrt", d.trt), ("pycuda", pkg), ("pycuda.driver", d.cuda)):
         mod.__spec__ = importlib.machinery.ModuleSpec(mod_name, loader=None)
         monkeypatch.setitem(sys.modules, mod_name, mod)
