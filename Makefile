@@ -10,13 +10,15 @@ STAMP  := $(VENV)/.echoseg-installed
 DEMO   ?= demo-out
 WIDTH  ?= 16
 EPOCHS ?= 12
+# one ONNX Runtime: `make install ORT_EXTRA=gpu` on a GPU box (onnxruntime-gpu, TensorRT, pycuda, NVML)
+ORT_EXTRA ?= cpu
 
 .PHONY: install demo test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,export,dev]'
+	$(BIN)/python -m pip install -q -e '.[$(ORT_EXTRA),train,export,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

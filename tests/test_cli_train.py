@@ -64,3 +64,12 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "use a multiple of 8" in r.output
     r = runner.invoke(eval_app, [str(tmp_path / "missing"), "--data", str(tmp_path)])
     assert r.exit_code == 1 and "no such checkpoint or run directory" in r.output.replace("\n", "")
+
+
+def test_eval_errors_are_one_line_whatever_the_path_length(tmp_path):
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name-for-a-run"] * 8) / "missing-run"
+    assert len(str(deep)) > 300
+    r = runner.invoke(eval_app, [str(deep), "--data", str(tmp_path)], env={"COLUMNS": "40"})
+    assert r.exit_code == 1
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and str(deep) in lines[0] and "no such checkpoint or run directory" in lines[0]

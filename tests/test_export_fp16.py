@@ -56,7 +56,7 @@ def test_fp16_parity_passes_and_is_not_trivially_exact(exported, export_base):
     from echoseg.export.fp16 import emulate_fp16
     from echoseg.export.manifest import read_manifest
     from echoseg.export.parity import compare, run_onnx
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
     from echoseg.train.checkpoint import load_checkpoint
 
     for name in ("unet", "matae-unet"):

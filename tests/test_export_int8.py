@@ -33,8 +33,10 @@ def test_int8_graph_has_explicit_symmetric_qdq(exported):
         if len(conv.input) > 2:  # biases stay float (TensorRT fuses them in float)
             assert inits[conv.input[2]].data_type == TensorProto.FLOAT
         scale = numpy_helper.to_array(inits[wdq.input[1]])
-        out_axis = 0 if conv.op_type == "Conv" else 1
-        assert scale.size == w.dims[out_axis]  # per-channel (the 1-channel logit head has one scale)
+        if conv.op_type == "Conv":
+            assert scale.size == w.dims[0]  # per output channel (the 1-channel logit head has one scale)
+        else:  # TensorRT takes no per-channel scale on a deconvolution's axis 1: one scale per tensor
+            assert scale.size == 1 and not any(a.name == "axis" for a in wdq.attribute)
     for node in proto.graph.node:  # symmetric: every zero point is 0 (TensorRT needs that)
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
             zp = inits[node.input[2]]
@@ -46,7 +48,7 @@ def test_int8_graph_has_explicit_symmetric_qdq(exported):
 def test_int8_parity_both_models(exported, export_base):
     from echoseg.export.manifest import read_manifest
     from echoseg.export.parity import compare, run_onnx
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
     from echoseg.train.checkpoint import load_checkpoint
 
     for name in ("unet", "matae-unet"):

@@ -24,7 +24,7 @@ def _ort(path, x):
 
 
 def _batch(ckpt, n=6, seed=300):
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
 
     frames, _ = synthetic_batch(seed, videos=1, frames=n, size=ckpt.input_spec.height)
     return preprocess(frames, ckpt.meta())
@@ -89,7 +89,7 @@ def test_without_onnxslim_the_unsimplified_graph_is_kept_and_still_exact(unet32,
 @pytest.mark.parametrize("g", [1.0, 0.5])
 def test_metadata_round_trip(matae32, tmp_path, g):
     from echoseg.export.onnx import export_onnx, read_metadata, sub_network
-    from echoseg.runtime.ort import read_onnx_meta
+    from echoseg.artifacts import read_onnx_meta
     from echoseg.train.checkpoint import file_sha256
 
     ckpt, model = _load_model(matae32)

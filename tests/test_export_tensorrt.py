@@ -22,17 +22,17 @@ def _graphs(tmp_path: Path, *names: str) -> dict[str, Path]:
     return out
 
 
-def test_plan_tensorrt_10_uses_the_fp16_builder_flag_on_the_fp32_graph(tmp_path):
+def test_plan_tensorrt_10_is_strongly_typed_from_the_fp16_graph_too(tmp_path):
     from echoseg.export.tensorrt import plan_engine
 
     graphs = _graphs(tmp_path, "fp32", "fp16", "int8")
     plan = plan_engine("10.3.0.26", "fp16", graphs, (1, 8, 32), workspace_mb=256)
-    assert plan.tensorrt_major == 10 and not plan.strongly_typed
-    assert plan.builder_flags == ("FP16",) and plan.onnx_path == graphs["fp32"]
+    assert plan.tensorrt_major == 10 and plan.strongly_typed
+    assert plan.builder_flags == () and plan.onnx_path == graphs["fp16"]  # no deprecated FP16 builder flag
     assert plan.profile == (1, 8, 32) and plan.workspace_bytes == 256 << 20
     int8 = plan_engine("10.8.0", "int8", graphs)
-    assert int8.onnx_path == graphs["int8"] and int8.builder_flags == ("INT8", "FP16")
-    assert plan_engine("10.0.1", "fp32", graphs).builder_flags == ()
+    assert int8.onnx_path == graphs["int8"] and int8.builder_flags == () and int8.strongly_typed
+    assert plan_engine("10.0.1", "fp32", graphs).onnx_path == graphs["fp32"]
 
 
 def test_plan_tensorrt_11_is_strongly_typed_from_the_fp16_graph(tmp_path):
@@ -54,7 +54,8 @@ def test_plan_errors_name_the_missing_graph_or_old_version(tmp_path):
     only32 = _graphs(tmp_path, "fp32")
     with pytest.raises(ExportError, match="model.fp16.onnx \\(export with --fp16\\)"):
         plan_engine("11.0.0", "fp16", only32)
-    assert plan_engine("10.2.0", "fp16", only32).onnx_path == only32["fp32"]  # TRT 10 needs no FP16 graph
+    with pytest.raises(ExportError, match="model.fp16.onnx"):
+        plan_engine("10.2.0", "fp16", only32)  # TensorRT 10 builds FP16 from the FP16 graph too
     with pytest.raises(ExportError, match="TensorRT 8.6.1 is too old"):
         plan_engine("8.6.1", "fp16", only32)
     with pytest.raises(ExportError, match="unknown engine precision"):
@@ -201,7 +202,9 @@ def test_tensorrt_engine_builds_loads_and_reuses_its_timing_cache(export_base, t
     assert names == ["frames", "logits"]
     lo, opt, hi = eng.get_tensor_profile_shape("frames", 0)
     assert (lo[0], opt[0], hi[0]) == (1, 4, 8) and tuple(hi[1:]) == (3, 32, 32)
-    cache = tmp_path / "timing.cache"
+    from echoseg.export.tensorrt import timing_cache_for
+
+    cache = timing_cache_for(tmp_path / "timing.cache", gpu, side.tensorrt_version)
     assert cache.is_file() and cache.stat().st_size > 0
     step = read_manifest(tmp_path / "unet")["exports"][0]["steps"]["engine"]
     assert step["tensorrt_version"] == side.tensorrt_version and step["timing_cache_reused"] is False
@@ -214,7 +217,7 @@ def test_tensorrt_engine_builds_loads_and_reuses_its_timing_cache(export_base, t
     except ImportError:
         return
     from echoseg.export.parity import compare, run_onnx
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
 
     sess = TrtSession(engine)
     frames, _ = synthetic_batch(42, videos=1, frames=6)

@@ -1,12 +1,13 @@
-"""Frames through a session: batching (padded where an artifact has a fixed batch), masks, mask files.
+"""Frames through a session: videos through the shipped streaming loop, labelled frames, mask files.
 
 Shared by the measuring worker and the reference worker, so both produce masks the same way.
+Videos go through :func:`echoseg.runtime.stream.stream_video`, the loop echo-run ships, never a
+loop of our own; only labelled still frames (ground truth) are batched here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -37,30 +38,21 @@ def run_padded(sess, x: np.ndarray, batch: int) -> np.ndarray:
     return sess.run(x)[:n]
 
 
-def _batches(frames: Iterator[np.ndarray], batch: int) -> Iterator[np.ndarray]:
-    buf: list[np.ndarray] = []
-    for f in frames:
-        buf.append(f)
-        if len(buf) == batch:
-            yield np.stack(buf)
-            buf = []
-    if buf:
-        yield np.stack(buf)
+def stream_masks(sess, video: str, batch: int):
+    """One video through echo-run's own streaming loop (runtime/stream.py): (StreamStats, masks F,H,W).
 
+    The masks are at the video's resolution, as echo-run makes them; the stats carry the
+    end-to-end wall time and the time inside Session.run (model only).
+    """
+    from echoseg.runtime.stream import stream_video
 
-def infer_video(sess, video: str, batch: int) -> np.ndarray:
-    """Decode, preprocess and segment a whole video; boolean masks F,H,W at model size."""
-    from echoseg.data.video import iter_frames
-    from echoseg.runtime.session import preprocess
-
-    meta = sess.info.meta
-    out = [to_masks(run_padded(sess, preprocess(chunk, meta), batch), meta.threshold, meta.output)
-           for chunk in _batches(iter_frames(video), batch)]
-    return np.concatenate(out)
+    masks: list[np.ndarray] = []
+    stats = stream_video(video, sess, batch=batch, sink=lambda i, frame, mask: masks.append(mask))
+    return stats, np.stack(masks)
 
 
 def infer_frames(sess, images: np.ndarray, batch: int) -> np.ndarray:
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
 
     meta = sess.info.meta
     out = [to_masks(run_padded(sess, preprocess(images[i:i + batch], meta), batch), meta.threshold, meta.output)
@@ -70,7 +62,7 @@ def infer_frames(sess, images: np.ndarray, batch: int) -> np.ndarray:
 
 def timing_batch(video: str, batch: int, meta) -> np.ndarray:
     from echoseg.data.video import iter_frames
-    from echoseg.runtime.session import preprocess
+    from echoseg.artifacts import preprocess
 
     frames = []
     for f in iter_frames(video):

@@ -18,30 +18,30 @@ from echoseg import atomic
 COLUMNS = (
     "model", "arch", "granularity", "backend", "precision", "batch", "device",
     "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_mean", "throughput_fps",
-    "video_s", "video_frames", "cold_start_s", "import_s",
+    "video_s", "video_model_s", "video_frames", "cold_start_s", "import_s",
     "rss_mb_avg", "rss_mb_peak", "cpu_pct_avg", "cpu_pct_peak", "cpu_machine_pct_avg",
     "gpu_util_pct_avg", "gpu_util_pct_peak", "gpu_mem_mb_avg", "gpu_mem_mb_peak", "gpu_mem_scope",
-    "artifact_mb", "macs_per_frame", "dice_vs_ref", "dice_gt", "iou_gt", "pixel_accuracy_gt", "gt_frames",
+    "gpu_device", "artifact_mb", "macs_per_frame", "dice_vs_ref", "dice_gt", "iou_gt", "pixel_accuracy_gt", "gt_frames",
     "gt_source", "repeats", "timed_s", "artifact",
 )
 SKIPPED_COLUMNS = ("model", "backend", "precision", "granularity", "batch", "reason")
 
 _KEY = ("model", "granularity", "backend", "precision", "batch")
 SPEED = _KEY + ("device", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "throughput_fps", "video_s",
-                "cold_start_s")
+                "video_model_s", "cold_start_s")
 RESOURCES = _KEY + ("rss_mb_avg", "rss_mb_peak", "cpu_pct_avg", "cpu_pct_peak", "gpu_util_pct_avg",
-                    "gpu_util_pct_peak", "gpu_mem_mb_peak", "artifact_mb", "macs_per_frame", "dice_vs_ref",
+                    "gpu_util_pct_peak", "gpu_mem_mb_peak", "gpu_mem_scope", "artifact_mb", "macs_per_frame", "dice_vs_ref",
                     "dice_gt", "iou_gt", "pixel_accuracy_gt")
 HEADERS = {
     "model": "model", "granularity": "g", "backend": "backend", "precision": "prec", "batch": "batch",
     "device": "device", "latency_ms_p50": "p50 ms", "latency_ms_p95": "p95 ms", "latency_ms_p99": "p99 ms",
-    "throughput_fps": "frames/s", "video_s": "video s", "cold_start_s": "cold s", "rss_mb_avg": "RSS avg MB",
+    "throughput_fps": "frames/s", "video_s": "video s", "video_model_s": "model s", "cold_start_s": "cold s", "rss_mb_avg": "RSS avg MB",
     "rss_mb_peak": "RSS peak MB", "cpu_pct_avg": "CPU avg %", "cpu_pct_peak": "CPU peak %",
-    "gpu_util_pct_avg": "GPU avg %", "gpu_util_pct_peak": "GPU peak %", "gpu_mem_mb_peak": "GPU MB",
+    "gpu_util_pct_avg": "GPU avg %", "gpu_util_pct_peak": "GPU peak %", "gpu_mem_mb_peak": "GPU MB", "gpu_mem_scope": "GPU mem scope",
     "artifact_mb": "size MB", "macs_per_frame": "MMAC/frame", "dice_vs_ref": "Dice ref",
     "dice_gt": "Dice GT", "iou_gt": "IoU GT", "pixel_accuracy_gt": "Acc GT",
 }
-_DIGITS = {"latency_ms": 3, "throughput_fps": 1, "video_s": 3, "cold_start_s": 2, "rss_mb": 0, "cpu_pct": 1,
+_DIGITS = {"latency_ms": 3, "throughput_fps": 1, "video_s": 3, "video_model_s": 3, "cold_start_s": 2, "rss_mb": 0, "cpu_pct": 1,
            "gpu_util": 1, "gpu_mem": 0, "artifact_mb": 2, "dice": 4, "iou": 4, "pixel_accuracy": 4}
 
 

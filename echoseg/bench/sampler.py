@@ -6,9 +6,12 @@ machine, as ``psutil.cpu_percent()`` reports system load). The average CPU figur
 CPU-seconds of the tree over wall seconds between two marks, not a mean of noisy samples; the
 peak is the busiest ``peak_window_s`` stretch. The sampler's own thread CPU is subtracted.
 
-RSS is summed over the tree (pages shared between processes count once per process). GPU
+RSS is summed over the tree (pages shared between processes count once per process). NVML is
+opened only for a configuration that computes on a GPU, on the device it uses: CUDA ordinal N is
+the N-th entry of CUDA_VISIBLE_DEVICES (an index or a GPU-UUID), not NVML's index N. GPU
 utilisation is NVML's device-wide figure; GPU memory is the tree's own use where NVML lists its
-pids, else the whole device's used memory (``gpu_mem_scope`` says which).
+pids, else the whole device's used memory; ``gpu_mem_scope`` ("process" or "device") says which,
+and a fallback to device-wide is logged.
 """
 
 from __future__ import annotations
@@ -81,17 +84,34 @@ def read_gpu(nvml: Any, handle: Any, pids: set[int]) -> GpuSample:
         log.debug("NVML process list unavailable: %s", exc)
     if own is not None:
         return GpuSample(util, own, "process")
+    if not getattr(read_gpu, "_warned", False):
+        read_gpu._warned = True  # type: ignore[attr-defined]
+        log.warning("NVML lists no memory for this process tree; GPU memory is the whole device's (scope 'device')")
     return GpuSample(util, float(nvml.nvmlDeviceGetMemoryInfo(handle).used) / MB, "device")
 
 
-def open_nvml(index: int = 0) -> tuple[Any, Any] | None:
-    """(pynvml module, device handle), or None where pynvml, the driver or the GPU is absent."""
+def nvml_device_for(cuda_ordinal: int = 0, visible: str | None = None) -> int | str:
+    """The NVML index (or GPU UUID) of CUDA device ``cuda_ordinal`` under CUDA_VISIBLE_DEVICES."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    if visible is None or not visible.strip():
+        return int(cuda_ordinal)
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    if cuda_ordinal >= len(entries):
+        raise ValueError(f"CUDA device {cuda_ordinal} is not visible (CUDA_VISIBLE_DEVICES={visible!r})")
+    entry = entries[cuda_ordinal]
+    return int(entry) if entry.isdigit() else entry
+
+
+def open_nvml(index: int | str = 0) -> tuple[Any, Any] | None:
+    """(pynvml module, device handle) for an NVML index or GPU UUID, or None where there is none."""
     try:
         import pynvml  # from nvidia-ml-py
     except ImportError:
         return None
     try:
         pynvml.nvmlInit()
+        if isinstance(index, str):
+            return pynvml, pynvml.nvmlDeviceGetHandleByUUID(index)
         return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
     except Exception as exc:  # pynvml raises NVMLError subclasses, or OSError when libnvidia-ml is missing
         log.debug("NVML unavailable: %s", exc)
@@ -148,7 +168,7 @@ class ResourceSampler:
     ``stats(t0, t1)`` summarises the samples between two marks.
     """
 
-    def __init__(self, pid: int | None = None, interval_s: float = 0.05, gpu_index: int | None = 0,
+    def __init__(self, pid: int | None = None, interval_s: float = 0.05, gpu_index: int | None = None,
                  peak_window_s: float = 0.25,
                  gpu_reader: Callable[[set[int]], GpuSample] | None = None) -> None:
         import psutil
@@ -158,16 +178,29 @@ class ResourceSampler:
         self.peak_window_s = float(peak_window_s)
         self.cores = psutil.cpu_count(logical=True) or 1
         self._gpu = gpu_reader
+        self.gpu_device: int | str | None = None
         if self._gpu is None and gpu_index is not None:
-            opened = open_nvml(gpu_index)
-            if opened is not None:
-                nvml, handle = opened
-                self._gpu = lambda pids: read_gpu(nvml, handle, pids)
+            self.attach_gpu(gpu_index)
         self.samples: list[Sample] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._own_cpu_s = 0.0  # CPU the sampler thread itself spent, subtracted from the tree
+
+    def attach_gpu(self, cuda_ordinal: int = 0) -> bool:
+        """Sample NVML for CUDA device ``cuda_ordinal`` (mapped through CUDA_VISIBLE_DEVICES) from now on."""
+        try:
+            device = nvml_device_for(cuda_ordinal)
+        except ValueError as exc:
+            log.warning("%s; no GPU figures", exc)
+            return False
+        opened = open_nvml(device)
+        if opened is None:
+            return False
+        nvml, handle = opened
+        self.gpu_device = device
+        self._gpu = lambda pids: read_gpu(nvml, handle, pids)
+        return True
 
     @property
     def has_gpu(self) -> bool:

@@ -9,19 +9,17 @@ Whatever cannot run here becomes a :class:`Skipped` entry with the reason, never
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from echoseg import artifacts
+from echoseg.artifacts import CHECKPOINT_NAMES, PRECISIONS, ArtifactError, file_sha256, precision_of
+
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-CHECKPOINT_NAMES = ("best.pt", "last.pt")
-ENGINE_SUFFIXES = (".engine", ".plan")
 
 
 @dataclass(frozen=True)
@@ -58,28 +56,17 @@ class Plan:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def precision_of(name: str) -> str:
-    """fp16/int8 from the file name (model.fp16.onnx, model.int8.onnx), fp32 otherwise."""
-    n = name.lower()
-    return "fp16" if ".fp16." in n else "int8" if ".int8." in n else "fp32"
-
-
 def has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
+    from echoseg.runtime.backends import importable
+
+    return importable(name)
 
 
-def _usable(p: Path) -> bool:
-    """Not a hidden/temporary file and not a graph the exporter rejected at its parity gate."""
-    return not p.name.startswith(".") and ".rejected." not in p.name
+def backend_problem(name: str, path: Path) -> str | None:
+    """The runtime backend's own check of whether ``path`` can run here (None: it can)."""
+    from echoseg.runtime.backends import get
 
-
-def trt_problem() -> str | None:
-    """None when TensorRT can run here, else what is missing (the runtime's own check)."""
-    try:
-        from echoseg.runtime.discover import tensorrt_problem
-    except ImportError:  # runtime without discovery: only check that the module exists
-        return None if has_module("tensorrt") else "tensorrt is not installed"
-    return tensorrt_problem()
+    return get(name).problem(path)
 
 
 def has_cuda_gpu() -> bool:
@@ -102,8 +89,6 @@ class CheckpointFinder:
         if not sha256:
             return None
         if self._hashes is None:
-            from echoseg.train.checkpoint import file_sha256
-
             self._hashes = {}
             if self.runs_dir.is_dir():
                 for name in CHECKPOINT_NAMES:
@@ -115,42 +100,22 @@ class CheckpointFinder:
 def manifest_macs(export_dir: Path, g: float) -> int | None:
     """MACs per frame at granularity g as the export's manifest.json records them, if it does."""
     try:
-        macs = json.loads((export_dir / "manifest.json").read_text()).get("macs_per_frame") or {}
+        macs = artifacts.read_manifest(export_dir).get("macs_per_frame") or {}
         value = macs.get(f"{g:g}") if isinstance(macs, dict) else None
         return int(value) if value is not None else None
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (ArtifactError, ValueError, AttributeError, TypeError):
         return None
 
 
 def _manifest_checkpoint(export_dir: Path, sha256: str) -> Path | None:
-    """A source checkpoint path recorded in manifest.json, if it exists and matches the sha256."""
-    from echoseg.train.checkpoint import file_sha256
-
-    mf = export_dir / "manifest.json"
-    if not mf.is_file():
-        return None
+    """The source checkpoint the manifest names, if it exists and matches the sha256."""
     try:
-        data = json.loads(mf.read_text())
-    except (OSError, json.JSONDecodeError):
+        named = str(artifacts.read_manifest(export_dir).get("checkpoint") or "")
+    except ArtifactError:
         return None
-    found: list[str] = []
-
-    def walk(obj: Any) -> None:
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                if isinstance(v, str) and v.endswith((".pt", ".pth")) and ("checkpoint" in k or "source" in k):
-                    found.append(v)
-                else:
-                    walk(v)
-        elif isinstance(obj, list):
-            for v in obj:
-                walk(v)
-
-    walk(data)
-    for cand in found:
-        for p in (Path(cand), export_dir / cand):
-            if p.is_file() and (not sha256 or file_sha256(p) == sha256):
-                return p
+    for p in (Path(named), export_dir / named) if named else ():
+        if p.is_file() and (not sha256 or file_sha256(p) == sha256):
+            return p
     return None
 
 
@@ -171,56 +136,45 @@ def _torch_targets(label: str, arch: str, ckpt: Path, granularities: Iterable[fl
 
 def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str, ...],
                 precisions: tuple[str, ...]) -> Plan:
-    """Targets of one export directory (ONNX files, engines, and its source checkpoint)."""
-    from echoseg.config import ConfigError, EngineSidecar
-    from echoseg.runtime.ort import read_onnx_meta
-    from echoseg.runtime.session import SessionError
-
+    """Targets of one export directory (its index: ONNX files, engines) and its source checkpoint."""
     plan = Plan()
     label = export_dir.name
-    onnx_files = sorted(p for p in export_dir.rglob("*.onnx") if _usable(p))
-    metas = []
-    for p in onnx_files:
-        try:
-            metas.append((p, read_onnx_meta(p)))
-        except SessionError as exc:
-            plan.skipped.append(Skipped(label, "onnxruntime", precision_of(p.name), str(exc)))
-    arch = metas[0][1].model.name if metas else "?"
-    sha = next((m.source_sha256 for _, m in metas if m.source_sha256), "")
+    index = artifacts.index_export_dir(export_dir)
+    for bad in index.rejected:
+        plan.skipped.append(Skipped(label, "-", precision_of(bad), f"{bad.name} was rejected at the export's "
+                                    "parity gate; not benchmarked", artifacts.granularity_from_name(bad)))
+    onnx = [a for a in index.files if a.kind == "onnx"]
+    for a in onnx:
+        if a.problem:
+            plan.skipped.append(Skipped(label, "onnxruntime", a.precision, a.problem, a.granularity))
+    metas = [a for a in onnx if not a.problem]
+    arch = metas[0].meta.model.name if metas else "?"
+    sha = next((a.meta.source_sha256 for a in metas if a.meta.source_sha256), "")
     if "onnxruntime" in backends:
-        for p, m in metas:
-            if precision_of(p.name) in precisions:
-                plan.targets.append(Target(label, m.model.name, m.granularity, "onnxruntime",
-                                           precision_of(p.name), str(p), "", _mb(p),
-                                           manifest_macs(p.parent, m.granularity)))
-        have = {precision_of(p.name) for p, _ in metas}
+        for a in metas:
+            if a.precision in precisions:
+                plan.targets.append(Target(label, a.meta.model.name, a.granularity, "onnxruntime", a.precision,
+                                           str(a.path), "", _mb(a.path), manifest_macs(export_dir, a.granularity)))
+        have = {a.precision for a in metas}
         for prec in precisions:
             if prec not in have:
                 plan.skipped.append(Skipped(label, "onnxruntime", prec,
                                             f"{export_dir} has no {prec} ONNX; make one with echo-export"))
     if "tensorrt" in backends:
-        engines = sorted(p for p in export_dir.rglob("*") if p.suffix in ENGINE_SUFFIXES and _usable(p))
-        problem = trt_problem() if engines else None
+        engines = [a for a in index.files if a.kind == "engine"]
         if not engines:
             plan.skipped.append(Skipped(label, "tensorrt", "-", f"no TensorRT engine in {export_dir}; "
                                         "build one on the GPU box with echo-export (engine option)"))
         for e in engines:
-            prec = precision_of(e.name)
-            if prec not in precisions:
+            if e.precision not in precisions:
                 continue
-            side = e.with_suffix(".json")  # model.fp16.engine -> model.fp16.json
-            try:
-                sidecar = EngineSidecar.from_dict(json.loads(side.read_text()))
-            except (OSError, json.JSONDecodeError, ConfigError) as exc:
-                plan.skipped.append(Skipped(label, "tensorrt", prec, f"{e}: no readable sidecar {side.name} ({exc})"))
-                continue
-            meta, prec = sidecar.meta, sidecar.precision
+            problem = e.problem or backend_problem("tensorrt", e.path)
             if problem:
-                plan.skipped.append(Skipped(label, "tensorrt", prec, f"TensorRT cannot run here: {problem} "
-                                            "(GPU box: pip install 'echoseg[gpu]')", meta.granularity))
+                plan.skipped.append(Skipped(label, "tensorrt", e.precision, f"TensorRT cannot run {e.path.name} "
+                                            f"here: {problem}", e.granularity))
                 continue
-            plan.targets.append(Target(label, meta.model.name, meta.granularity, "tensorrt", prec, str(e), "", _mb(e),
-                                       manifest_macs(e.parent, meta.granularity)))
+            plan.targets.append(Target(label, e.meta.model.name, e.granularity, "tensorrt", e.precision,
+                                       str(e.path), "", _mb(e.path), manifest_macs(export_dir, e.granularity)))
     ckpt = _manifest_checkpoint(export_dir, sha) or finder.find(sha)
     plan.targets = [Target(**{**asdict(t), "checkpoint": str(ckpt or "")}) for t in plan.targets]
     if "torch" in backends:
@@ -228,7 +182,7 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
             plan.skipped.append(Skipped(label, "torch", "fp32", f"no checkpoint with sha256 {sha[:12] or '?'} "
                                         f"under {finder.runs_dir}/ (the export's source); no PyTorch reference"))
         else:
-            gs = {m.granularity for _, m in metas} or {1.0}
+            gs = {a.granularity for a in metas} or {1.0}
             _torch_targets(label, arch, ckpt, gs, precisions, plan)
     return plan
 
@@ -254,16 +208,20 @@ def plan_checkpoint(path: Path, backends: tuple[str, ...], precisions: tuple[str
 
 
 def plan_onnx(path: Path, finder: CheckpointFinder, precisions: tuple[str, ...]) -> Plan:
-    from echoseg.runtime.ort import read_onnx_meta
-
-    meta = read_onnx_meta(path)
+    if artifacts.is_rejected(path):
+        return Plan(skipped=[Skipped(path.parent.name, "onnxruntime", precision_of(path),
+                                     f"{path.name} was rejected at the export's parity gate; not benchmarked")])
+    meta = artifacts.read_onnx_meta(path)
     ckpt = finder.find(meta.source_sha256)
     return Plan([Target(path.parent.name, meta.model.name, meta.granularity, "onnxruntime",
-                        precision_of(path.name), str(path), str(ckpt or ""), _mb(path))])
+                        precision_of(path), str(path), str(ckpt or ""), _mb(path))])
 
 
 def _is_export(d: Path) -> bool:
-    return any(_usable(p) for pattern in ("*.onnx", "*.engine", "*.plan") for p in d.rglob(pattern))
+    try:
+        return d.is_dir() and artifacts.artifact_kind(d) == "export-dir"
+    except ArtifactError:
+        return False
 
 
 def discover(sources: list[str] | None = None, exports_dir: str | Path = "exports", runs_dir: str | Path = "runs",
@@ -278,8 +236,7 @@ def discover(sources: list[str] | None = None, exports_dir: str | Path = "export
     paths = [Path(s) for s in sources or []]
     if not paths:
         ex = Path(exports_dir)
-        paths = sorted(p for p in ex.iterdir() if p.is_dir()) if ex.is_dir() else []
-        paths = [p for p in paths if _is_export(p)]
+        paths = artifacts.export_dirs_under(ex) if ex.is_dir() and not (ex / artifacts.MANIFEST).is_file() else []
         if not paths and Path(runs_dir).is_dir():
             paths = sorted(p.parent for p in Path(runs_dir).glob("*/best.pt")) or \
                 sorted(p.parent for p in Path(runs_dir).glob("*/last.pt"))

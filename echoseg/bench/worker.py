@@ -6,12 +6,15 @@ its own process and one's memory never counts in another's. Phases, in order:
 1. import the backend library (``import_s``);
 2. cold start: open the session and run the first batch (``cold_start_s``);
 3. warm-up, then timed calls on one batch until a minimum count and time (latency, throughput);
-4. whole-video passes: decode + preprocess + infer + threshold (``video_s``, the paper's
-   "Inference Time per video");
+4. whole-video passes through echo-run's own streaming loop (runtime/stream.py): decode,
+   preprocess, infer, masks at the video's size (``video_s``, the paper's "Inference Time per
+   video", end to end as echo-run reports it) with the time inside Session.run beside it
+   (``video_model_s``, model only);
 5. after the sampler stops: masks for the accuracy comparison, ground-truth scores, MACs.
 
-Resources (RSS, CPU, GPU) cover phases 3-4, the warm inference. Sessions come only from
-:func:`echoseg.runtime.session.open_session`.
+Resources (RSS, CPU, GPU) cover phases 3-4, the warm inference; NVML is opened only when the
+session computes on a GPU, for the CUDA device it uses. Sessions come only from
+:func:`echoseg.runtime.backends.open_session`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .inference import fit_batch, infer_frames, infer_video, save_masks, timing_batch
+from .inference import fit_batch, infer_frames, save_masks, stream_masks, timing_batch
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class WorkerConfig:
     min_seconds: float = 1.5
     video_repeats: int = 2
     interval_s: float = 0.05
-    gpu_index: int = 0
+    gpu_index: int = 0  # CUDA device ordinal of a GPU backend (NVML maps it through CUDA_VISIBLE_DEVICES)
     masks_out: str = ""  # where to save the video's predicted masks (npz), for Dice vs reference
     gt_path: str = ""  # npz with images (N,H,W,3 uint8) and masks (N,H,W bool)
     macs: bool = False  # count multiply-accumulates (needs torch and the checkpoint)
@@ -77,7 +80,7 @@ class WorkerConfig:
 
 
 def _open(cfg: WorkerConfig):
-    from echoseg.runtime.session import open_session
+    from echoseg.runtime.backends import open_session
 
     opts: dict[str, Any] = {}
     if cfg.backend == "onnxruntime" and cfg.threads:
@@ -87,6 +90,14 @@ def _open(cfg: WorkerConfig):
         if cfg.granularity is not None:
             opts["granularity"] = cfg.granularity
     return open_session(cfg.artifact, backend=cfg.backend, **opts)
+
+
+def _cuda_ordinal(device: str, default: int) -> int:
+    """'cuda:1' -> 1; a provider name or 'cuda' -> ``default``."""
+    head = device.split()[0] if device else ""
+    if head.startswith("cuda:") and head[5:].isdigit():
+        return int(head[5:])
+    return default
 
 
 def _sync_for(sess) -> Any:
@@ -100,7 +111,7 @@ def _sync_for(sess) -> Any:
 def run(cfg: WorkerConfig) -> dict[str, Any]:
     """Measure one configuration; the returned row is JSON-ready (None for n/a)."""
     from .sampler import ResourceSampler
-    from .timing import measure, time_once
+    from .timing import measure
 
     row: dict[str, Any] = {}
     t = time.perf_counter()
@@ -115,9 +126,12 @@ def run(cfg: WorkerConfig) -> dict[str, Any]:
     if cfg.mode == "reference":
         return _reference(cfg, row)
 
-    sampler = ResourceSampler(interval_s=cfg.interval_s, gpu_index=cfg.gpu_index).start()
+    sampler = ResourceSampler(interval_s=cfg.interval_s, gpu_index=None).start()
     t = time.perf_counter()
     sess = _open(cfg)
+    if sess.info.on_gpu:  # a CPU row never reports the GPU's figures
+        sampler.attach_gpu(_cuda_ordinal(str(sess.info.device), cfg.gpu_index))
+    row["gpu_device"] = None if sampler.gpu_device is None else str(sampler.gpu_device)
     sync = _sync_for(sess)
     batch = fit_batch(sess, cfg.batch)
     x = timing_batch(cfg.videos[0], batch, sess.info.meta)
@@ -142,16 +156,21 @@ def run(cfg: WorkerConfig) -> dict[str, Any]:
             sess.run(x)
         t_warm = sampler.mark()  # table1: resources over the video passes only, as the paper measures
     video_s: list[float] = []
+    model_s: list[float] = []
     masks: list[np.ndarray] = []
     for _ in range(max(cfg.video_repeats, 1)):
         masks = []
         for video in cfg.videos:
-            video_s.append(time_once(lambda: masks.append(infer_video(sess, video, batch)), sync=sync))
+            stats, m = stream_masks(sess, video, batch)
+            video_s.append(stats.wall_s)
+            model_s.append(stats.inference_s)
+            masks.append(m)
     t_end = sampler.stop()
     all_masks = np.concatenate(masks)
     row.update(video_s=statistics.median(video_s), video_s_mean=statistics.fmean(video_s),
                video_s_min=min(video_s), video_s_max=max(video_s), video_passes=len(video_s),
-               video_frames=int(len(all_masks)), videos=len(cfg.videos))
+               video_model_s=statistics.median(model_s), video_model_s_mean=statistics.fmean(model_s),
+               video_frames=int(len(all_masks)), videos=len(cfg.videos), video_loop="runtime.stream.stream_video")
     row.update(sampler.stats(t_warm, t_end).to_dict())
 
     if cfg.masks_out:
@@ -173,7 +192,7 @@ def _reference(cfg: WorkerConfig, row: dict[str, Any]) -> dict[str, Any]:
     for g in cfg.granularities or [cfg.granularity]:
         one = replace(cfg, granularity=g)
         sess = _open(one)
-        masks = np.concatenate([infer_video(sess, v, max(cfg.batch, 1)) for v in cfg.videos])
+        masks = np.concatenate([stream_masks(sess, v, max(cfg.batch, 1))[1] for v in cfg.videos])
         path = cfg.masks_out.format(g=f"{sess.info.meta.granularity:g}") if cfg.masks_out else ""
         if path:
             save_masks(path, masks)

@@ -26,6 +26,7 @@ import numpy as np
 
 from echoseg.atomic import (LockHeld, NotWritableError, check_writable, exclusive, remove_stale_temps,
                             write_json)
+from echoseg.artifacts import artifact_name, file_sha256, preprocess, rejected_name
 from echoseg.config import EngineSidecar
 
 from . import frames as frame_source
@@ -34,7 +35,7 @@ from .int8 import quantize_int8
 from .manifest import MANIFEST, PARITY, build_manifest, write_sidecar
 from .onnx import ExportError, export_onnx, save_onnx, sub_network
 from .parity import ExportParityError, check, compare, run_onnx, torch_logits
-from .tensorrt import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, TensorRTUnavailable, build_engine, gpu_identity,
+from .tensorrt import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, TensorRTUnavailable, build_engine,
                        plan_engine, tensorrt_status)
 
 log = logging.getLogger(__name__)
@@ -86,13 +87,6 @@ def run_name(checkpoint: str | os.PathLike) -> str:
     return p.parent.resolve().name if p.name in ("best.pt", "last.pt") else p.stem
 
 
-def artifact_name(g: float, precision: str = "fp32", kind: str = "onnx") -> str:
-    """model[.gG][.fp16|.int8].onnx or model[.gG].fp16.engine."""
-    tag = "" if g == 1.0 else f".g{g:g}"
-    prec = "" if precision == "fp32" else f".{precision}"
-    return f"model{tag}{prec}.{kind}"
-
-
 def _clear_old(d: Path) -> None:
     for pattern in ("model*.onnx", "model*.engine", "model*.json", MANIFEST, PARITY):
         for p in d.glob(pattern):
@@ -100,7 +94,7 @@ def _clear_old(d: Path) -> None:
 
 
 def _reject(path: Path) -> Path:
-    bad = path.with_name(path.name[: -len(".onnx")] + ".rejected.onnx")
+    bad = rejected_name(path)
     os.replace(path, bad)
     return bad
 
@@ -181,8 +175,6 @@ def _export_into(d: Path, ckpt, model, wanted: list[float], opts: BuildOptions, 
 
 
 def _parity_batch(ckpt, opts: BuildOptions) -> tuple[np.ndarray, str]:
-    from echoseg.runtime.session import preprocess
-
     frames, source = frame_source.checkpoint_frames(ckpt, "val", max(1, opts.parity_frames),
                                                     frame_source.PARITY_SEED)
     return preprocess(frames, ckpt.meta()), source
@@ -268,8 +260,6 @@ def _worst(emulated: dict[str, Any], ort_cpu: dict[str, Any]) -> dict[str, Any]:
 
 def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts: BuildOptions, section,
                say: Report) -> None:
-    from echoseg.runtime.session import preprocess
-
     frames, source = frame_source.checkpoint_frames(ckpt, "train", max(1, opts.calib_frames), frame_source.CALIB_SEED)
     calib = preprocess(frames, ckpt.meta())
     info = quantize_int8(fp32_path, path, calib, meta, calib_source=source, method=opts.calib_method)
@@ -288,8 +278,6 @@ def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts:
 
 
 def _engine_step(d: Path, g: float, meta, opts: BuildOptions, section, say: Report, result: ExportResult) -> None:
-    from echoseg.train.checkpoint import file_sha256
-
     version, why = tensorrt_status()
     if not version:
         if opts.engine:
@@ -304,7 +292,7 @@ def _engine_step(d: Path, g: float, meta, opts: BuildOptions, section, say: Repo
     plan = plan_engine(version, "fp16", graphs, opts.profile, opts.workspace_mb)
     engine = d / artifact_name(g, "fp16", "engine")
     built = build_engine(plan, engine, opts.timing_cache or Path(opts.out) / "timing.cache")
-    gpu = gpu_identity()
+    gpu = {k: built[k] for k in ("gpu_name", "compute_capability", "cuda_version")}  # the CUDA device built on
     sidecar = EngineSidecar(meta=meta, tensorrt_version=built["tensorrt_version"], cuda_version=gpu["cuda_version"],
                             gpu_name=gpu["gpu_name"], compute_capability=gpu["compute_capability"],
                             onnx_sha256=file_sha256(plan.onnx_path), onnx_file=plan.onnx_path.name,

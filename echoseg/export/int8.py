@@ -1,9 +1,11 @@
 """FP32 ONNX -> INT8 ONNX with explicit QuantizeLinear/DequantizeLinear (QDQ) nodes.
 
 Static quantization with ONNX Runtime's tools, calibrated on preprocessed training frames.
-Weights are per-channel and activations per-tensor, both signed and symmetric (zero point 0),
-biases stay float: the form TensorRT needs for explicit quantization, and one that ONNX Runtime
-runs on x86 CPUs with its integer (VNNI where present) kernels.
+Convolution weights are per output channel, ConvTranspose weights per tensor (TensorRT's
+explicit quantization does not take a per-channel scale on a deconvolution's axis 1), activations
+per tensor, all signed and symmetric (zero point 0); biases stay float: the form TensorRT needs
+for explicit quantization, and one that ONNX Runtime runs on x86 CPUs with its integer (VNNI
+where present) kernels.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Int8Info:
     def to_dict(self) -> dict[str, Any]:
         return {"calib_frames": self.calib_frames, "calib_source": self.calib_source, "method": self.method,
                 "quantized_nodes": self.quantized_nodes, "op_types": dict(self.op_types),
-                "format": "QDQ, int8 symmetric, per-channel weights, float bias"}
+                "format": "QDQ, int8 symmetric, per-channel Conv / per-tensor ConvTranspose weights, float bias"}
 
 
 def frame_reader(batch: np.ndarray, batch_size: int = 8):
@@ -99,6 +101,7 @@ def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndar
             p.unlink(missing_ok=True)
         for extra in out.parent.glob(f"{temp_for(out).stem}*.data"):
             extra.unlink(missing_ok=True)
+    per_tensor_conv_transpose(proto)
     set_metadata(proto, meta)
     onnx.checker.check_model(proto)
     save_onnx(proto, out)
@@ -109,3 +112,46 @@ def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndar
     log.info("wrote %s (%d QuantizeLinear nodes, %s calibration on %d frames)", out, q, method, len(calib))
     return Int8Info(calib_frames=int(len(calib)), calib_source=calib_source, method=method,
                     quantized_nodes=q, op_types=ops)
+
+
+def per_tensor_conv_transpose(proto) -> int:
+    """Requantize every ConvTranspose weight behind a per-channel DequantizeLinear to one scale.
+
+    The float weights are recovered from the int8 values and their per-channel scales, then
+    quantized again symmetrically with a single scale (max |w| / 127). Returns how many changed.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    changed = 0
+    for node in proto.graph.node:
+        if node.op_type != "ConvTranspose" or len(node.input) < 2:
+            continue
+        dq = producers.get(node.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits or dq.input[1] not in inits:
+            continue
+        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+        if scale.size <= 1:
+            continue
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float64)
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        w = q * scale.reshape(shape)
+        s1 = float(np.abs(w).max()) / 127.0 or 1.0
+        q1 = np.clip(np.round(w / s1), -127, 127).astype(np.int8)
+        names = [f"{dq.input[0]}_per_tensor", f"{dq.input[1]}_per_tensor", f"{dq.input[0]}_per_tensor_zp"]
+        proto.graph.initializer.extend([numpy_helper.from_array(q1, names[0]),
+                                        numpy_helper.from_array(np.array(s1, np.float32), names[1]),
+                                        numpy_helper.from_array(np.array(0, np.int8), names[2])])
+        dq.input[:] = names
+        kept = [a for a in dq.attribute if a.name != "axis"]
+        del dq.attribute[:]
+        dq.attribute.extend(kept)
+        changed += 1
+    used = {i for n in proto.graph.node for i in n.input}
+    keep = [i for i in proto.graph.initializer if i.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    return changed

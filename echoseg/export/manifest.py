@@ -7,7 +7,6 @@ export is and whether it passed without loading any model.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -16,25 +15,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from echoseg.atomic import write_json
-from echoseg.config import ConfigError, EngineSidecar
+from echoseg import artifacts
+from echoseg.artifacts import MANIFEST, MANIFEST_FORMAT as FORMAT, MANIFEST_VERSION as VERSION, PARITY  # noqa: F401
+from echoseg.artifacts import ArtifactError, file_entry, sidecar_path, write_sidecar  # noqa: F401
+from echoseg.config import EngineSidecar
 
 from .onnx import ExportError
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-PARITY = "parity.json"
-FORMAT = "echoseg-export"
-VERSION = 1
-
-
-def file_entry(path: str | os.PathLike) -> dict[str, Any]:
-    from echoseg.train.checkpoint import file_sha256
-
-    p = Path(path)
-    return {"file": p.name, "bytes": p.stat().st_size, "sha256": file_sha256(p)}
-
 
 def versions() -> dict[str, str]:
     """Versions of the libraries that made the export (absent ones omitted)."""
@@ -53,7 +41,7 @@ def build_manifest(export_dir: str | os.PathLike, *, meta: dict[str, Any], check
     """The manifest record of ``export_dir``: one section per exported granularity, files read from disk."""
     d = Path(export_dir)
     files = [file_entry(p) for p in sorted(d.iterdir())
-             if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST]
+             if p.is_file() and not artifacts.is_hidden(p) and p.name != MANIFEST]
     passed = all("error" not in s and all(r.get("passed", False) for r in s.get("parity", {}).values()
                                           if isinstance(r, dict)) for s in exports)
     return {
@@ -76,36 +64,18 @@ def build_manifest(export_dir: str | os.PathLike, *, meta: dict[str, Any], check
 
 
 def read_manifest(export_dir: str | os.PathLike) -> dict[str, Any]:
-    p = Path(export_dir) / MANIFEST
-    if not p.is_file():
-        raise ExportError(f"{export_dir}: no {MANIFEST}; make it with echo-export build")
+    """The export's manifest (see :func:`echoseg.artifacts.read_manifest`), errors as ExportError."""
     try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{p}: not JSON ({exc}); rebuild it with echo-export build") from exc
-    if data.get("format") != FORMAT:
-        raise ExportError(f"{p}: not an echoseg export manifest (format={data.get('format')!r})")
-    return data
-
-
-def sidecar_path(engine: str | os.PathLike) -> Path:
-    """model.fp16.engine -> model.fp16.json."""
-    p = Path(engine)
-    return p.with_suffix(".json")
-
-
-def write_sidecar(engine: str | os.PathLike, sidecar: EngineSidecar) -> Path:
-    return write_json(sidecar_path(engine), sidecar.to_dict())
+        return artifacts.read_manifest(export_dir)
+    except ArtifactError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def read_sidecar(engine: str | os.PathLike) -> EngineSidecar:
-    p = sidecar_path(engine)
-    if not p.is_file():
-        raise ExportError(f"{engine}: no sidecar {p.name} beside it; rebuild with echo-export build <run> --engine")
     try:
-        return EngineSidecar.from_dict(json.loads(p.read_text()))
-    except (json.JSONDecodeError, ConfigError) as exc:
-        raise ExportError(f"{p}: unreadable engine sidecar ({exc})") from exc
+        return artifacts.read_sidecar(engine)
+    except ArtifactError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def engine_problem(engine: str | os.PathLike, tensorrt_version: str, compute_capability: str,

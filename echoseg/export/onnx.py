@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from echoseg.atomic import atomic_path, temp_for
-from echoseg.config import ONNX_META_KEY, ArtifactMeta, ConfigError
+from echoseg.artifacts import ArtifactError, read_onnx_meta, set_onnx_meta
+from echoseg.config import ArtifactMeta
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +56,16 @@ def save_onnx(proto, path: str | os.PathLike) -> Path:
 
 
 def set_metadata(proto, meta: ArtifactMeta) -> None:
-    """Store ``meta`` under metadata_props['echoseg'], replacing an older value."""
-    keep = [p for p in proto.metadata_props if p.key != ONNX_META_KEY]
-    del proto.metadata_props[:]
-    for p in keep:
-        proto.metadata_props.add(key=p.key, value=p.value)
-    proto.metadata_props.add(key=ONNX_META_KEY, value=meta.to_json())
+    """Store ``meta`` in the graph's metadata (the one writer: :func:`echoseg.artifacts.set_onnx_meta`)."""
+    set_onnx_meta(proto, meta)
 
 
 def read_metadata(path_or_proto) -> ArtifactMeta:
-    """The ArtifactMeta of an ONNX file or ModelProto (reads the file with onnx, no weights needed)."""
-    import onnx
-
-    proto = path_or_proto
-    if not hasattr(proto, "metadata_props"):
-        proto = onnx.load(str(path_or_proto), load_external_data=False)
-    props = {p.key: p.value for p in proto.metadata_props}
-    if ONNX_META_KEY not in props:
-        raise ExportError(f"{path_or_proto if isinstance(path_or_proto, (str, Path)) else 'model'}: "
-                          f"no {ONNX_META_KEY!r} metadata; export it with echo-export build")
+    """The ArtifactMeta of an ONNX file or ModelProto; ExportError when it has none."""
     try:
-        return ArtifactMeta.from_json(props[ONNX_META_KEY])
-    except ConfigError as exc:
-        raise ExportError(f"bad {ONNX_META_KEY!r} metadata ({exc})") from exc
+        return read_onnx_meta(path_or_proto)
+    except ArtifactError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def simplify(proto) -> tuple[Any, str]:

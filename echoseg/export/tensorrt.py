@@ -3,14 +3,15 @@
 :func:`plan_engine` is pure Python: from the TensorRT version and the precision it decides
 which ONNX graph to parse, the network flags and the builder flags, so CPU tests can check it.
 
-- TensorRT 11 has no FP16/INT8 builder flags: the network is *strongly typed* and takes its
-  precision from the graph, so FP16 parses ``model.fp16.onnx`` and INT8 the QDQ graph.
-- TensorRT 10 builds FP16 from the FP32 graph with ``BuilderFlag.FP16`` (weakly typed; the
-  EXPLICIT_BATCH flag is the default there and no longer passed) and INT8 from the QDQ graph
-  with ``INT8`` and ``FP16`` (explicit quantization; FP16 for the layers between Q/DQ).
+One build on TensorRT 10 and 11: a *strongly typed* network (``STRONGLY_TYPED`` creation flag;
+always on and the flag ignored in TensorRT 11) that takes its precision from the graph, so an
+FP16 engine parses ``model.fp16.onnx`` and INT8 the QDQ graph; no precision builder flags (the
+FP16 flag on an FP32 graph is deprecated since TensorRT 10.12 and gone in 11).
 
 :func:`build_engine` parses, sets a workspace limit and an optimisation profile over the batch
-range, reuses a timing cache file across builds and writes the engine atomically.
+range, keeps one timing cache per GPU model and TensorRT version (a cache from another GPU is
+never applied) and writes the engine atomically. The CUDA device it builds on (CUDA's device 0,
+i.e. the first of CUDA_VISIBLE_DEVICES) is what the sidecar records.
 """
 
 from __future__ import annotations
@@ -100,24 +101,15 @@ def plan_engine(tensorrt_version: str, precision: str, graphs: dict[str, Path],
         raise ExportError(f"unknown engine precision {precision!r}; choose fp16, int8 or fp32")
     if major < 10:
         raise ExportError(f"TensorRT {tensorrt_version} is too old; install TensorRT 10 or 11 (pip install tensorrt)")
-    workspace = int(workspace_mb) * (1 << 20)
-    if major >= 11:
-        source = {"fp32": "fp32", "fp16": "fp16", "int8": "int8"}[precision]
-        flags: tuple[str, ...] = ()
-        typed = True
-        notes = ("strongly typed network: precision comes from the graph's types",)
-    else:
-        source = {"fp32": "fp32", "fp16": "fp32", "int8": "int8"}[precision]
-        flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16")}[precision]
-        typed = False
-        notes = ("weakly typed network: precision from builder flags",)
+    source = precision  # strongly typed: the graph's own types are the engine's precision
     if source not in graphs or not Path(graphs[source]).is_file():
         need = {"fp32": "model.onnx", "fp16": "model.fp16.onnx (export with --fp16)",
                 "int8": "model.int8.onnx (export with --int8)"}[source]
         raise ExportError(f"a {precision} engine on TensorRT {major} is built from {need}, which is missing")
     return EnginePlan(tensorrt_major=major, precision=precision, onnx_path=Path(graphs[source]),
-                      strongly_typed=typed, builder_flags=flags, profile=profile,
-                      workspace_bytes=workspace, notes=notes)
+                      strongly_typed=True, builder_flags=(), profile=profile,
+                      workspace_bytes=int(workspace_mb) * (1 << 20),
+                      notes=("strongly typed network: precision comes from the graph's types",))
 
 
 def tensorrt_status() -> tuple[str, str]:
@@ -137,36 +129,38 @@ def tensorrt_status() -> tuple[str, str]:
     return str(trt.__version__), ""
 
 
-def gpu_identity() -> dict[str, str]:
-    """GPU name, compute capability and CUDA version of device 0, from NVML or torch, as strings."""
-    info = {"gpu_name": "", "compute_capability": "", "cuda_version": ""}
-    try:
-        import pynvml
+def gpu_identity(device: int = 0) -> dict[str, str]:
+    """Name, compute capability and CUDA driver version of CUDA device ``device`` (what TensorRT builds on).
 
-        pynvml.nvmlInit()
-        try:
-            h = pynvml.nvmlDeviceGetHandleByIndex(0)
-            name = pynvml.nvmlDeviceGetName(h)
-            info["gpu_name"] = name.decode() if isinstance(name, bytes) else str(name)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
-            info["compute_capability"] = f"{major}.{minor}"
-            v = pynvml.nvmlSystemGetCudaDriverVersion()
-            info["cuda_version"] = f"{v // 1000}.{(v % 1000) // 10}"
-        finally:
-            pynvml.nvmlShutdown()
-        return info
-    except Exception:  # NVML missing or failing: try torch below
-        pass
+    Read from CUDA itself (pycuda, else torch), so it is the device CUDA_VISIBLE_DEVICES maps to
+    ordinal ``device``, not NVML's index 0. Raises TensorRTUnavailable when neither can say.
+    """
+    try:
+        from echoseg.runtime.trt import device_identity
+
+        return device_identity(device)
+    except Exception as exc:  # no pycuda, or its driver call failed: try torch below
+        why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
     try:
         import torch
 
         if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            info.update(gpu_name=torch.cuda.get_device_name(0), compute_capability=f"{major}.{minor}",
-                        cuda_version=str(torch.version.cuda or ""))
-    except Exception:  # no torch or no CUDA build: leave blanks
+            major, minor = torch.cuda.get_device_capability(device)
+            return {"gpu_name": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}",
+                    "cuda_version": str(torch.version.cuda or "")}
+    except Exception:  # no torch or no CUDA build
         pass
-    return info
+    raise TensorRTUnavailable(f"cannot identify CUDA device {device} for the engine sidecar ({why}); "
+                              "install pycuda (pip install 'echoseg[gpu]')")
+
+
+def timing_cache_for(base: str | os.PathLike, gpu: dict[str, str], tensorrt_version: str) -> Path:
+    """timing.cache -> timing.<gpu>.sm<cc>.trt<major.minor>.cache: one cache per GPU model and TensorRT."""
+    b = Path(base)
+    slug = "".join(c if c.isalnum() else "-" for c in gpu.get("gpu_name", "gpu").lower()).strip("-") or "gpu"
+    cc = gpu.get("compute_capability", "").replace(".", "")
+    ver = ".".join(str(tensorrt_version).split(".")[:2])
+    return b.with_name(f"{b.stem}.{slug}.sm{cc}.trt{ver}{b.suffix or '.cache'}")
 
 
 def _parser_errors(parser) -> str:
@@ -180,20 +174,22 @@ def _parser_errors(parser) -> str:
     return "; ".join(msgs) or "no message"
 
 
-def build_engine(plan: EnginePlan, out: str | os.PathLike, timing_cache: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Build and write the engine of ``plan``; returns versions, build seconds and sizes."""
+def build_engine(plan: EnginePlan, out: str | os.PathLike, timing_cache: str | os.PathLike | None = None,
+                 device: int = 0) -> dict[str, Any]:
+    """Build and write the engine of ``plan``; returns versions, the CUDA device, build seconds, cache use."""
     import tensorrt as trt
 
     out = Path(out)
+    gpu = gpu_identity(device)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if plan.strongly_typed:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(plan.onnx_path)):
         raise EngineBuildError(f"TensorRT could not parse {plan.onnx_path.name}: {_parser_errors(parser)}")
+    if network.num_inputs != 1:
+        raise EngineBuildError(f"{plan.onnx_path.name}: expected one input, TensorRT found {network.num_inputs}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     for name in plan.builder_flags:
@@ -204,10 +200,13 @@ def build_engine(plan: EnginePlan, out: str | os.PathLike, timing_cache: str | o
     profile = builder.create_optimization_profile()
     profile.set_shape(inp.name, (lo, c, h, w), (opt, c, h, w), (hi, c, h, w))
     config.add_optimization_profile(profile)
-    cache_path = Path(timing_cache) if timing_cache else None
+    cache_path = timing_cache_for(timing_cache, gpu, trt.__version__) if timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=True)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        log.warning("timing cache %s does not match this GPU/TensorRT; building without it", cache_path)
+        cache_bytes = b""
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - t0
@@ -217,8 +216,8 @@ def build_engine(plan: EnginePlan, out: str | os.PathLike, timing_cache: str | o
     write_bytes(out, memoryview(serialized))
     if cache_path:
         write_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
-    log.info("built %s in %.1f s (TensorRT %s)", out, seconds, trt.__version__)
-    return {"tensorrt_version": str(trt.__version__), "build_seconds": round(seconds, 3),
+    log.info("built %s in %.1f s (TensorRT %s, %s)", out, seconds, trt.__version__, gpu["gpu_name"])
+    return {"tensorrt_version": str(trt.__version__), "build_seconds": round(seconds, 3), **gpu,
             "timing_cache": str(cache_path) if cache_path else "", "timing_cache_reused": bool(cache_bytes)}
 
 

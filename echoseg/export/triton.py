@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .manifest import MANIFEST, read_manifest, read_sidecar
+from echoseg import artifacts
 from echoseg.atomic import copy_file, write_text
 
-from .onnx import INPUT_NAME, OUTPUT_NAME, ExportError, read_metadata
+from .manifest import read_manifest, read_sidecar
+from .onnx import INPUT_NAME, OUTPUT_NAME, ExportError
 
 #: artifact kind in the manifest -> (model-name suffix, Triton platform, file name Triton looks for)
 ARTIFACTS: dict[str, tuple[str, str, str]] = {
@@ -88,43 +89,45 @@ def triton_config(name: str, platform: str, max_batch_size: int, input_dims: Seq
 
 
 def export_dirs_under(root: str | os.PathLike) -> list[Path]:
-    """Every directory at or below ``root`` (one level) that has a manifest.json."""
-    r = Path(root)
-    found = [r] if (r / MANIFEST).is_file() else []
-    return found + [p.parent for p in sorted(r.glob("*/" + MANIFEST)) if p.parent not in found]
+    """Every export directory at or one level below ``root`` (see :func:`echoseg.artifacts.export_dirs_under`)."""
+    return artifacts.export_dirs_under(root)
 
 
 def models_of(export_dir: str | os.PathLike) -> list[TritonModel]:
-    """The Triton models of an export directory: one per kept graph and granularity."""
+    """The Triton models of an export directory: one per kept graph and granularity.
+
+    Files come from the artifacts index, so rejected graphs and hidden or temporary files are
+    never served; each file's precision and granularity are its own description's.
+    """
     d = Path(export_dir)
     manifest = read_manifest(d)
     prof = manifest.get("profile", {})
     onnx_max, onnx_opt = int(prof.get("max", 64)), int(prof.get("opt", 16))
     models = []
-    for section in manifest.get("exports", []):
-        g = float(section.get("granularity", 1.0))
+    for a in artifacts.index_export_dir(d).files:
+        if a.problem or a.meta is None:
+            raise ExportError(a.problem or f"{a.path}: no description")
+        g = a.granularity
         base = model_name(d.name if g == 1.0 else f"{d.name}_g{g:g}")
-        for kind, fname in section.get("files", {}).items():
-            if kind not in ARTIFACTS or ".rejected." in fname or not (d / fname).is_file():
+        if a.kind == "engine":
+            if a.precision != "fp16":
                 continue
-            suffix, platform, _ = ARTIFACTS[kind]
-            src = d / fname
-            if platform == "tensorrt_plan":
-                side = read_sidecar(src)
-                meta = side.meta
-                max_b, opt_b = side.profile[2], side.profile[1]
-                params = {"echoseg": meta.to_json(), "tensorrt_version": side.tensorrt_version,
-                          "compute_capability": side.compute_capability}
-            else:
-                meta = read_metadata(src)
-                max_b, opt_b = onnx_max, onnx_opt
-                params = {"echoseg": meta.to_json()}
-            spec = meta.input_spec
-            name = base + suffix
-            text = triton_config(name, platform, max_b, spec.shape, (1, spec.height, spec.width),
-                                 preferred=(opt_b, max_b), gpu=platform == "tensorrt_plan", parameters=params)
-            models.append(TritonModel(name=name, platform=platform, source=src, max_batch_size=max_b,
-                                      config=text))
+            side = read_sidecar(a.path)
+            suffix, platform, _ = ARTIFACTS["engine"]
+            max_b, opt_b = side.profile[2], side.profile[1]
+            params = {"echoseg": a.meta.to_json(), "tensorrt_version": side.tensorrt_version,
+                      "compute_capability": side.compute_capability}
+        else:
+            suffix, platform, _ = ARTIFACTS[a.precision]
+            max_b, opt_b = onnx_max, onnx_opt
+            params = {"echoseg": a.meta.to_json()}
+        spec = a.meta.input_spec
+        name = base + suffix
+        if any(m.name == name for m in models):
+            continue  # one model per (granularity, precision): the index lists the standard file first
+        text = triton_config(name, platform, max_b, spec.shape, (1, spec.height, spec.width),
+                             preferred=(opt_b, max_b), gpu=platform == "tensorrt_plan", parameters=params)
+        models.append(TritonModel(name=name, platform=platform, source=a.path, max_batch_size=max_b, config=text))
     if not models:
         raise ExportError(f"{d}: no exported graph that passed parity to serve; run echo-export build first")
     return models

@@ -15,9 +15,10 @@ from echoseg.data.video import VideoError, probe
 
 from .cardiac import MAX_HEART_RATE_BPM, analyse
 from .discover import choose
+from .backends import open_session
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
-from .session import Session, SessionError, open_session
+from .session import Session, SessionError
 from .stream import StreamStats, stream_video
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,10 @@
-"""PyTorch backend: a checkpoint run as the reference (imports torch; the edge path never does)."""
+"""PyTorch backend: a checkpoint run as the reference (imports torch; the edge path never does).
+
+It lives in the runtime, beside the other backends, so echo-run and echo-bench open it like any
+other; the checkpoint reader and the model zoo (``echoseg.train.checkpoint``, ``echoseg.models``)
+are imported inside :class:`TorchSession`, never when the runtime is imported, so an ONNX or
+TensorRT run loads neither torch nor the training code.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import Backend, importable as _importable, register
 from .session import SessionError, SessionInfo
 
 log = logging.getLogger(__name__)
@@ -17,10 +24,13 @@ class TorchSession:
 
     def __init__(self, path: str | Path, device: str = "auto", granularity: float | None = None,
                  precision: str = "fp32") -> None:
-        import torch
+        try:
+            import torch
 
-        from echoseg.train.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
-
+            from echoseg.train.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
+        except ImportError as exc:
+            raise SessionError(f"{path}: the torch backend needs PyTorch ({exc}); pip install 'echoseg[train]' "
+                               "or run an exported .onnx with onnxruntime") from exc
         try:
             ckpt = load_checkpoint(path)
             model = build_from_checkpoint(ckpt)
@@ -35,6 +45,8 @@ class TorchSession:
         except ValueError as exc:
             raise SessionError(f"{path}: {exc}") from exc
         self._g = g
+        if precision not in ("fp32", "fp16"):
+            raise SessionError(f"torch precision {precision!r} is not supported; use fp32 or fp16 (CUDA)")
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
         if precision == "fp16" and self._device.type != "cuda":
             raise SessionError("torch fp16 needs a CUDA device; use precision fp32 on the CPU")
@@ -47,6 +59,8 @@ class TorchSession:
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 0:
+            raise SessionError(f"{self.info.path}: empty batch (0 frames); give at least one frame")
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device, self._dtype)
@@ -55,3 +69,14 @@ class TorchSession:
 
     def close(self) -> None:
         self._model = None
+
+
+def _problem(path: Path) -> str | None:
+    if not _importable("torch"):
+        return "PyTorch is not installed (pip install 'echoseg[train]')"
+    return None
+
+
+BACKEND = register(Backend(name="torch", artifact="checkpoint", rank=30, open=TorchSession, problem=_problem,
+                           options=("device", "granularity", "precision"),
+                           description="PyTorch reference on a checkpoint (CPU or CUDA)"))

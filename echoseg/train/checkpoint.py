@@ -6,12 +6,12 @@ checkpoint from elsewhere cannot run code.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from echoseg.artifacts import file_sha256  # noqa: F401  (re-exported; hashes live in artifacts)
 from echoseg.atomic import atomic_path
 from echoseg.config import ArtifactMeta, ConfigError, InputSpec, ModelConfig, TrainConfig
 
@@ -42,14 +42,6 @@ class Checkpoint:
                             source_sha256=file_sha256(self.path) if self.path else "",
                             metrics={k: float(v) for k, v in self.metrics.items()
                                      if isinstance(v, (int, float))})
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve(path: str | os.PathLike) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -219,14 +220,14 @@ def evaluate(
             scored += read_cv(run)
             continue
         if data is None:
-            console.print(f"[red]error[/red]: {run}: --data is needed to score a run (only cross-validation "
-                          "folders compare without it)")
+            _error_line(f"{run}: --data is needed to score a run (only cross-validation folders compare "
+                        "without it)")
             failed += 1
             continue
         try:
             r = run_eval(run, data, split, target, device)
         except (*_user_errors(), ValueError) as exc:
-            console.print(f"[red]error[/red]: {run}: {exc}")
+            _error_line(f"{run}: {exc}")
             failed += 1
             continue
         rows = r.get("granularities") or {"1": r}
@@ -281,6 +282,11 @@ def _print_comparison(console, scored: list, out: Optional[Path]) -> None:
     if out:
         write_json(Path(out) / "compare.json", res)
         console.print(f"wrote {out}/compare.json")
+
+
+def _error_line(message: str) -> None:
+    """One plain line on stderr: rich would wrap a long path over several lines."""
+    print("error: " + str(message).replace("\n", " "), file=sys.stderr, flush=True)
 
 
 def train_main() -> None:

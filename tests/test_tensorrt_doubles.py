@@ -1,0 +1,153 @@
+"""build_engine, load_engine and TrtSession against contract doubles of tensorrt and pycuda (runs in CI).
+
+The doubles (tests/trt_doubles.py) follow NVIDIA's documented Python API and refuse what real
+TensorRT refuses: no profile for a dynamic batch, precision flags on a strongly typed network,
+a timing cache or an engine from another GPU or version. So dropping the profile, the strongly
+typed flag or the per-GPU timing cache makes these tests fail.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trt_doubles
+from tiny_onnx import tiny_meta, write_tiny_onnx
+
+from echoseg.artifacts import read_sidecar, write_sidecar
+from echoseg.config import EngineSidecar
+
+VERSIONS = ["10.13.0", "11.0.0"]
+
+
+def _graphs(d: Path) -> dict[str, Path]:
+    return {p: write_tiny_onnx(d / n, tiny_meta()) for p, n in
+            (("fp32", "model.onnx"), ("fp16", "model.fp16.onnx"), ("int8", "model.int8.onnx"))}
+
+
+def _build(d: Path, version: str, profile=(1, 16, 64), cache: Path | None = None):
+    from echoseg.export.tensorrt import build_engine, plan_engine
+
+    plan = plan_engine(version, "fp16", _graphs(d), profile, workspace_mb=64)
+    engine = d / "model.fp16.engine"
+    built = build_engine(plan, engine, cache)
+    side = EngineSidecar(meta=tiny_meta(), tensorrt_version=built["tensorrt_version"],
+                         cuda_version=built["cuda_version"], gpu_name=built["gpu_name"],
+                         compute_capability=built["compute_capability"], onnx_sha256="",
+                         onnx_file=plan.onnx_path.name, precision=plan.precision, profile=plan.profile,
+                         build_seconds=built["build_seconds"], strongly_typed=plan.strongly_typed)
+    write_sidecar(engine, side)
+    return plan, built, engine
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_one_strongly_typed_fp16_build_from_the_fp16_graph(tmp_path, monkeypatch, version):
+    fake = trt_doubles.install(monkeypatch, version)
+    plan, built, engine = _build(tmp_path, version, (2, 8, 32))
+    assert plan.strongly_typed and plan.builder_flags == ()
+    (flags,) = fake.called("create_network")
+    assert flags & (1 << int(fake.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert fake.called("parse_from_file") == [str(tmp_path / "model.fp16.onnx")]
+    assert fake.called("set_flag") == []  # no FP16 builder flag: the graph's types decide
+    assert fake.called("set_shape") == [("frames", (2, 3, 112, 112), (8, 3, 112, 112), (32, 3, 112, 112))]
+    assert fake.called("set_memory_pool_limit") == [(fake.trt.MemoryPoolType.WORKSPACE, 64 << 20)]
+    record = json.loads(engine.read_bytes())
+    assert record["strongly_typed"] is True and record["profile"]["frames"][2] == [32, 3, 112, 112]
+    assert (built["gpu_name"], built["compute_capability"]) == ("Tesla T4", "7.5")  # from the CUDA device
+    assert read_sidecar(engine).gpu_name == "Tesla T4"
+
+
+def test_without_a_profile_a_dynamic_batch_does_not_build(tmp_path, monkeypatch):
+    """What the doubles enforce, so dropping the profile from build_engine would fail the test above."""
+    fake = trt_doubles.install(monkeypatch, "10.13.0")
+    trt = fake.trt
+    builder = trt.Builder(trt.Logger())
+    net = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(net, trt.Logger()).parse_from_file(str(write_tiny_onnx(tmp_path / "m.onnx")))
+    assert builder.build_serialized_network(net, builder.create_builder_config()) is None
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.FP16)
+    prof = builder.create_optimization_profile()
+    prof.set_shape("frames", (1, 3, 112, 112), (4, 3, 112, 112), (8, 3, 112, 112))
+    config.add_optimization_profile(prof)
+    assert builder.build_serialized_network(net, config) is None  # precision flag on a strongly typed network
+
+
+def test_tensorrt_11_has_no_fp16_builder_flag(monkeypatch):
+    fake = trt_doubles.install(monkeypatch, "11.0.0")
+    assert not hasattr(fake.trt.BuilderFlag, "FP16")
+    assert hasattr(trt_doubles.install(monkeypatch, "10.13.0").trt.BuilderFlag, "FP16")
+
+
+def test_timing_cache_is_kept_per_gpu_model_and_tensorrt_version(tmp_path, monkeypatch):
+    base = tmp_path / "timing.cache"
+    trt_doubles.install(monkeypatch, "10.13.0", "Tesla T4", (7, 5))
+    _, first, _ = _build(tmp_path / "a", "10.13.0", cache=base)
+    _, again, _ = _build(tmp_path / "b", "10.13.0", cache=base)
+    assert first["timing_cache"] == again["timing_cache"] and Path(first["timing_cache"]).is_file()
+    assert Path(first["timing_cache"]).name == "timing.tesla-t4.sm75.trt10.13.cache"
+    assert (first["timing_cache_reused"], again["timing_cache_reused"]) == (False, True)
+    fake = trt_doubles.install(monkeypatch, "10.13.0", "NVIDIA H200", (9, 0))
+    _, other, _ = _build(tmp_path / "c", "10.13.0", cache=base)
+    assert other["timing_cache"] != first["timing_cache"] and other["timing_cache_reused"] is False
+    assert all(ignore is False for _, ignore in fake.called("set_timing_cache"))  # mismatches never ignored
+    assert not base.exists()
+
+
+def test_load_engine_round_trip_and_a_foreign_engine(tmp_path, monkeypatch):
+    from echoseg.export.tensorrt import EngineBuildError, load_engine
+
+    trt_doubles.install(monkeypatch, "10.13.0")
+    _, _, engine = _build(tmp_path, "10.13.0", (1, 4, 8))
+    _, eng = load_engine(engine)
+    assert [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)] == ["frames", "logits"]
+    assert [s[0] for s in eng.get_tensor_profile_shape("frames", 0)] == [1, 4, 8]
+    trt_doubles.install(monkeypatch, "10.13.0", "NVIDIA L4", (8, 9))
+    with pytest.raises(EngineBuildError, match="could not load this engine"):
+        load_engine(engine)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_trt_session_runs_pads_splits_and_frees_everything(tmp_path, monkeypatch, version):
+    from echoseg.runtime.backends import open_session
+    from echoseg.runtime.session import SessionError
+
+    fake = trt_doubles.install(monkeypatch, version)
+    _, _, engine = _build(tmp_path, version, (2, 4, 8))
+    sess = open_session(engine, "tensorrt")
+    assert (sess.info.backend, sess.info.min_batch, sess.info.max_batch) == ("tensorrt", 2, 8)
+    assert sess.info.on_gpu and fake.context_stack == []
+    rng = np.random.default_rng(0)
+    for n in (1, 5, 8, 19):  # below the minimum (padded), inside, at, above the maximum (split)
+        x = rng.normal(size=(n, 3, 112, 112)).astype(np.float32)
+        y = sess.run(x)
+        assert y.shape == (n, 1, 112, 112) and y.dtype == np.float32
+        np.testing.assert_allclose(y, x.mean(axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+    assert ("frames", (2, 3, 112, 112)) in fake.called("set_input_shape")  # n=1 padded to the profile's min
+    with pytest.raises(SessionError, match="N >= 1"):
+        sess.run(np.zeros((0, 3, 112, 112), np.float32))
+    with pytest.raises(SessionError, match="engine takes"):
+        sess.run(np.zeros((2, 3, 64, 64), np.float32))
+    assert fake.memory and fake.host_live
+    sess.close()
+    assert fake.memory == {} and fake.host_live == set()  # device and pinned buffers freed now
+    assert fake.context_stack == [] and fake.detached == 1
+    sess.close()  # twice is harmless
+    with pytest.raises(SessionError, match="closed"):
+        sess.run(np.zeros((2, 3, 112, 112), np.float32))
+
+
+def test_auto_falls_back_to_onnx_when_the_engine_does_not_fit_this_gpu(tmp_path, monkeypatch):
+    from echoseg.runtime.discover import choose
+
+    trt_doubles.install(monkeypatch, "10.13.0", "Tesla T4", (7, 5))
+    _build(tmp_path, "10.13.0")
+    assert choose(tmp_path, "auto").backend == "tensorrt"
+    trt_doubles.install(monkeypatch, "10.13.0", "NVIDIA H200", (9, 0))
+    choice = choose(tmp_path, "auto")
+    assert choice.backend == "onnxruntime" and choice.path.name == "model.onnx"
+    assert "built for Tesla T4 (compute capability 7.5) but this GPU is NVIDIA H200 (9.0)" in choice.reason
+    trt_doubles.install(monkeypatch, "11.0.0", "Tesla T4", (7, 5))
+    assert "built with TensorRT 10.13.0 but this machine has 11.0.0" in choose(tmp_path, "auto").reason
