@@ -152,7 +152,8 @@ def analyse(area_px: np.ndarray, length_px: np.ndarray, fps: float,
     found with a hysteresis of MIN_SWING_FRACTION of the curve's robust range, extremes closer
     than one plausible beat to another of the same kind are merged, and extremes on the first
     or last frame are dropped (the true extreme may lie outside the video). A beat is an ED
-    followed by the ES before the next ED.
+    followed by the ES before the next ED; a video with no such pair (shorter than a beat,
+    ES first) uses each ES and the ED after it instead, so its ED frame follows its ES.
     """
     area = np.asarray(area_px, dtype=np.float64)
     length = np.asarray(length_px, dtype=np.float64)
@@ -180,13 +181,22 @@ def analyse(area_px: np.ndarray, length_px: np.ndarray, fps: float,
     es = [i for i, k in picked if k == "min"]
     # Volumes from lightly smoothed curves: one noisy frame should not make the EF.
     a_meas, l_meas = lightly, smooth(length, MEASURE_SIGMA)
-    beats = []
+    pairs = []
     for e in ed:
         nxt_ed = min([x for x in ed if x > e], default=n)
         cands = [x for x in es if e < x < nxt_ed]
-        if not cands:
-            continue
-        t = cands[0]
+        if cands:
+            pairs.append((e, cands[0]))
+    if not pairs:
+        # No ED followed by its ES (a clip shorter than a beat, cut mid-systole): an ES and the
+        # ED that follows it bound the same volume change (filling), so they give the EF too.
+        for t in es:
+            nxt_es = min([x for x in es if x > t], default=n)
+            cands = [x for x in ed if t < x < nxt_es]
+            if cands:
+                pairs.append((cands[0], t))
+    beats = []
+    for e, t in pairs:
         edv = area_length_volume_px3(a_meas[e], l_meas[e])
         esv = area_length_volume_px3(a_meas[t], l_meas[t])
         if edv <= 0:

@@ -100,6 +100,8 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <run>/eval-<split>; "
                                                             "with several runs, OUT/<run name>)"),
     device: str = typer.Option("auto", "--device"),
+    ef: bool = typer.Option(False, "--ef", help="EchoNet: also validate echo-run's EF read-out against FileList.csv "
+                            "(ef.csv, Bland-Altman and scatter PNGs, 'ef' in metrics.json)"),
 ) -> None:
     """Per-frame Dice, IoU, pixel accuracy (bootstrap 95% CI), ED/ES and granularity breakdowns."""
     from rich.console import Console
@@ -119,6 +121,10 @@ def evaluate(
         target = (out / run.name if len(runs) > 1 else out) if out else None
         try:
             r = run_eval(run, data, split, target, device)
+            if ef:
+                from .ef import evaluate_ef, summary_line
+
+                console.print(f"{run}: {summary_line(evaluate_ef(run, data, split, r['out'], device))}")
         except (*_user_errors(), ValueError) as exc:
             console.print(f"[red]error[/red]: {run}: {exc}")
             failed += 1
