@@ -16,7 +16,7 @@ EPOCHS ?= 12
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,export,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,export,dicom,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

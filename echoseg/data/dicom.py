@@ -68,15 +68,15 @@ def _check_transfer_syntax(path: str | os.PathLike, ds: Any) -> None:
     uid = meta.get("TransferSyntaxUID") if meta is not None else None
     if uid is None:
         return  # pydicom infers the encoding of a file without file meta; uncompressed then
+    name = f"{uid.name} ({uid})" if uid.name != str(uid) else f"{uid} (unknown)"
     try:
         decoder = get_decoder(uid)
     except NotImplementedError:
-        raise VideoError(path, f"DICOM transfer syntax {uid.name} ({uid}) is not supported; "
-                               "convert it to an uncompressed or JPEG transfer syntax") from None
+        raise VideoError(path, f"DICOM transfer syntax {name} is not supported; convert it to an "
+                               "uncompressed or JPEG transfer syntax") from None
     if not decoder.is_available:
         needs = "; ".join(decoder.missing_dependencies) or "a pixel data plugin"
-        raise VideoError(path, f"DICOM transfer syntax {uid.name} ({uid}) cannot be decoded here: "
-                               f"install one of: {needs}")
+        raise VideoError(path, f"DICOM transfer syntax {name} cannot be decoded here: install one of: {needs}")
 
 
 def frame_rate(ds: Any) -> tuple[float, str]:
