@@ -175,8 +175,9 @@ def load_echonet(root: str | Path, split: str, size: tuple[int, int] = (112, 112
     order = list(range(len(records)))
     if max_frames:
         order = [int(i) for i in np.random.default_rng(0).permutation(len(records))]
-    capacity = sum(len(tracings.get(r.name) or ()) for r in records)
-    built = FrameSetBuilder(min(capacity, max_frames + 64) if max_frames else capacity, size)
+    per_video = [len(tracings.get(r.name) or ()) for r in records]
+    capacity = min(sum(per_video), max_frames + max(per_video, default=0)) if max_frames else sum(per_video)
+    built = FrameSetBuilder(capacity, size)
     record_of: list[int] = []
     tick = progress or log_progress(f"{split} videos", len(order))
     for done, k in enumerate(order, start=1):
