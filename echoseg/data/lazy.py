@@ -19,7 +19,7 @@ import numpy as np
 log = logging.getLogger("echoseg.data")
 
 #: Default memory cap of the recently-read frames kept by a LazyFrames.
-DEFAULT_CAP_MB = 128.0
+DEFAULT_CAP_MB = 32.0
 
 #: Reads the frames at the given positions (sorted, unique) -> position -> H,W,3 uint8 at model size.
 ReadMany = Callable[[Sequence[int]], dict[int, np.ndarray]]
