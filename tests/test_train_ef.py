@@ -74,7 +74,8 @@ def test_echo_eval_ef_end_to_end_with_bad_input(tmp_path, unet_ckpt):
     r = CliRunner().invoke(eval_app, [str(run), "--data", str(root), "--split", "test", "--ef", "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
     out = tmp_path / "ev"
-    rows = list(csv.DictReader(open(out / "ef.csv", newline="")))
+    with open(out / "ef.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert [row["FileName"] for row in rows] == test
     flat = rows[2]
     assert flat["ef_estimate"] == "n/a" and flat["beats"] == "0" and "no full beat" in flat["note"]
