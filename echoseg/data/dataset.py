@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from .frameset import DataError, FrameSet, SkipReport
+from .frameset import DataError, FrameSet, Progress, SkipReport
+from .lazy import LazyFrames
 
 
 def detect_layout(root: str | Path) -> str:
@@ -24,28 +23,31 @@ def detect_layout(root: str | Path) -> str:
 
 
 def load_split(root: str | Path, split: str, size: tuple[int, int] = (112, 112),
-               report: SkipReport | None = None) -> FrameSet:
-    """Labelled frames of ``split`` (train/val/test) from either layout, at model size."""
+               report: SkipReport | None = None, progress: Progress | None = None,
+               max_frames: int = 0, cache: bool | str | Path | None = None) -> FrameSet:
+    """Labelled frames of ``split`` (train/val/test) from either layout, at model size.
+
+    ``max_frames`` > 0: only about that many frames, spread over the split (reads only what
+    it needs). ``cache``: EchoNet-Dynamic's memory-mapped frame cache (see data/cache.py).
+    """
     layout = detect_layout(root)
     if layout == "echonet":
         from .echonet import load_echonet
 
-        return load_echonet(root, split, size, report)
+        return load_echonet(root, split, size, report, progress=progress, max_frames=max_frames, cache=cache)
     from .frames import load_frames
 
-    return load_frames(root, split, size, report)
+    return load_frames(root, split, size, report, progress=progress, max_frames=max_frames)
 
 
 def load_unlabelled(root: str | Path, split: str = "train", size: tuple[int, int] = (112, 112),
-                    max_frames: int = 20000) -> np.ndarray:
-    """Frames without masks for the autoencoder: every frame of the split's videos."""
+                    max_frames: int = 20000, cache: bool | str | Path | None = None) -> LazyFrames:
+    """Frames without masks for the autoencoder, read on demand (len, x[idx] like an N,H,W,3 array)."""
+    from .unlabelled import load_echonet_unlabelled, load_frames_unlabelled
+
     if detect_layout(root) == "echonet":
-        from .echonet import load_echonet_unlabelled
-
-        return load_echonet_unlabelled(root, split, size, max_frames)
-    from .frames import load_frames_unlabelled
-
-    return load_frames_unlabelled(root, split, size)[:max_frames]
+        return load_echonet_unlabelled(root, split, size, max_frames, cache=cache)
+    return load_frames_unlabelled(root, split, size, max_frames)
 
 
-__all__ = ["DataError", "FrameSet", "SkipReport", "detect_layout", "load_split", "load_unlabelled"]
+__all__ = ["DataError", "FrameSet", "LazyFrames", "SkipReport", "detect_layout", "load_split", "load_unlabelled"]

@@ -17,13 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .frameset import DataError, FrameSet, SkipReport, resize_pair
-from .video import VideoError, read_video
+from .cache import EntryWriter, cache_dir, fingerprint, load_entry
+from .frameset import DataError, FrameSet, FrameSetBuilder, Progress, SkipReport, log, log_progress, resize_pair
+from .video import VideoError, read_frames
 
 FILELIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
 FILELIST_REQUIRED = ("FileName", "Split")
 TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 SPLITS = {"train": "TRAIN", "val": "VAL", "test": "TEST"}
+#: A tracing whose rasterised mask loses more than this fraction of its pixels to the frame edge is skipped.
+CLIP_TOLERANCE = 0.05
+OFF_FRAME = f"tracing off the frame (empty, or clipped by more than {CLIP_TOLERANCE:.0%})"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class VideoRecord:
     height: int
     width: int
     fps: float
+    frames: int = 0  # NumberOfFrames as FileList.csv says (0 when it does not)
 
 
 def video_key(name: str) -> str:
@@ -63,6 +68,10 @@ def _num(row: dict[str, str], key: str, default: float = float("nan")) -> float:
         return default
 
 
+def _count(v: float) -> int:
+    return int(v) if math.isfinite(v) and v > 0 else 0
+
+
 def read_filelist(root: Path) -> list[VideoRecord]:
     records = []
     for row in _read_csv(root / "FileList.csv", FILELIST_COLUMNS, FILELIST_REQUIRED):
@@ -70,7 +79,7 @@ def read_filelist(root: Path) -> list[VideoRecord]:
         records.append(VideoRecord(
             name=video_key(row["FileName"]), split=row["Split"].upper(), ef=_num(row, "EF"),
             height=int(h) if h == h and h > 0 else 112, width=int(w) if w == w and w > 0 else 112,
-            fps=_num(row, "FPS", 50.0),
+            fps=_num(row, "FPS", 50.0), frames=_count(_num(row, "NumberOfFrames", 0)),
         ))
     return records
 
@@ -129,20 +138,103 @@ def label_ed_es(polys: dict[int, np.ndarray]) -> dict[int, str]:
     return {f: ("ED" if f == ed else "ES" if f == es else "") for f in polys}
 
 
-def load_echonet(root: str | Path, split: str, size: tuple[int, int] = (112, 112),
-                 report: SkipReport | None = None) -> FrameSet:
-    """The traced frames of one split, with masks, names and ED/ES phases."""
-    root = Path(root)
-    report = report if report is not None else SkipReport()
+def video_path(root: Path, rec: VideoRecord) -> Path:
+    return root / "Videos" / f"{rec.name}.avi"
+
+
+def split_records(root: Path, split: str) -> list[VideoRecord]:
     want = SPLITS.get(split.lower())
     if want is None:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    records = [r for r in read_filelist(root) if r.split == want]
+    return [r for r in read_filelist(root) if r.split == want]
+
+
+def load_echonet(root: str | Path, split: str, size: tuple[int, int] = (112, 112),
+                 report: SkipReport | None = None, progress: Progress | None = None,
+                 max_frames: int = 0, cache: bool | str | Path | None = None) -> FrameSet:
+    """The traced frames of one split, with masks, names and ED/ES phases.
+
+    Only the traced frames are decoded and kept (each its own array). ``max_frames`` > 0
+    reads only enough videos, spread over the split, for that many frames (calibration,
+    benchmarks). ``cache`` (or ECHOSEG_FRAME_CACHE): reuse a memory-mapped copy of the
+    split from an earlier run while its source files are unchanged (see data/cache.py).
+    ``progress(done, total)`` is called after each video.
+    """
+    root = Path(root)
+    report = report if report is not None else SkipReport()
+    records = split_records(root, split)
+    sources = [root / "FileList.csv", root / "VolumeTracings.csv", *(video_path(root, r) for r in records)]
+    entry = cache_dir(root, cache) if not max_frames else None
+    key = fingerprint(sources, kind="labelled", split=split.lower(), size=list(size)) if entry else ""
+    if entry:
+        entry = entry / f"labelled-{split.lower()}-{size[0]}x{size[1]}"
+        cached = load_entry(entry, key)
+        if cached is not None:
+            return _from_cache(cached, report)
     tracings = read_tracings(root, report)
-    items = []
-    for rec in records:
-        items += _load_video_frames(root, rec, tracings.get(rec.name), size, report)
-    return FrameSet.from_items(items, size, report, "echonet")
+    order = list(range(len(records)))
+    if max_frames:
+        order = [int(i) for i in np.random.default_rng(0).permutation(len(records))]
+    per_video = [len(tracings.get(r.name) or ()) for r in records]
+    capacity = min(sum(per_video), max_frames + max(per_video, default=0)) if max_frames else sum(per_video)
+    built = FrameSetBuilder(capacity, size)
+    record_of: list[int] = []
+    tick = progress or log_progress(f"{split} videos", len(order))
+    for done, k in enumerate(order, start=1):
+        rec = records[k]
+        for item in _load_video_frames(root, rec, tracings.get(rec.name), size, report):
+            built.add(*item)
+            record_of.append(k)
+        tick(done, len(order))
+        if max_frames and len(built) >= max_frames:
+            break
+    keep = sorted(range(len(built)), key=lambda i: record_of[i])[:max_frames] if max_frames else None
+    fs = built.build(report, "echonet", keep)
+    _require_lv_pixels(fs, split, report)
+    if entry:
+        _to_cache(entry, key, fs)
+    return fs
+
+
+def _require_lv_pixels(fs: FrameSet, split: str, report: SkipReport) -> None:
+    off = report.reasons.get(OFF_FRAME, 0)
+    if (len(fs) == 0 and off) or (len(fs) and not fs.masks.any()):
+        raise DataError(f"no traced frame of the {split} split has any LV pixel inside the frame "
+                        f"({off} tracing(s) off the frame); check VolumeTracings.csv X/Y against "
+                        "FrameWidth/FrameHeight in FileList.csv")
+
+
+def _from_cache(cached, report: SkipReport) -> FrameSet:
+    arrays, meta = cached
+    for msg in meta["skipped"]["messages"]:
+        log.warning("%s", msg)
+    report.reasons.update(meta["skipped"]["reasons"])
+    report.messages.extend(meta["skipped"]["messages"])
+    return FrameSet(arrays["images"], arrays["masks"], meta["names"], meta["phases"], report, "echonet")
+
+
+def _to_cache(entry: Path, key: str, fs: FrameSet) -> None:
+    try:
+        w = EntryWriter(entry, key)
+    except OSError as exc:
+        log.warning("frame cache %s cannot be written (%s); going on without it", entry, exc)
+        return
+    try:
+        w.save("images", fs.images)
+        w.save("masks", fs.masks)
+        w.commit({"names": fs.names, "phases": fs.phases,
+                  "skipped": {"reasons": dict(fs.skipped.reasons), "messages": fs.skipped.messages}})
+    except OSError as exc:
+        w.discard()
+        log.warning("frame cache %s cannot be written (%s); going on without it", entry, exc)
+
+
+def _raster_pixels(poly: np.ndarray) -> int:
+    """Pixels of the polygon rasterised on a canvas that holds all of it (no frame to clip it)."""
+    lo = np.floor(poly.min(axis=0)) - 1
+    hi = np.ceil(poly.max(axis=0)) + 2
+    w, h = (hi - lo).astype(int)
+    return int(polygon_mask(poly - lo, int(h), int(w)).sum())
 
 
 def _load_video_frames(root: Path, rec: VideoRecord, traced, size, report: SkipReport) -> list:
@@ -160,46 +252,28 @@ def _load_video_frames(root: Path, rec: VideoRecord, traced, size, report: SkipR
     if len(polys) < 2:
         report.skip(what, "fewer than 2 usable traced frames")
         return []
-    path = root / "Videos" / f"{rec.name}.avi"
     try:
-        video = read_video(path)
+        frames = read_frames(video_path(root, rec), polys)
     except VideoError as exc:
         report.skip(what, f"missing or unreadable video ({exc.cause})")
         return []
-    vh, vw = video.shape[1:3]
+    if not frames:
+        report.skip(what, "missing or unreadable video (no traced frame could be decoded)")
+        return []
+    vh, vw = next(iter(frames.values())).shape[:2]
     scale = np.array([vw / rec.width, vh / rec.height])
     phase_of = label_ed_es(polys)
     out = []
     for frame, poly in polys.items():
-        if frame >= len(video):
-            report.skip(f"{what} frame {frame}", f"traced frame beyond the video's {len(video)} frames")
+        if frame not in frames:
+            report.skip(f"{what} frame {frame}", "traced frame beyond the video's last decodable frame")
             continue
         mask = polygon_mask(poly * scale, vh, vw)
-        img, mask = resize_pair(video[frame], mask, size)
+        inside, whole = int(mask.sum()), _raster_pixels(poly * scale)
+        if inside == 0 or inside < (1.0 - CLIP_TOLERANCE) * whole:
+            report.skip(f"{what} frame {frame} ({100.0 * (1 - inside / max(whole, 1)):.0f}% of the tracing "
+                        f"outside the {vw}x{vh} frame)", OFF_FRAME)
+            continue
+        img, mask = resize_pair(frames.pop(frame), mask, size)
         out.append((f"{rec.name}#{frame}", phase_of[frame], img, mask))
     return out
-
-
-def load_echonet_unlabelled(root: str | Path, split: str = "train", size: tuple[int, int] = (112, 112),
-                            max_frames: int = 20000, seed: int = 0) -> np.ndarray:
-    """Every frame of the split's videos (evenly subsampled to ``max_frames``), for the autoencoder."""
-    import cv2
-
-    root = Path(root)
-    want = SPLITS[split.lower()]
-    names = [r.name for r in read_filelist(root) if r.split == want]
-    frames = []
-    for name in names:
-        try:
-            video = read_video(root / "Videos" / f"{name}.avi")
-        except VideoError:
-            continue  # already reported by the labelled pass
-        frames.extend(cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-                      if f.shape[:2] != size else f for f in video)
-    if not frames:
-        return np.zeros((0, size[0], size[1], 3), np.uint8)
-    arr = np.stack(frames)
-    if len(arr) > max_frames:
-        idx = np.sort(np.random.default_rng(seed).choice(len(arr), max_frames, replace=False))
-        arr = arr[idx]
-    return arr

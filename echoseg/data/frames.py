@@ -6,18 +6,16 @@ input. A folder with only images/ and masks/ is split 80/10/10 by video with a f
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 
-from .frameset import DataError, FrameSet, SkipReport, resize_pair
+from .frameset import DataError, FrameSet, FrameSetBuilder, Progress, SkipReport, log, log_progress, resize_pair
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SPLIT_SEED = 0
 SPLIT_FRACTIONS = (0.8, 0.1)
 
-log = logging.getLogger(__name__)
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
@@ -46,8 +44,12 @@ def split_dir(root: Path, split: str) -> tuple[Path, list[str] | None]:
 
 
 def load_frames(root: str | Path, split: str, size: tuple[int, int] = (112, 112),
-                report: SkipReport | None = None) -> FrameSet:
-    """Image/mask pairs of one split; unreadable or unpaired files are skipped and counted."""
+                report: SkipReport | None = None, progress: Progress | None = None,
+                max_frames: int = 0) -> FrameSet:
+    """Image/mask pairs of one split; unreadable or unpaired files are skipped and counted.
+
+    ``max_frames`` > 0 reads only that many pairs, spread evenly over the split.
+    """
     import cv2
 
     root = Path(root)
@@ -60,8 +62,12 @@ def load_frames(root: str | Path, split: str, size: tuple[int, int] = (112, 112)
     images = _images_in(folder / "images")
     masks = _images_in(folder / "masks")
     names = keep if keep is not None else list(images)
-    items = []
-    for name in names:
+    if max_frames and len(names) > max_frames:
+        names = [names[int(i)] for i in np.linspace(0, len(names) - 1, max_frames).round()]
+    tick = progress or log_progress(f"{split} images", len(names))
+    built = FrameSetBuilder(len(names), size)
+    for done, name in enumerate(names, start=1):
+        tick(done, len(names))
         if name not in masks:
             report.skip(f"image {name}", "no mask with the same name in masks/")
             continue
@@ -75,22 +81,20 @@ def load_frames(root: str | Path, split: str, size: tuple[int, int] = (112, 112)
                         "belong together)", masks[name], mask.shape[1], mask.shape[0], img.shape[1], img.shape[0])
             mask = cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
         img, m = resize_pair(img, mask > 0, size)
-        items.append((name, "", img, m))
-    return FrameSet.from_items(items, size, report, "frames")
+        built.add(name, "", img, m)
+    fs = built.build(report, "frames")
+    if len(fs) and not fs.masks.any():
+        raise DataError(f"{folder / 'masks'}: no mask of the {split} split has any LV pixel (all black); "
+                        "masks must mark the LV with non-zero pixels")
+    return fs
 
 
-def load_frames_unlabelled(root: str | Path, split: str = "train", size: tuple[int, int] = (112, 112)) -> np.ndarray:
-    """Training images plus any in DIR/train/unlabelled/ (frames without masks)."""
+def unlabelled_paths(root: str | Path, split: str = "train") -> list[Path]:
+    """Training images plus any in DIR/train/unlabelled/ (frames without masks) that OpenCV can read."""
     import cv2
 
-    root = Path(root)
-    folder, keep = split_dir(root, split)
+    folder, keep = split_dir(Path(root), split)
     paths = [p for n, p in _images_in(folder / "images").items() if keep is None or n in keep]
     if (folder / "unlabelled").is_dir():
         paths += list(_images_in(folder / "unlabelled").values())
-    frames = []
-    for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is not None:
-            frames.append(cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA))
-    return np.stack(frames) if frames else np.zeros((0, size[0], size[1], 3), np.uint8)
+    return [p for p in paths if cv2.haveImageReader(str(p))]

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 log = logging.getLogger("echoseg.data")
+
+#: Called by the readers after each video or file: (done, total).
+Progress = Callable[[int, int], None]
+#: Without a progress callback, readers log how far they are at most this often (seconds).
+PROGRESS_LOG_S = 10.0
+
+
+def log_progress(what: str, total: int) -> Progress:
+    """A Progress that logs "indexed 1200/7465 train videos" at INFO every PROGRESS_LOG_S seconds."""
+    last = [time.monotonic()]
+
+    def tick(done: int, n: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_LOG_S or (done == n and n >= 100):
+            last[0] = now
+            log.info("indexed %d/%d %s", done, n, what)
+
+    return tick
 
 
 class DataError(ValueError):
@@ -62,6 +82,42 @@ class FrameSet:
             return cls(np.zeros((0, h, w, 3), np.uint8), np.zeros((0, h, w), bool), [], [], report, layout)
         names, phases, images, masks = zip(*items)
         return cls(np.stack(images), np.stack(masks), list(names), list(phases), report, layout)
+
+
+class FrameSetBuilder:
+    """Fills one preallocated images/masks pair frame by frame (no list of frames, no stack copy).
+
+    ``capacity`` is an upper bound (e.g. the number of traced frames); the pages of unused
+    slots are never touched, so they cost address space, not memory.
+    """
+
+    def __init__(self, capacity: int, size: tuple[int, int]) -> None:
+        h, w = size
+        self.images = np.empty((max(0, capacity), h, w, 3), np.uint8)
+        self.masks = np.empty((max(0, capacity), h, w), bool)
+        self.names: list[str] = []
+        self.phases: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def add(self, name: str, phase: str, image: np.ndarray, mask: np.ndarray) -> None:
+        i = len(self.names)
+        if i >= len(self.images):
+            raise ValueError(f"FrameSetBuilder: more than the {len(self.images)} frames it was sized for")
+        self.images[i] = image
+        self.masks[i] = mask
+        self.names.append(name)
+        self.phases.append(phase)
+
+    def build(self, report: SkipReport, layout: str, order: list[int] | None = None) -> FrameSet:
+        """The FrameSet of the frames added (in ``order`` when given: a small reordering copy)."""
+        n = len(self.names)
+        if order is None:
+            return FrameSet(self.images[:n], self.masks[:n], self.names, self.phases, report, layout)
+        idx = np.asarray(order, dtype=np.int64)
+        return FrameSet(self.images[idx], self.masks[idx], [self.names[i] for i in order],
+                        [self.phases[i] for i in order], report, layout)
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,15 +1,37 @@
-"""Video decode and encode with OpenCV, with errors that name the file and the cause."""
+"""Video decode and encode with OpenCV (and multi-frame DICOM through pydicom), with errors
+that name the file and the cause.
+
+Readers: ``probe`` (frame rate, size, pixel spacing where the file says), ``iter_frames``
+(every frame, one at a time) and ``read_frames`` (only some frames, by seeking where seeking
+has been checked to be exact, else by a sequential decode that keeps only those frames).
+Still images renamed to a video suffix are refused rather than run as a one-frame video.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from echoseg.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: FFmpeg's own log lines (decoder warnings, "No space left on device" floods) are replaced
+#: by our one-line errors; "-8" is AV_LOG_QUIET. Set before OpenCV opens its first capture.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+#: A container's frame rate outside this range is not believed (0, NaN, 90000 time bases).
+FPS_RANGE = (0.5, 1000.0)
+
+#: Leading bytes of still-image formats OpenCV's FFmpeg backend would open as a one-frame "video".
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
+                (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
 class VideoError(RuntimeError):
@@ -23,22 +45,56 @@ class VideoError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    fps: float
+    fps: float  # 0 when the file does not say (the caller assumes a rate and says so)
     frame_count: int  # as the container claims; may be 0 or wrong for truncated files
     width: int
     height: int
+    spacing_cm: tuple[float, float] | None = None  # (x, y) cm per pixel, where the file says (DICOM)
+    fps_source: str = "container"  # which tag or property the frame rate came from
+    kind: str = "video"  # "video" (OpenCV) or "dicom"
 
 
-def _open(path: str | os.PathLike):
-    import cv2
-
-    p = Path(path)
+def _check_file(p: Path) -> None:
     if not p.exists():
         raise VideoError(p, "file not found")
     if not p.is_file():
         raise VideoError(p, "not a file")
     if p.stat().st_size == 0:
         raise VideoError(p, "file is empty (0 bytes)")
+
+
+def _head(p: Path, n: int = 132) -> bytes:
+    with open(p, "rb") as fh:
+        return fh.read(n)
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """A .dcm/.dicom name, or the DICM prefix after the 128-byte preamble."""
+    p = Path(path)
+    if p.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        return p.is_file() and _head(p)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _refuse_still_image(p: Path) -> None:
+    head = _head(p, 16)
+    for magic, kind in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            raise VideoError(p, f"a {kind} still image, not a video; give a video (AVI, MP4) or a "
+                                "multi-frame DICOM")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        raise VideoError(p, "a WebP still image, not a video; give a video (AVI, MP4) or a multi-frame DICOM")
+
+
+def _open(path: str | os.PathLike):
+    import cv2
+
+    p = Path(path)
+    _check_file(p)
+    _refuse_still_image(p)
     cap = cv2.VideoCapture(str(p))
     if not cap.isOpened():
         cap.release()
@@ -46,17 +102,29 @@ def _open(path: str | os.PathLike):
     return cap
 
 
+def _believable_fps(fps: float) -> float:
+    return float(fps) if math.isfinite(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1] else 0.0
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Frame rate, claimed frame count and size, without decoding the frames."""
+    """Frame rate, claimed frame count, size (and DICOM pixel spacing), without decoding the frames."""
     import cv2
 
+    if is_dicom(path):
+        _check_file(Path(path))
+        from .dicom import probe_dicom
+
+        return probe_dicom(path)
     cap = _open(path)
     try:
+        fps = _believable_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0
         return VideoInfo(
-            fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
-            frame_count=int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
+            fps=fps,
+            frame_count=int(count) if math.isfinite(count) and count > 0 else 0,
             width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
             height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
+            fps_source="container" if fps else "none",
         )
     finally:
         cap.release()
@@ -78,6 +146,12 @@ def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     Grey videos come out with three equal channels. A file that opens but yields no frame
     raises "no frames decoded" at the end, so a streaming consumer never hangs on it.
     """
+    if is_dicom(path):
+        _check_file(Path(path))
+        from .dicom import iter_dicom_frames
+
+        yield from iter_dicom_frames(path)
+        return
     cap = _open(path)
     n = 0
     try:
@@ -96,6 +170,17 @@ def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
 def read_video(path: str | os.PathLike) -> np.ndarray:
     """All frames as one F,H,W,3 uint8 array (BGR)."""
     return np.stack(list(iter_frames(path)))
+
+
+def read_frames(path: str | os.PathLike, indices: Iterable[int]) -> dict[int, np.ndarray]:
+    """Only the frames at ``indices`` (each its own array, no view of a whole video).
+
+    Indices beyond the last decodable frame are absent from the result. Raises VideoError
+    for a missing or unreadable file.
+    """
+    from .seek import read_selected
+
+    return read_selected(path, sorted(set(int(i) for i in indices)))
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray | list[np.ndarray], fps: float,

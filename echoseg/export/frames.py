@@ -46,7 +46,8 @@ def _split_frames(data_dir: str, split: str, n: int, size: tuple[int, int], seed
         log.info("echoseg.data.dataset is not available; using synthetic frames")
         return None
     try:
-        images = np.asarray(load_split(data_dir, split, size=size).images)
+        # only n frames, from videos spread over the split: never the whole split in memory
+        images = np.asarray(load_split(data_dir, split, size=size, max_frames=n).images)
     except Exception as exc:  # any data problem: fall back to synthetic, say why
         log.warning("cannot read the %s split of %s (%s); using synthetic frames", split, data_dir,
                     str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)

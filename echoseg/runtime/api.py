@@ -13,7 +13,7 @@ import numpy as np
 from echoseg.atomic import check_writable, write_json
 from echoseg.data.video import VideoError, probe
 
-from .cardiac import MAX_HEART_RATE_BPM, analyse
+from .cardiac import MAX_HEART_RATE_BPM, analyse, beat_in_cm
 from .discover import choose
 from .backends import open_session
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
@@ -23,7 +23,7 @@ from .stream import StreamStats, stream_video
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".dcm", ".dicom")
 #: Frame rate assumed when a container does not say (EchoNet-Dynamic's rate).
 DEFAULT_FPS = 50.0
 #: Largest --batch accepted (frames per inference call); far beyond any GPU's useful batch.
@@ -83,14 +83,15 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
                backend: str = "auto", batch: int = 8, granularity: float | None = None,
                out: str | os.PathLike = "outputs", video: bool = True, progress: RunProgress | None = None,
                threads: int = 0, root: str | os.PathLike = ".", session: Session | None = None,
-               errors: list[str] | None = None) -> list[VideoResult]:
+               errors: list[str] | None = None, clean_masks: bool = True) -> list[VideoResult]:
     """Segment every video in ``inputs`` and write its outputs under ``out``/<video name>/.
 
     Raises SessionError when the model cannot be opened (nothing can run) and NotWritableError
     (an OSError) when ``out`` cannot be written; a bad video only fails its own VideoResult. A
     directory input (or several videos) also gets ``out``/summary.csv; a failure to write it is
     appended to ``errors`` (one line) rather than raised. ``session``: an already open Session to
-    use instead of model/backend/granularity (the caller keeps it and closes it).
+    use instead of model/backend/granularity (the caller keeps it and closes it). ``clean_masks``:
+    largest component, holes filled, before measuring.
     """
     if not 1 <= batch <= MAX_BATCH:
         raise SessionError(f"--batch must be between 1 and {MAX_BATCH} frames, got {batch}")
@@ -110,7 +111,7 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
         for path in videos:
             name = _unique_name(path.stem or "video", taken)
             results.append(run_one(path, session, out_root / name, batch=batch, video=video,
-                                   progress=progress, reason=reason))
+                                   progress=progress, reason=reason, clean_masks=clean_masks))
     finally:
         if owned:
             session.close()
@@ -173,26 +174,28 @@ def check_session(session: Session) -> None:
 
 
 def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: bool = True,
-            progress: RunProgress | None = None, reason: str = "") -> VideoResult:
+            progress: RunProgress | None = None, reason: str = "", clean_masks: bool = True) -> VideoResult:
     """One video through ``session``; its outputs appear in ``out_dir`` complete, or not at all."""
     name = out_dir.name
     staging: StagingDir | None = None
     sink: OverlaySink | None = None
     try:
-        fps_video = probe(path).fps  # fails early, before any folder is made, for a missing/bad file
+        vinfo = probe(path)  # fails early, before any folder is made, for a missing/bad file
+        fps_video = vinfo.fps
         fps = fps_video if fps_video > 0 else DEFAULT_FPS
         if fps_video <= 0:
             log.warning("%s: the container gives no frame rate; assuming %.0f fps", path, DEFAULT_FPS)
         staging = StagingDir(out_dir)
         sink = OverlaySink(staging.tmp / OVERLAY_VIDEO, fps) if video else None
         report = (lambda done, total: progress(name, done, total)) if progress else None
-        stats = stream_video(path, session, batch=batch, sink=sink, progress=report)
+        stats = stream_video(path, session, batch=batch, sink=sink, progress=report, clean_masks=clean_masks)
         if sink is not None:
             sink.close()
         cardiac = analyse(stats.area_px, stats.length_px, fps)
-        write_frames_csv(staging.tmp / FRAMES_CSV, stats.area_px, stats.length_px, fps, cardiac)
+        write_frames_csv(staging.tmp / FRAMES_CSV, stats.area_px, stats.length_px, fps, cardiac, vinfo.spacing_cm)
         plot_area(staging.tmp / AREA_PNG, stats.area_px, fps, cardiac, f"{path.name}: LV area")
         summary = _summary(path, name, session, stats, cardiac, fps, fps_video <= 0, video, reason)
+        summary.update(_units(vinfo, cardiac, clean_masks, summary["beats"]))
         write_json(staging.tmp / SUMMARY_JSON, summary)
         final = staging.commit()
         staging = None
@@ -238,6 +241,15 @@ def _summary(path: Path, name: str, session: Session, stats: StreamStats, cardia
         "outputs": {"frames_csv": FRAMES_CSV, "area_png": AREA_PNG, "summary_json": SUMMARY_JSON,
                     "overlay_video": OVERLAY_VIDEO if video else None},
     }
+
+
+def _units(vinfo, cardiac, clean_masks: bool, beats: list[dict]) -> dict[str, Any]:
+    """Where fps and spacing came from; per beat cm^2 / cm / mL beside the pixel figures when spacing is known."""
+    sp = vinfo.spacing_cm
+    for b, beat in zip(beats, cardiac.beats):
+        b.update(beat_in_cm(beat, sp) if sp else {})
+    return {"fps_source": vinfo.fps_source, "clean_masks": clean_masks,
+            "pixel_spacing_cm": {"x": sp[0], "y": sp[1]} if sp else None}
 
 
 def _csv_row(r: VideoResult) -> dict[str, Any]:

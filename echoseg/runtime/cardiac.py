@@ -5,6 +5,10 @@ moment), and ``length_px`` is the mask's extent along it, i.e. the distance from
 the mitral plane measured along the long axis (the plane is roughly perpendicular to it in an
 apical four-chamber view). This needs no landmark detection and is stable from frame to frame.
 
+With a pixel spacing (DICOM), areas are also given in cm^2, lengths in cm and volumes in mL
+(cm^3): a pixel is dx*dy cm^2, and a length is scaled by sqrt(dx*dy), exact for the square
+pixels of ultrasound scan conversion and an approximation otherwise.
+
 The EF here is an *estimate*: single-plane area-length volumes V = 8 A^2 / (3 pi L) from the
 predicted masks, per beat, in pixel units (the ratio makes the unit cancel). It is not a
 clinical measurement.
@@ -148,7 +152,8 @@ def analyse(area_px: np.ndarray, length_px: np.ndarray, fps: float,
     found with a hysteresis of MIN_SWING_FRACTION of the curve's robust range, extremes closer
     than one plausible beat to another of the same kind are merged, and extremes on the first
     or last frame are dropped (the true extreme may lie outside the video). A beat is an ED
-    followed by the ES before the next ED.
+    followed by the ES before the next ED; a video with no such pair (shorter than a beat,
+    ES first) uses each ES and the ED after it instead, so its ED frame follows its ES.
     """
     area = np.asarray(area_px, dtype=np.float64)
     length = np.asarray(length_px, dtype=np.float64)
@@ -176,13 +181,22 @@ def analyse(area_px: np.ndarray, length_px: np.ndarray, fps: float,
     es = [i for i, k in picked if k == "min"]
     # Volumes from lightly smoothed curves: one noisy frame should not make the EF.
     a_meas, l_meas = lightly, smooth(length, MEASURE_SIGMA)
-    beats = []
+    pairs = []
     for e in ed:
         nxt_ed = min([x for x in ed if x > e], default=n)
         cands = [x for x in es if e < x < nxt_ed]
-        if not cands:
-            continue
-        t = cands[0]
+        if cands:
+            pairs.append((e, cands[0]))
+    if not pairs:
+        # No ED followed by its ES (a clip shorter than a beat, cut mid-systole): an ES and the
+        # ED that follows it bound the same volume change (filling), so they give the EF too.
+        for t in es:
+            nxt_es = min([x for x in es if x > t], default=n)
+            cands = [x for x in ed if t < x < nxt_es]
+            if cands:
+                pairs.append((cands[0], t))
+    beats = []
+    for e, t in pairs:
         edv = area_length_volume_px3(a_meas[e], l_meas[e])
         esv = area_length_volume_px3(a_meas[t], l_meas[t])
         if edv <= 0:
@@ -191,3 +205,18 @@ def analyse(area_px: np.ndarray, length_px: np.ndarray, fps: float,
                           ed_length_px=float(l_meas[e]), es_length_px=float(l_meas[t]),
                           edv_px3=edv, esv_px3=esv, ef_estimate_pct=100.0 * (edv - esv) / edv))
     return CardiacResult(ed, es, beats, s)
+
+
+def cm_per_px(spacing_cm: tuple[float, float]) -> tuple[float, float]:
+    """(cm^2 per pixel, cm per pixel of length) for a (dx, dy) spacing in cm."""
+    dx, dy = (float(v) for v in spacing_cm)
+    return dx * dy, math.sqrt(dx * dy)
+
+
+def beat_in_cm(beat: Beat, spacing_cm: tuple[float, float]) -> dict[str, float]:
+    """A beat's ED/ES areas (cm^2), lengths (cm) and volumes (mL) for a pixel spacing in cm."""
+    a, ln = cm_per_px(spacing_cm)
+    return {"ed_area_cm2": beat.ed_area_px * a, "es_area_cm2": beat.es_area_px * a,
+            "ed_length_cm": beat.ed_length_px * ln, "es_length_cm": beat.es_length_px * ln,
+            "edv_ml": area_length_volume_px3(beat.ed_area_px * a, beat.ed_length_px * ln),
+            "esv_ml": area_length_volume_px3(beat.es_area_px * a, beat.es_length_px * ln)}

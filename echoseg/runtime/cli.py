@@ -24,6 +24,7 @@ def run(
     out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the per-video outputs"),
     no_video: bool = typer.Option(False, "--no-video", help="Skip the overlay video (faster)"),
     threads: int = typer.Option(0, "--threads", min=0, help="ONNX Runtime intra-op threads (0: its default)"),
+    clean_masks: bool = typer.Option(True, "--clean-masks/--no-clean-masks", help="Largest blob, holes filled, before measuring"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log which backend was chosen and why, and timings"),
 ) -> None:
     """Stream each video through one model session and write its outputs under --out/<video>/."""
@@ -53,7 +54,7 @@ def run(
             with sigterm_as_interrupt():  # kill / timeout / docker stop: clean up like Ctrl-C
                 results = run_videos([str(p) for p in inputs], model=model, backend=backend, batch=batch,
                                      granularity=granularity, out=out, video=not no_video, progress=progress,
-                                     threads=threads, errors=run_errors)
+                                     threads=threads, errors=run_errors, clean_masks=clean_masks)
         except (SessionError, OSError) as exc:  # the model cannot be opened, or --out cannot be written
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)

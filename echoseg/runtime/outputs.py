@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from echoseg.atomic import LockHeld, atomic_path, exclusive, remove_stale_temps
-from .cardiac import CardiacResult
+from .cardiac import CardiacResult, cm_per_px
 from .overlay import overlay_frame
 
 FRAMES_CSV = "frames.csv"
@@ -143,14 +143,17 @@ def _refuse_foreign(final: Path) -> None:
 
 
 def write_frames_csv(path: Path, area_px: np.ndarray, length_px: np.ndarray, fps: float,
-                     cardiac: CardiacResult) -> None:
-    """One row per frame: frame, time_s, lv_area_px, lv_length_px, is_ed, is_es."""
+                     cardiac: CardiacResult, spacing_cm: tuple[float, float] | None = None) -> None:
+    """One row per frame: frame, time_s, lv_area_px, lv_length_px, is_ed, is_es (+ lv_area_cm2, lv_length_cm)."""
     ed, es = set(cardiac.ed_frames), set(cardiac.es_frames)
+    cm2, cm = cm_per_px(spacing_cm) if spacing_cm else (0.0, 0.0)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["frame", "time_s", "lv_area_px", "lv_length_px", "is_ed", "is_es"])
+        w.writerow(["frame", "time_s", "lv_area_px", "lv_length_px", "is_ed", "is_es"]
+                   + (["lv_area_cm2", "lv_length_cm"] if spacing_cm else []))
         for i, (a, ln) in enumerate(zip(area_px, length_px)):
-            w.writerow([i, f"{i / fps:.4f}", int(a), f"{ln:.2f}", int(i in ed), int(i in es)])
+            w.writerow([i, f"{i / fps:.4f}", int(a), f"{ln:.2f}", int(i in ed), int(i in es)]
+                       + ([f"{a * cm2:.4f}", f"{ln * cm:.4f}"] if spacing_cm else []))
 
 
 def plot_area(path: Path, area_px: np.ndarray, fps: float, cardiac: CardiacResult, title: str) -> None:

@@ -22,6 +22,7 @@ from echoseg.config import logit_cut
 from echoseg.data.video import VideoError, iter_frames, probe
 
 from .cardiac import mask_area_px, mask_length_px
+from .postprocess import clean_mask
 from .session import Session, preprocess
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,11 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 
 def stream_video(path: str | os.PathLike, session: Session, batch: int = 8, sink: FrameSink | None = None,
-                 progress: Progress | None = None, queue_batches: int = 2) -> StreamStats:
+                 progress: Progress | None = None, queue_batches: int = 2, clean_masks: bool = True) -> StreamStats:
     """Segment every frame of one video; raises VideoError for a missing/bad/empty/truncated file.
+
+    ``clean_masks``: keep each mask's largest connected component with its holes filled
+    (runtime/postprocess.py) before it is measured and handed to the sink.
 
     ``batch`` is clamped into the session's batch range; a short last batch is padded when
     the session only takes fixed batches. The sink and progress run in the writer thread.
@@ -160,6 +164,7 @@ def stream_video(path: str | os.PathLike, session: Session, batch: int = 8, sink
             try:
                 for frame, lg in zip(frames, logits):
                     mask = mask_at(lg[0], frame.shape[0], frame.shape[1], cut)
+                    mask = clean_mask(mask) if clean_masks else mask
                     areas.append(mask_area_px(mask))
                     lengths.append(mask_length_px(mask))
                     if sink is not None:

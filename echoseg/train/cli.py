@@ -197,6 +197,8 @@ def evaluate(
     compare: bool = typer.Option(False, "--compare", help="Paired Dice difference of two runs, or of two models' "
                                  "runs (seeds): mean with a bootstrap 95% CI over videos; cross-validation "
                                  "folders (echo-train --folds) are compared fold by fold"),
+    ef: bool = typer.Option(False, "--ef", help="EchoNet: also validate echo-run's EF read-out against FileList.csv "
+                            "(ef.csv, Bland-Altman and scatter PNGs, 'ef' in metrics.json)"),
 ) -> None:
     """Per-frame Dice, IoU, pixel accuracy (bootstrap 95% CI), ED/ES and granularity breakdowns."""
     from rich.console import Console
@@ -226,6 +228,10 @@ def evaluate(
             continue
         try:
             r = run_eval(run, data, split, target, device)
+            if ef:
+                from .ef import evaluate_ef, summary_line
+
+                console.print(f"{run}: {summary_line(evaluate_ef(run, data, split, r['out'], device))}")
         except (*_user_errors(), ValueError) as exc:
             _error_line(f"{run}: {exc}")
             failed += 1

@@ -1,0 +1,156 @@
+"""Multi-frame ultrasound DICOM as video input: frames, timing tags, spacing, bad files, echo-run in cm^2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom", minversion="3.0")
+
+from echoseg.data.synthetic import make_video  # noqa: E402
+from echoseg.data.video import VideoError, iter_frames, probe, read_frames, write_video  # noqa: E402
+
+
+def write_dicom(path: Path, frames: np.ndarray, colour: bool = False, pixel_data: bool = True,
+                transfer_syntax: str | None = None, **tags) -> Path:
+    """An uncompressed multi-frame DICOM (Ultrasound Multi-frame Image Storage) of uint8 BGR frames."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.3.1")
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = UID(transfer_syntax) if transfer_syntax else ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.NumberOfFrames = len(frames)
+    ds.Rows, ds.Columns = frames.shape[1:3]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    if colour:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        data = frames[..., ::-1]  # BGR -> RGB
+    else:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        data = frames[..., 1]
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    if pixel_data:
+        ds.PixelData = np.ascontiguousarray(data, dtype=np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    return path
+
+
+def us_region(dx_cm: float, dy_cm: float, w: int, h: int):
+    from pydicom.dataset import Dataset
+
+    r = Dataset()
+    r.RegionSpatialFormat = 1
+    r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1, r.RegionLocationMaxY1 = 0, 0, w - 1, h - 1
+    r.PhysicalUnitsXDirection = r.PhysicalUnitsYDirection = 3
+    r.PhysicalDeltaX, r.PhysicalDeltaY = dx_cm, dy_cm
+    return r
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return make_video(3, frames=60)
+
+
+def test_grey_cine_frames_timing_and_ultrasound_region_spacing(tmp_path, synth):
+    path = write_dicom(tmp_path / "cine.dcm", synth.frames, FrameTime=20.0,
+                       SequenceOfUltrasoundRegions=[us_region(0.04, 0.04, 112, 112)])
+    info = probe(path)
+    assert info.kind == "dicom" and info.fps == pytest.approx(50.0) and info.fps_source == "FrameTime"
+    assert info.spacing_cm == pytest.approx((0.04, 0.04)) and (info.width, info.height, info.frame_count) == (112, 112, 60)
+    frames = list(iter_frames(path))
+    assert len(frames) == 60 and frames[0].shape == (112, 112, 3) and frames[0].dtype == np.uint8
+    np.testing.assert_array_equal(frames[7][..., 0], synth.frames[7][..., 1])
+    picked = read_frames(path, [5, 59, 80])
+    assert sorted(picked) == [5, 59] and np.array_equal(picked[59], frames[59])
+
+
+@pytest.mark.parametrize("tags,fps,source", [
+    ({"FrameTimeVector": [0.0, 40.0, 40.0, 40.0]}, 25.0, "FrameTimeVector"),
+    ({"CineRate": 30}, 30.0, "CineRate"),
+    ({"RecommendedDisplayFrameRate": 60}, 60.0, "RecommendedDisplayFrameRate"),
+    ({}, 0.0, "none"),
+])
+def test_frame_rate_tags(tmp_path, tags, fps, source):
+    frames = np.full((4, 16, 16, 3), 90, np.uint8)
+    info = probe(write_dicom(tmp_path / "t.dcm", frames, **tags))
+    assert info.fps == pytest.approx(fps) and info.fps_source == source
+
+
+def test_colour_cine_and_pixel_spacing_in_mm(tmp_path, synth):
+    path = write_dicom(tmp_path / "rgb.dcm", synth.frames[:6], colour=True, PixelSpacing=[0.3, 0.5])
+    info = probe(path)
+    assert info.spacing_cm == pytest.approx((0.05, 0.03))  # (x = column spacing, y = row spacing) in cm
+    np.testing.assert_array_equal(next(iter(iter_frames(path))), synth.frames[0])  # back in BGR order
+
+
+def test_missing_pixel_data_or_unsupported_syntax_is_one_line(tmp_path):
+    frames = np.zeros((3, 8, 8, 3), np.uint8)
+    with pytest.raises(VideoError, match=r"no pixel data \(7FE0,0010\)"):
+        probe(write_dicom(tmp_path / "nopix.dcm", frames, pixel_data=False))
+    with pytest.raises(VideoError, match="transfer syntax 1.2.3.4.5 .*not supported"):
+        probe(write_dicom(tmp_path / "odd.dcm", frames, transfer_syntax="1.2.3.4.5"))
+    (tmp_path / "junk.dcm").write_bytes(b"\0" * 300)
+    with pytest.raises(VideoError, match="not a readable DICOM"):
+        probe(tmp_path / "junk.dcm")
+    for p in ("nopix.dcm", "odd.dcm", "junk.dcm"):
+        with pytest.raises(VideoError) as exc:
+            list(iter_frames(tmp_path / p))
+        assert "\n" not in str(exc.value)
+
+
+def test_echo_run_reports_areas_in_cm2_and_volumes_in_ml(tmp_path, synth):
+    from echoseg.runtime.api import run_videos
+    from test_runtime_stream import OracleSession
+
+    dx = 0.05
+    (tmp_path / "in").mkdir()
+    dcm = write_dicom(tmp_path / "in" / "cine.dcm", synth.frames, FrameTime=20.0,
+                      SequenceOfUltrasoundRegions=[us_region(dx, dx, 112, 112)])
+    bad = write_dicom(tmp_path / "in" / "empty.dcm", synth.frames[:2], pixel_data=False)
+    avi = write_video(tmp_path / "in" / "plain.avi", synth.frames, 50)
+    results = {Path(r.input).name: r for r in run_videos([dcm, bad, avi], out=tmp_path / "out", video=False,
+                                                         session=OracleSession(synth.masks))}
+    assert not results["empty.dcm"].ok and "no pixel data" in results["empty.dcm"].error
+    assert results["plain.avi"].ok and results["plain.avi"].summary["pixel_spacing_cm"] is None
+    r = results["cine.dcm"]
+    assert r.ok, r.error
+    s = json.loads((Path(r.out_dir) / "summary.json").read_text())
+    assert s["pixel_spacing_cm"] == {"x": dx, "y": dx} and s["fps"] == pytest.approx(50.0) and not s["fps_assumed"]
+    assert s["fps_source"] == "FrameTime" and s["beats"]
+    b = s["beats"][0]
+    assert b["ed_area_cm2"] == pytest.approx(b["ed_area_px"] * dx * dx)
+    assert b["edv_ml"] == pytest.approx(8 * b["ed_area_cm2"] ** 2 / (3 * np.pi * b["ed_length_cm"]))
+    assert 1 < b["ed_area_cm2"] < 60 and b["esv_ml"] < b["edv_ml"]
+    rows = (Path(r.out_dir) / "frames.csv").read_text().splitlines()
+    assert rows[0].endswith("lv_area_cm2,lv_length_cm")
+    first = rows[1].split(",")
+    assert float(first[6]) == pytest.approx(int(first[2]) * dx * dx, abs=1e-3)
+    assert int(first[2]) == int(synth.masks[0].sum())
+
+
+def test_echo_run_cli_on_a_dicom_cine(tmp_path, synth, unet_ckpt):
+    from typer.testing import CliRunner
+
+    from echoseg.runtime.cli import app
+
+    dcm = write_dicom(tmp_path / "cine.dcm", synth.frames, FrameTime=20.0,
+                      SequenceOfUltrasoundRegions=[us_region(0.05, 0.05, 112, 112)])
+    for flag in ("--clean-masks", "--no-clean-masks"):
+        out = tmp_path / flag.strip("-")
+        r = CliRunner().invoke(app, [str(dcm), "--model", str(unet_ckpt), "--backend", "torch", "--no-video",
+                                     "--out", str(out), flag])
+        assert r.exit_code == 0, r.output
+        s = json.loads((out / "cine" / "summary.json").read_text())
+        assert s["pixel_spacing_cm"] == {"x": 0.05, "y": 0.05} and s["clean_masks"] == (flag == "--clean-masks")
+        header = (out / "cine" / "frames.csv").read_text().splitlines()[0]
+        assert header.endswith("lv_area_cm2,lv_length_cm")

@@ -1,0 +1,63 @@
+"""Mask clean-up: largest component, holes filled, before area and length; switchable in the stream and echo-run."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from echoseg.data.synthetic import make_video
+from echoseg.data.video import write_video
+from echoseg.runtime.cardiac import mask_area_px, mask_length_px
+from echoseg.runtime.postprocess import clean_mask, fill_holes, largest_component
+
+
+def _blob_with_hole_and_stray() -> tuple[np.ndarray, np.ndarray]:
+    clean = np.zeros((100, 100), bool)
+    clean[20:70, 30:60] = True
+    dirty = clean.copy()
+    dirty[40:45, 40:45] = False  # a hole inside the cavity
+    dirty[85:95, 85:95] = True  # a stray blob far away
+    return clean, dirty
+
+
+def test_clean_mask_drops_the_stray_blob_and_fills_the_hole():
+    clean, dirty = _blob_with_hole_and_stray()
+    out = clean_mask(dirty)
+    np.testing.assert_array_equal(out, clean)
+    assert mask_area_px(out) == 1500 and mask_length_px(out) == mask_length_px(clean)
+    assert mask_length_px(dirty) > mask_length_px(clean) + 10  # what the stray blob did to the length
+
+
+def test_edge_cases_keep_their_shape():
+    empty = np.zeros((20, 20), bool)
+    assert not clean_mask(empty).any()
+    full = np.ones((20, 20), bool)
+    assert clean_mask(full).all()
+    ring = np.zeros((20, 20), bool)
+    ring[:, :] = True
+    ring[5:15, 5:15] = False  # a hole; the mask touches every border
+    assert fill_holes(ring).all()
+    touching = np.zeros((20, 20), bool)
+    touching[0:10, 0:10] = True  # background touching the border is not a hole
+    np.testing.assert_array_equal(fill_holes(touching), touching)
+    two = np.zeros((20, 20), bool)
+    two[1:4, 1:4] = True
+    two[10:18, 10:18] = True
+    assert mask_area_px(largest_component(two)) == 64
+
+
+def test_stream_measures_cleaned_masks_unless_switched_off(tmp_path):
+    from echoseg.runtime.api import run_videos
+    from test_runtime_stream import OracleSession
+
+    v = make_video(2, frames=30)
+    dirty = v.masks.copy()
+    dirty[:, 2:8, 2:8] = True  # a stray blob in the corner of every frame
+    avi = write_video(tmp_path / "v.avi", v.frames, v.fps)
+    on = run_videos([avi], out=tmp_path / "on", video=False, session=OracleSession(dirty))[0]
+    off = run_videos([avi], out=tmp_path / "off", video=False, session=OracleSession(dirty), clean_masks=False)[0]
+    area_on = [int(r.split(",")[2]) for r in (tmp_path / "on" / "v" / "frames.csv").read_text().splitlines()[1:]]
+    area_off = [int(r.split(",")[2]) for r in (tmp_path / "off" / "v" / "frames.csv").read_text().splitlines()[1:]]
+    truth = v.masks.reshape(len(v.masks), -1).sum(1)
+    np.testing.assert_array_equal(area_on, truth)
+    np.testing.assert_array_equal(np.array(area_off) - truth, 36)
+    assert on.summary["clean_masks"] is True and off.summary["clean_masks"] is False

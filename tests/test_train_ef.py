@@ -1,0 +1,87 @@
+"""echo-eval --ef: the runtime's EF read-out against FileList.csv; metrics, files, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from echoseg.train.ef import ef_class, ef_metrics
+
+
+def _row(name, true, est, ed_err=0, es_err=1, note=""):
+    return {"FileName": name, "ef_true": true, "ef_estimate": est, "beats": 1 if est is not None else 0,
+            "ed_traced": 10, "es_traced": 30, "ed_error_frames": ed_err if est is not None else None,
+            "es_error_frames": es_err if est is not None else None, "note": note}
+
+
+def test_metrics_on_known_numbers():
+    rows = [_row("a", 60.0, 62.0), _row("b", 30.0, 27.0), _row("c", 45.0, 51.0), _row("d", 55.0, None, note="no full beat found"),
+            _row("e", float("nan"), 50.0), _row("f", 150.0, 50.0)]
+    m = ef_metrics(rows)
+    d = np.array([2.0, -3.0, 6.0])
+    assert m["n"] == 3 and m["videos"] == 6 and m["left_out_bad_true_ef"] == 2 and m["no_beat_found"] == 1
+    assert m["mae"] == pytest.approx(np.abs(d).mean()) and m["bias"] == pytest.approx(d.mean())
+    assert m["rmse"] == pytest.approx(math.sqrt((d ** 2).mean()))
+    sd = d.std(ddof=1)
+    assert m["limits_of_agreement"] == pytest.approx([d.mean() - 1.96 * sd, d.mean() + 1.96 * sd])
+    t, e = np.array([60.0, 30.0, 45.0]), np.array([62.0, 27.0, 51.0])
+    assert m["pearson_r"] == pytest.approx(np.corrcoef(t, e)[0, 1])
+    assert m["r2"] == pytest.approx(1 - (d ** 2).sum() / ((t - t.mean()) ** 2).sum())
+    assert m["class_agreement"] == pytest.approx(2 / 3)  # 45 -> 51 crosses from 40-50 to >50
+    assert m["class_confusion"]["40-50->>50"] == 1
+    assert m["ed_frame_error"]["mean_abs"] == 0 and m["es_frame_error"]["n"] == 5
+    assert "out of range" in rows[4]["note"] and "out of range" in rows[5]["note"]
+    assert [ef_class(x) for x in (39.9, 40.0, 50.0, 50.1)] == ["<40", "40-50", "40-50", ">50"]
+
+
+def test_no_usable_video_gives_n_zero_not_a_crash():
+    m = ef_metrics([_row("a", float("nan"), None)])
+    assert m["n"] == 0 and "mae" not in m
+
+
+def _edit_filelist(root: Path, ef_by_name: dict[str, str]) -> None:
+    path = root / "FileList.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["EF"] = ef_by_name.get(r["FileName"], r["EF"])
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_echo_eval_ef_end_to_end_with_bad_input(tmp_path, unet_ckpt):
+    from typer.testing import CliRunner
+
+    from echoseg.data.synthetic import write_dataset
+    from echoseg.data.video import write_video
+    from echoseg.train.cli import eval_app
+
+    root = write_dataset(tmp_path / "d", videos=20, frames=48, seed=11)
+    with open(root / "FileList.csv", newline="") as fh:
+        test = [r["FileName"] for r in csv.DictReader(fh) if r["Split"] == "TEST"]
+    assert len(test) == 3
+    _edit_filelist(root, {test[0]: "nan", test[1]: "140"})
+    still = np.full((48, 112, 112, 3), 70, np.uint8)  # a video with no heartbeat at all
+    write_video(root / "Videos" / f"{test[2]}.avi", still, 50)
+    run = unet_ckpt.parent
+    r = CliRunner().invoke(eval_app, [str(run), "--data", str(root), "--split", "test", "--ef", "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "ev"
+    with open(out / "ef.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [row["FileName"] for row in rows] == test
+    flat = rows[2]
+    assert flat["ef_estimate"] == "n/a" and flat["beats"] == "0" and "no full beat" in flat["note"]
+    assert "out of range" in rows[0]["note"] and "out of range" in rows[1]["note"]
+    m = json.loads((out / "metrics.json").read_text())
+    assert "dice" in m and m["ef"]["n"] == 0 and m["ef"]["videos"] == 3
+    assert m["ef"]["left_out_bad_true_ef"] == 2 and m["ef"]["no_beat_found"] == 1
+    assert (out / "ef_bland_altman.png").stat().st_size > 0 and (out / "ef_scatter.png").stat().st_size > 0
+    assert "EF: no video with both a valid true EF" in r.output
