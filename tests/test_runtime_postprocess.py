@@ -61,3 +61,16 @@ def test_stream_measures_cleaned_masks_unless_switched_off(tmp_path):
     np.testing.assert_array_equal(area_on, truth)
     np.testing.assert_array_equal(np.array(area_off) - truth, 36)
     assert on.summary["clean_masks"] is True and off.summary["clean_masks"] is False
+
+
+def test_the_inside_of_a_ring_is_not_filled_but_a_small_hole_is():
+    from echoseg.runtime.postprocess import clean_mask
+
+    ring = np.zeros((60, 60), bool)
+    ring[5:55, 5:55] = True
+    ring[8:52, 8:52] = False  # a thin frame around a large empty inside
+    assert clean_mask(ring).sum() == ring.sum()
+    blob = np.zeros((60, 60), bool)
+    blob[10:50, 10:50] = True
+    blob[25:30, 25:30] = False  # a papillary muscle
+    assert clean_mask(blob).sum() == 40 * 40

@@ -23,21 +23,22 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == biggest
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Background regions not connected to the image border (4-connected) become foreground."""
+def fill_holes(mask: np.ndarray, max_fraction: float = 0.5) -> np.ndarray:
+    """Background regions not connected to the image border (4-connected) become foreground,
+    each only if it is at most ``max_fraction`` of the mask's own area: a papillary muscle or a
+    speckle gap inside the cavity is filled, while the inside of a ring (a mask that is really
+    a frame around something else) is not turned into a solid LV."""
     import cv2
 
-    inv = np.ascontiguousarray(~mask.astype(bool), dtype=np.uint8)
-    n, labels = cv2.connectedComponents(inv, connectivity=4)
-    if n <= 2:
-        return mask.astype(bool) if n < 2 or _touches_border(labels == 1) else np.ones_like(mask, bool)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    outside = np.isin(labels, border[border > 0])
-    return ~outside
-
-
-def _touches_border(region: np.ndarray) -> bool:
-    return bool(region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any())
+    m = mask.astype(bool)
+    inv = np.ascontiguousarray(~m, dtype=np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
+    if n <= 1:
+        return m
+    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])).tolist())
+    limit = max_fraction * m.sum()
+    fill = [i for i in range(1, n) if i not in border and stats[i, cv2.CC_STAT_AREA] <= limit]
+    return m | np.isin(labels, fill) if fill else m
 
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:

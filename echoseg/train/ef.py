@@ -62,7 +62,7 @@ def measure_videos(run: str | Path, data: str | Path, split: str = "test", devic
     from echoseg.data.frameset import SkipReport
     from echoseg.data.video import VideoError, probe
     from echoseg.runtime.cardiac import analyse
-    from echoseg.runtime.session import open_session
+    from echoseg.runtime.backends import open_session
     from echoseg.runtime.stream import stream_video
 
     from .checkpoint import load_checkpoint
