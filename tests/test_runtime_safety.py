@@ -13,34 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracle import CyclingOracle
 
 from echoseg.config import ONNX_META_KEY, ArtifactMeta, InputSpec, ModelConfig
 from echoseg.data.synthetic import make_video
 from echoseg.data.video import write_video
 from echoseg.runtime import api, run_videos
 from echoseg.runtime.discover import ModelChoice
-from echoseg.runtime.session import SessionError, SessionInfo
+from echoseg.runtime.session import SessionError
 
 RUN_MARKER = ".echoseg-run"  # echoseg.runtime.outputs.RUN_MARKER, spelled out: it is part of the contract
-META = ArtifactMeta(model=ModelConfig("unet", 8), input_spec=InputSpec())
-
-
-class Oracle:
-    """The Session protocol returning one synthetic video's true masks in a cycle."""
-
-    def __init__(self, masks: np.ndarray) -> None:
-        self.masks, self.i = masks, 0
-        self.info = SessionInfo("oracle", "fp32", "cpu", 1, 0, META, "oracle")
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        out = np.full((len(x), 1, 112, 112), -8.0, np.float32)
-        for k in range(len(x)):
-            out[k, 0][self.masks[self.i]] = 8.0
-            self.i = (self.i + 1) % len(self.masks)
-        return out
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +47,7 @@ def _cli(args: list[str], monkeypatch, synth):
     from echoseg.runtime.cli import app
 
     monkeypatch.setattr(api, "choose", lambda *a, **k: ModelChoice(Path("oracle.onnx"), "onnxruntime", "test"))
-    monkeypatch.setattr(api, "open_session", lambda *a, **k: Oracle(synth.masks))
+    monkeypatch.setattr(api, "open_session", lambda *a, **k: CyclingOracle(synth.masks))
     return CliRunner().invoke(app, args, env={"COLUMNS": "250"})
 
 
@@ -79,7 +61,7 @@ def test_an_existing_folder_without_the_marker_is_left_alone(tmp_path, synth, mo
     (home / "good" / "thesis.txt").write_text("four years of work")
     (home / "summary.csv").write_text("patient,ef\n1,55\n")  # the user's own file of that name
     errors: list[str] = []
-    results = run_videos([good, other], out=home, session=Oracle(synth.masks), video=False, errors=errors)
+    results = run_videos([good, other], out=home, session=CyclingOracle(synth.masks), video=False, errors=errors)
     assert (home / "summary.csv").read_text() == "patient,ef\n1,55\n"
     assert len(errors) == 1 and "summary.csv" in errors[0] and "did not write" in errors[0]
     by = {r.name: r for r in results}
@@ -95,15 +77,15 @@ def test_an_existing_folder_without_the_marker_is_left_alone(tmp_path, synth, mo
     assert (home / "good" / "thesis.txt").read_text() == "four years of work"
     (home / "plain").write_text("a file, not a folder")
     plain = _video(tmp_path / "in2" / "plain.avi", synth)
-    (r,) = run_videos([plain], out=home, session=Oracle(synth.masks), video=False)
+    (r,) = run_videos([plain], out=home, session=CyclingOracle(synth.masks), video=False)
     assert not r.ok and "existing file" in r.error and (home / "plain").read_text() == "a file, not a folder"
 
 
 def test_its_own_output_is_replaced(tmp_path, synth):
     v = _video(tmp_path / "a.avi", synth)
-    (first,) = run_videos([v], out=tmp_path / "out", session=Oracle(synth.masks), video=False)
+    (first,) = run_videos([v], out=tmp_path / "out", session=CyclingOracle(synth.masks), video=False)
     (Path(first.out_dir) / "stale.txt").write_text("old")
-    (second,) = run_videos([v], out=tmp_path / "out", session=Oracle(synth.masks), video=False)
+    (second,) = run_videos([v], out=tmp_path / "out", session=CyclingOracle(synth.masks), video=False)
     assert second.ok and not (Path(second.out_dir) / "stale.txt").exists()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a"]
 
@@ -117,7 +99,7 @@ def test_a_video_another_process_is_writing_is_refused_with_its_pid(tmp_path, sy
     b = _video(tmp_path / "in" / "b.avi", synth)
     out = tmp_path / "out"
     with exclusive(out / ".a.lock"):
-        results = run_videos([a, b], out=out, session=Oracle(synth.masks), video=False)
+        results = run_videos([a, b], out=out, session=CyclingOracle(synth.masks), video=False)
     by = {r.name: r for r in results}
     assert not by["a"].ok and by["b"].ok
     assert f"pid {os.getpid()}" in by["a"].error and "another echo-run" in by["a"].error
@@ -226,7 +208,7 @@ def test_staging_left_by_dead_processes_is_removed_and_nothing_else(tmp_path, sy
     alive.mkdir()
     (alive / RUN_MARKER).write_text("x")
     v = _video(tmp_path / "in" / "z.avi", synth)
-    (r,) = run_videos([v], out=out, session=Oracle(synth.masks), video=False)
+    (r,) = run_videos([v], out=out, session=CyclingOracle(synth.masks), video=False)
     assert r.ok
     assert sorted(p.name for p in out.iterdir()) == sorted([foreign.name, alive.name, "z"])
 
@@ -239,7 +221,7 @@ def test_an_unwritable_out_is_one_line_before_any_work(tmp_path, synth, monkeypa
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the output folder should go")
     with pytest.raises(OSError, match="cannot write outputs here"):
-        run_videos([a, b], out=blocker / "out", session=Oracle(synth.masks))
+        run_videos([a, b], out=blocker / "out", session=CyclingOracle(synth.masks))
     res = _cli([str(a), str(b), "--out", str(blocker / "out")], monkeypatch, synth)
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output and not isinstance(res.exception, OSError)
@@ -320,7 +302,7 @@ def test_batch_bounds_are_one_line(tmp_path, synth, monkeypatch):
     v = _video(tmp_path / "a.avi", synth)
     for bad in (0, 100000000):
         with pytest.raises(SessionError, match="between 1 and 4096"):
-            run_videos([v], session=Oracle(synth.masks), batch=bad, out=tmp_path / "out")
+            run_videos([v], session=CyclingOracle(synth.masks), batch=bad, out=tmp_path / "out")
     res = _cli([str(v), "--batch", "100000000", "--out", str(tmp_path / "out")], monkeypatch, synth)
     assert res.exit_code == 2
     (line,) = [ln for ln in res.stderr.splitlines() if ln.strip()]
