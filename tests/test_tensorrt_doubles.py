@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trt_doubles
+from test_export_fixtures import cached_checkpoint, export_base, quick_options  # noqa: F401
 from tiny_onnx import tiny_meta, write_tiny_onnx
 
 from echoseg.artifacts import read_sidecar, write_sidecar
@@ -151,3 +152,41 @@ def test_auto_falls_back_to_onnx_when_the_engine_does_not_fit_this_gpu(tmp_path,
     assert "built for Tesla T4 (compute capability 7.5) but this GPU is NVIDIA H200 (9.0)" in choice.reason
     trt_doubles.install(monkeypatch, "11.0.0", "Tesla T4", (7, 5))
     assert "built with TensorRT 10.13.0 but this machine has 11.0.0" in choose(tmp_path, "auto").reason
+
+
+def test_export_gates_the_engine_itself_against_fp32(export_base, tmp_path, monkeypatch):
+    """echo-export build --fp16 with TensorRT present: the built engine is run (through the runtime's
+    TrtSession) on the parity frames; one that misses the gate is renamed *.rejected.* with its
+    sidecar and the export fails; one that agrees is kept with its report in parity.json."""
+    from echoseg.export.build import export_checkpoint
+    from echoseg.export.parity import run_onnx
+    from echoseg.runtime import trt as runtime_trt
+
+    ckpt = cached_checkpoint(export_base, "unet")
+    trt_doubles.install(monkeypatch, "10.13.0")
+    # The double's engine returns the channel mean of its input: far from the model's logits.
+    res = export_checkpoint(ckpt, quick_options(tmp_path / "bad", fp16=True))
+    assert not res.ok and any("engine" in e and "vs FP32" in e for e in res.errors)
+    d = tmp_path / "bad" / "unet"
+    assert (d / "model.fp16.rejected.engine").is_file() and (d / "model.fp16.rejected.json").is_file()
+    assert not (d / "model.fp16.engine").exists()
+    # An engine that computes what the FP32 graph computes passes and is kept.
+    fp32 = {}
+
+    def faithful(self, batch):
+        return run_onnx(fp32["path"], batch)
+
+    real_init = runtime_trt.TrtSession.__init__
+
+    def init(self, path, device=0):
+        real_init(self, path, device)
+        fp32["path"] = Path(path).with_name("model.onnx")
+
+    monkeypatch.setattr(runtime_trt.TrtSession, "__init__", init)
+    monkeypatch.setattr(runtime_trt.TrtSession, "run", faithful)
+    res = export_checkpoint(ckpt, quick_options(tmp_path / "good", fp16=True))
+    assert res.ok, res.errors
+    d = tmp_path / "good" / "unet"
+    assert (d / "model.fp16.engine").is_file()
+    report = json.loads((d / "parity.json").read_text())["1"]["engine_vs_fp32"]
+    assert report["mask_dice"] == pytest.approx(1.0)

@@ -26,7 +26,7 @@ import numpy as np
 
 from echoseg.atomic import (LockHeld, NotWritableError, check_writable, exclusive, remove_stale_temps,
                             write_json)
-from echoseg.artifacts import artifact_name, file_sha256, preprocess, rejected_name
+from echoseg.artifacts import artifact_name, file_sha256, preprocess, rejected_name, sidecar_path
 from echoseg.config import EngineSidecar
 
 from . import frames as frame_source
@@ -209,6 +209,32 @@ def _export_granularity(ckpt, model, g: float, d: Path, opts: BuildOptions, x: n
         _int8_step(ckpt, fp32_path, d / artifact_name(g, "int8"), meta, x, y32, threshold, opts, section, say)
     if opts.fp16 or opts.engine:
         _engine_step(d, g, meta, opts, section, say, result)
+        if opts.parity and "engine" in section["files"]:
+            _engine_gate(d / section["files"]["engine"], x, y32, threshold, section, say)
+
+
+def _engine_gate(engine: Path, x: np.ndarray, y32: np.ndarray, threshold: float, section, say: Report) -> None:
+    """The engine itself against the FP32 graph, through the runtime's engine runner (what echo-run
+    runs), at the FP16 gate; a miss renames the engine and its sidecar *.rejected.* and fails."""
+    from echoseg.runtime.trt import TrtSession
+
+    sess = TrtSession(engine)
+    try:
+        lo, hi = sess.info.min_batch, sess.info.max_batch
+        step = max(lo, min(hi, 16))
+        y = np.concatenate([sess.run(x[i:i + step]) for i in range(0, len(x), step)])
+    finally:
+        sess.close()
+    report = section["parity"]["engine_vs_fp32"] = compare(y32, y, threshold)
+    try:
+        check(report, "fp16", f"{engine} vs FP32")
+    except ExportParityError:
+        side = sidecar_path(engine)
+        section["files"]["engine"] = _reject(engine).name
+        if side.is_file():
+            section["files"]["engine_sidecar"] = _reject(side).name
+        raise
+    say(_line("TensorRT engine vs FP32", report))
 
 
 def _line(what: str, r: dict[str, Any]) -> str:
