@@ -13,7 +13,7 @@ EPOCHS ?= 12
 # one ONNX Runtime: `make install ORT_EXTRA=gpu` on a GPU box (onnxruntime-gpu, TensorRT, pycuda, NVML)
 ORT_EXTRA ?= cpu
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean pretrained
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,17 @@ demo: install
 	@echo "true EF of that synthetic video (FileList.csv): $$(grep SYN000_00119 $(DEMO)/data/FileList.csv | cut -d, -f2)"
 	$(BIN)/echo-bench compare --out $(DEMO)/bench
 
+# The bundled model: synthetic data only (nothing under a data-use agreement may ship), fixed seeds.
+PRE ?= pretrained-build
+pretrained: install
+	$(BIN)/echo-synth $(PRE)/data --videos 300 --frames 48 --seed 13
+	$(BIN)/echo-train --data $(PRE)/data --model matae-unet --width 16 --epochs 15 --seed 13 --overwrite --out $(PRE)/echo-synth-matae-w16
+	$(BIN)/echo-eval $(PRE)/echo-synth-matae-w16 --data $(PRE)/data --split test
+	$(BIN)/echo-export build $(PRE)/echo-synth-matae-w16 --fp16 -g 0.5 --out $(PRE)/exports
+	$(BIN)/python -m echoseg.pretrained.bundle $(PRE)/exports/echo-synth-matae-w16
+
 test: install
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(DEMO) runs exports outputs bench-out model_repository .pytest_cache
+	rm -rf $(DEMO) runs exports outputs bench-out model_repository .pytest_cache $(PRE)

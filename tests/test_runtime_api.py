@@ -158,7 +158,10 @@ def _touch(path: Path, age_s: float = 0.0) -> Path:
     return path
 
 
-def test_default_model_is_the_newest_export_then_the_newest_run(tmp_path):
+def test_default_model_is_the_newest_export_then_the_newest_run(tmp_path, monkeypatch):
+    from echoseg import pretrained
+
+    monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "no-bundle")  # this install's bundle aside
     with pytest.raises(SessionError, match="--model"):
         find_default_model(tmp_path)
     _touch(tmp_path / "runs" / "old" / "best.pt", 100)

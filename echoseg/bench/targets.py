@@ -14,8 +14,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from echoseg import artifacts
-from echoseg.artifacts import CHECKPOINT_NAMES, PRECISIONS, ArtifactError, file_sha256, precision_of
+from echoseg import artifacts, pretrained
+from echoseg.artifacts import (
+    CHECKPOINT_NAMES,
+    PRECISIONS,
+    ArtifactError,
+    file_sha256,
+    precision_of,
+)
+from echoseg.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +231,13 @@ def _is_export(d: Path) -> bool:
         return False
 
 
+def _bundled_or_fail() -> Path:
+    d = pretrained.bundled_dir()
+    if d is None:
+        raise ConfigError("--model pretrained: this install has no bundled model; build it with make pretrained")
+    return d
+
+
 def discover(sources: list[str] | None = None, exports_dir: str | Path = "exports", runs_dir: str | Path = "runs",
              backends: Iterable[str] = BACKENDS, precisions: Iterable[str] = PRECISIONS,
              granularities: Iterable[float] | None = None, names: Iterable[str] = ()) -> Plan:
@@ -233,13 +247,17 @@ def discover(sources: list[str] | None = None, exports_dir: str | Path = "export
     """
     backends, precisions = tuple(backends), tuple(precisions)
     finder = CheckpointFinder(Path(runs_dir))
-    paths = [Path(s) for s in sources or []]
+    paths = [_bundled_or_fail() if pretrained.is_name(s) else Path(s) for s in sources or []]
     if not paths:
         ex = Path(exports_dir)
         paths = artifacts.export_dirs_under(ex) if ex.is_dir() and not (ex / artifacts.MANIFEST).is_file() else []
         if not paths and Path(runs_dir).is_dir():
             paths = sorted(p.parent for p in Path(runs_dir).glob("*/best.pt")) or \
                 sorted(p.parent for p in Path(runs_dir).glob("*/last.pt"))
+        if not paths and pretrained.bundled_dir() is not None:
+            log.warning("no export under %s nor run under %s: benchmarking %s", exports_dir, runs_dir,
+                        pretrained.describe())
+            paths = [pretrained.bundled_dir()]
     plan = Plan()
     for p in paths:
         if not p.exists():

@@ -63,6 +63,7 @@ def run(
             err.print(f"{what}: the video in progress left no partial output; finished ones are kept",
                       highlight=False, soft_wrap=True)
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
+    _say_if_bundled(err, results)
     console = Console()
     failed = 0
     for r in results:
@@ -85,3 +86,14 @@ def run(
 
 def main() -> None:
     app()
+
+
+def _say_if_bundled(err, results) -> None:
+    """One line when the model that ran is the bundled one (no model given, none found)."""
+    from echoseg import pretrained
+
+    for r in results:
+        model = (r.summary or {}).get("model") if r.ok else None
+        if model and pretrained.FOLDER.resolve() in Path(model).resolve().parents:
+            err.print(f"used {pretrained.describe()}", highlight=False, soft_wrap=True)
+            return

@@ -17,6 +17,8 @@ from pathlib import Path
 from echoseg.artifacts import (ArtifactError, artifact_kind, checkpoint_in, export_dirs_under, index_export_dir,
                                is_rejected, meta_of)
 
+from echoseg import pretrained
+
 from . import backends as registry
 from .session import SessionError
 
@@ -33,7 +35,8 @@ class ModelChoice:
 
 
 def find_default_model(root: str | os.PathLike = ".") -> Path:
-    """The newest export directory under exports/, else the newest run under runs/ (best.pt)."""
+    """The newest export directory under exports/, else the newest run under runs/ (best.pt),
+    else the model bundled with the package (said in one warning line)."""
     base = Path(root)
     exports = export_dirs_under(base / "exports")
     if exports:
@@ -41,8 +44,25 @@ def find_default_model(root: str | os.PathLike = ".") -> Path:
     runs = [p for p in (base / "runs").rglob("best.pt") if p.is_file()] if (base / "runs").is_dir() else []
     if runs:
         return max(runs, key=lambda p: p.stat().st_mtime).parent
+    bundled = pretrained.bundled_dir()
+    if bundled is not None:
+        log.warning("no model given and none under %s or %s: using %s", base / "exports", base / "runs",
+                    pretrained.describe())
+        return bundled
     raise SessionError(f"no model given and none found under {base / 'exports'} (manifest.json or model.onnx) "
-                       f"or {base / 'runs'} (best.pt); pass --model PATH or run echo-train / echo-export first")
+                       f"or {base / 'runs'} (best.pt), and this install has no bundled model; pass --model PATH "
+                       "or run echo-train / echo-export first")
+
+
+def resolve_model(model: str | os.PathLike | None, root: str | os.PathLike = ".") -> Path:
+    """--model as a path: ``pretrained`` is the bundled model; none given, the default search."""
+    if pretrained.is_name(model):
+        bundled = pretrained.bundled_dir()
+        if bundled is None:
+            raise SessionError("--model pretrained: this install has no bundled model (a source tree before "
+                               "`make pretrained`); build it with make pretrained or pass --model PATH")
+        return bundled
+    return Path(model) if model is not None else find_default_model(root)
 
 
 def tensorrt_problem() -> str | None:
@@ -61,7 +81,7 @@ def choose(model: str | os.PathLike | None, backend: str = "auto", granularity: 
     """Resolve --model/--backend/--granularity to one artifact and backend, or explain why not."""
     if backend != "auto":
         registry.get(backend)  # unknown names fail here, with the list of known ones
-    path = Path(model) if model is not None else find_default_model(root)
+    path = resolve_model(model, root)
     if not path.exists():
         raise SessionError(f"{path}: no such model file or directory")
     try:

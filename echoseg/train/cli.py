@@ -204,6 +204,8 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
+    from echoseg.runtime.session import SessionError
+
     from .eval import evaluate as run_eval
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -232,7 +234,7 @@ def evaluate(
                 from .ef import evaluate_ef, summary_line
 
                 console.print(f"{run}: {summary_line(evaluate_ef(run, data, split, r['out'], device))}")
-        except (*_user_errors(), ValueError) as exc:
+        except (*_user_errors(), ValueError, SessionError) as exc:
             _error_line(f"{run}: {exc}")
             failed += 1
             continue

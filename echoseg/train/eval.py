@@ -7,7 +7,9 @@ top-level keys of metrics.json are the full granularity's.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -27,37 +29,83 @@ def _scores(pred: np.ndarray, truth: np.ndarray, seed: int = 0) -> tuple[dict, d
     return out, frame
 
 
-def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test",
-             out: str | Path | None = None, device: str = "auto", frames: FrameSet | None = None) -> dict:
-    """Score a checkpoint on a split (or on the given ``frames``); writes metrics.json,
-    frames.csv and montage.png to ``out``."""
+@dataclass
+class Scorer:
+    """What scoring needs of a model, whatever it is: a checkpoint in PyTorch or an exported graph."""
+
+    model: str
+    width: int
+    source: str  # the checkpoint or artifact scored
+    input_size: tuple[int, int]
+    granularities: tuple[float, ...]
+    predict: Callable[[np.ndarray, float], np.ndarray]  # uint8 N,H,W,3 frames, g -> bool masks N,H,W
+    gmacs: Callable[[float], float]
+    default_out: Path
+
+
+def checkpoint_scorer(run_or_checkpoint: str | Path, device: str = "auto") -> Scorer:
     from echoseg.models import count_macs
 
     ckpt = load_checkpoint(run_or_checkpoint)
     model = build_from_checkpoint(ckpt)
     dev = pick_device(device)
     model.to(dev)
-    fs = frames if frames is not None else load_split(data, split, (ckpt.input_spec.height, ckpt.input_spec.width))
+
+    def gmacs(g: float) -> float:
+        n = count_macs(model.cpu(), g) / 1e9
+        model.to(dev)
+        return n
+
+    return Scorer(ckpt.model.name, ckpt.model.width, str(ckpt.path), (ckpt.input_spec.height, ckpt.input_spec.width),
+                  tuple(model.granularities), lambda x, g: predict_logits(model, x, ckpt.input_spec, g, dev) > 0,
+                  gmacs, ckpt.path.parent)
+
+
+def scorer_for(target: str | Path, device: str = "auto") -> Scorer:
+    """A checkpoint or run folder is scored in PyTorch; an export folder, an .onnx file or
+    ``pretrained`` (the bundled model) through the runtime, as echo-run runs it."""
+    from echoseg import pretrained
+    from echoseg.artifacts import ArtifactError, artifact_kind
+
+    if pretrained.is_name(target):
+        from .eval_artifact import artifact_scorer
+
+        return artifact_scorer(target)
+    try:
+        kind = artifact_kind(target) if Path(target).exists() else "checkpoint"
+    except ArtifactError:
+        kind = "checkpoint"
+    if kind in ("export-dir", "onnx"):
+        from .eval_artifact import artifact_scorer
+
+        return artifact_scorer(target)
+    return checkpoint_scorer(target, device)
+
+
+def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test",
+             out: str | Path | None = None, device: str = "auto", frames: FrameSet | None = None) -> dict:
+    """Score a checkpoint, export or the bundled model on a split (or on the given ``frames``);
+    writes metrics.json, frames.csv and montage.png to ``out``."""
+    sc = scorer_for(run_or_checkpoint, device)
+    fs = frames if frames is not None else load_split(data, split, sc.input_size)
     if len(fs) == 0:
         raise ValueError(f"{data}: no usable {split} frames ({fs.skipped.summary()})")
-    out_dir = Path(out) if out else ckpt.path.parent / f"eval-{split}"
-    result: dict = {"model": ckpt.model.name, "width": ckpt.model.width, "checkpoint": str(ckpt.path),
+    out_dir = Path(out) if out else sc.default_out / f"eval-{split}"
+    result: dict = {"model": sc.model, "width": sc.width, "checkpoint": sc.source,
                     "data": str(data), "split": split, "skipped": dict(fs.skipped.reasons)}
     per_g: dict[str, dict] = {}
     frames_by_g: dict[float, dict[str, np.ndarray]] = {}
     preds_full = None
-    for g in sorted(model.granularities, reverse=True):
-        logits = predict_logits(model, fs.images, ckpt.input_spec, g, dev)
-        pred = logits > 0
+    for g in sorted(sc.granularities, reverse=True):
+        pred = sc.predict(fs.images, g)
         scores, frame = _scores(pred, fs.masks)
-        scores["gmacs"] = count_macs(model.cpu(), g) / 1e9
-        model.to(dev)
+        scores["gmacs"] = sc.gmacs(g)
         per_g[f"{g:g}"] = scores
         frames_by_g[g] = frame
         if g == 1.0:
             preds_full = pred
             result.update({k: scores[k] for k in (*METRICS, "frames", "ci95", "gmacs")})
-    if len(model.granularities) > 1:
+    if len(sc.granularities) > 1:
         result["granularities"] = per_g
     phases = np.array(fs.phases)
     if fs.layout == "echonet":

@@ -1,0 +1,81 @@
+"""The bundled model: bundling an export, the fallback when no model is found, --model pretrained."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from test_export_fixtures import export_base, exported, no_tensorrt  # noqa: F401
+from typer.testing import CliRunner
+
+from echoseg import pretrained
+from echoseg.pretrained.bundle import bundle
+from echoseg.runtime.discover import choose, find_default_model
+from echoseg.runtime.session import SessionError
+
+
+@pytest.fixture()
+def no_bundle(monkeypatch, tmp_path):
+    monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "no-bundle")
+
+
+@pytest.fixture()
+def bundled(monkeypatch, tmp_path, exported):
+    dest = tmp_path / "pkg" / "echo-synth-matae-w16"
+    monkeypatch.setattr(pretrained, "FOLDER", dest)
+    bundle(exported / "matae-unet", dest)
+    return dest
+
+
+def test_without_a_bundle_the_error_says_how_to_get_a_model(no_bundle, tmp_path):
+    with pytest.raises(SessionError, match="no bundled model; pass --model PATH"):
+        find_default_model(tmp_path)
+    with pytest.raises(SessionError, match="make pretrained"):
+        choose("pretrained")
+
+
+def test_bundle_keeps_only_the_fp16_graphs_and_a_narrowed_manifest(bundled):
+    names = sorted(p.name for p in bundled.iterdir())
+    assert names == ["manifest.json", "model.fp16.onnx", "model.g0.5.fp16.onnx", "parity.json"]
+    man = json.loads((bundled / "manifest.json").read_text())
+    assert sorted(f["file"] for f in man["files"]) == ["model.fp16.onnx", "model.g0.5.fp16.onnx", "parity.json"]
+    assert man["passed"] is True and man["model"]["name"] == "matae-unet"
+
+
+def test_no_model_found_falls_back_to_the_bundle_and_says_so(bundled, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert find_default_model(tmp_path) == bundled
+    assert "using the bundled model" in caplog.text
+    c = choose("pretrained", "onnxruntime")
+    assert c.path.parent == bundled and c.path.name == "model.fp16.onnx"
+    assert choose("pretrained", "onnxruntime", 0.5).path.name == "model.g0.5.fp16.onnx"
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "runs" / "mine" / "best.pt").write_bytes(b"x")
+    assert find_default_model(tmp_path) == tmp_path / "runs" / "mine"  # a user's own model comes first
+
+
+def test_echo_run_in_an_empty_folder_uses_the_bundle(bundled, tmp_path, monkeypatch):
+    from echoseg.data.synthetic import make_video
+    from echoseg.data.video import write_video
+    from echoseg.runtime.cli import app
+
+    work = tmp_path / "empty"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    write_video(work / "clip.avi", make_video(3, frames=30).frames, 50.0)
+    r = CliRunner().invoke(app, ["clip.avi", "--out", "o", "--no-video"])
+    assert r.exit_code == 0, r.output
+    assert "bundled model" in r.output
+    summary = json.loads((work / "o" / "clip" / "summary.json").read_text())
+    assert summary["frames"] == 30 and (work / "o" / "clip" / "frames.csv").is_file()
+
+
+def test_echo_eval_scores_the_bundle_through_the_runtime(bundled, synth_dir, tmp_path):
+    from echoseg.train.eval import evaluate
+
+    m = evaluate("pretrained", synth_dir, "test", tmp_path / "ev")
+    assert m["model"] == "matae-unet" and m["checkpoint"] == "pretrained"
+    assert set(m["granularities"]) == {"1", "0.5"} and 0.0 <= m["dice"] <= 1.0 and m["frames"] > 0
+    assert m["granularities"]["0.5"]["gmacs"] < m["gmacs"]
+    assert (tmp_path / "ev" / "frames.csv").is_file()
