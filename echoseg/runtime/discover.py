@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from echoseg.artifacts import (ArtifactError, artifact_kind, checkpoint_in, export_dirs_under, index_export_dir,
                                is_rejected, meta_of)
@@ -30,6 +31,7 @@ class ModelChoice:
     path: Path
     backend: str
     reason: str
+    options: dict[str, Any] = field(default_factory=dict)  # open options auto chose (e.g. precision)
 
 
 def find_default_model(root: str | os.PathLike = ".") -> Path:
@@ -57,7 +59,7 @@ def _g_note(granularity: float | None) -> str:
 
 
 def choose(model: str | os.PathLike | None, backend: str = "auto", granularity: float | None = None,
-           root: str | os.PathLike = ".") -> ModelChoice:
+           root: str | os.PathLike = ".", precision: str | None = None) -> ModelChoice:
     """Resolve --model/--backend/--granularity to one artifact and backend, or explain why not."""
     if backend != "auto":
         registry.get(backend)  # unknown names fail here, with the list of known ones
@@ -67,7 +69,7 @@ def choose(model: str | os.PathLike | None, backend: str = "auto", granularity: 
     try:
         kind = artifact_kind(path)
         if kind == "export-dir":
-            return _choose_in_dir(path, backend, granularity)
+            return _choose_in_dir(path, backend, granularity, precision)
         return _choose_file(path, kind, backend, granularity)
     except ArtifactError as exc:
         raise SessionError(str(exc)) from exc
@@ -90,7 +92,7 @@ def _choose_file(path: Path, kind: str, backend: str, granularity: float | None)
                                "export directory or the checkpoint to pick another granularity")
     problems = []
     for b in candidates:
-        problem = b.problem(path)
+        problem = b.problem(path) or (b.defer() if backend == "auto" else None)
         if problem is None:
             return ModelChoice(path, b.name, f"{kind} given{_g_note(granularity)}")
         problems.append(f"{b.name}: {problem}")
@@ -98,7 +100,12 @@ def _choose_file(path: Path, kind: str, backend: str, granularity: float | None)
     raise SessionError(f"{path}: cannot run this {kind} here ({'; '.join(problems)}){hint}")
 
 
-def _choose_in_dir(d: Path, backend: str, granularity: float | None) -> ModelChoice:
+def _pick_problem(b, d: Path) -> str | None:
+    """The backend's own check, on the directory's plain model file (e.g. its library is missing)."""
+    return b.problem(d / "model.onnx")
+
+
+def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: str | None = None) -> ModelChoice:
     index = index_export_dir(d)
     note = _g_note(granularity)
     tried: list[str] = []
@@ -110,13 +117,21 @@ def _choose_in_dir(d: Path, backend: str, granularity: float | None) -> ModelCho
                 tried.append(f"{b.name}: no checkpoint in {d}" if found is None else "")
                 continue
             path = found
+        elif backend == "auto" and b.pick is not None:
+            deferred = b.defer() or _pick_problem(b, d)
+            picked_path, chosen, why_pick = (None, {}, deferred) if deferred else b.pick(index, granularity, precision)
+            if picked_path is None:
+                tried.append(f"{b.name} passed over: {why_pick}")
+                continue
+            why = "; ".join([t for t in tried if t] + [f"{picked_path.name}{note} runs with {b.name}: {why_pick}"])
+            return ModelChoice(picked_path, b.name, why, dict(chosen))
         else:
             picked = index.select(b.artifact, granularity)
             if picked is None:
                 tried.append(f"{b.name}: no {b.artifact} file{note}")
                 continue
             path = picked.path
-        problem = b.problem(path)
+        problem = b.problem(path) or (b.defer() if backend == "auto" else None)
         if problem is None:
             why = "; ".join([t for t in tried if t] + [f"{path.name}{note} runs with {b.name}"])
             return ModelChoice(path, b.name, why)
