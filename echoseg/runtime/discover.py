@@ -93,6 +93,11 @@ def _choose_file(path: Path, kind: str, backend: str, granularity: float | None)
     problems = []
     for b in candidates:
         problem = b.problem(path) or (b.defer() if backend == "auto" else None)
+        if problem is None and backend == "auto" and b.pick is not None:
+            picked, chosen, why = b.pick(index_export_dir(path.parent), granularity, None, only=path)
+            if picked is not None:
+                return ModelChoice(path, b.name, f"{kind} given{_g_note(granularity)}: {why}", dict(chosen))
+            problem = why
         if problem is None:
             return ModelChoice(path, b.name, f"{kind} given{_g_note(granularity)}")
         problems.append(f"{b.name}: {problem}")

@@ -107,9 +107,9 @@ def _defer() -> str | None:
     return None
 
 
-def pick(index: ExportIndex, granularity: float | None,
-         precision: str | None = None) -> tuple[Path | None, dict[str, Any], str]:
-    """auto in an export directory: (file, open options, why), or (None, {}, why not).
+def pick(index: ExportIndex, granularity: float | None, precision: str | None = None,
+         only: Path | None = None) -> tuple[Path | None, dict[str, Any], str]:
+    """auto in an export directory (or on its file ``only``): (file, open options, why), or (None, {}, why not).
 
     Among the precisions whose OpenVINO parity record passed, the one with the lowest batch-1
     latency the exporter measured (interleaved, on its machine); AUTO_ORDER breaks a missing figure.
@@ -125,6 +125,8 @@ def pick(index: ExportIndex, granularity: float | None,
         if found is None or found.problem:
             tried.append(f"no {prec} graph" if found is None else f"{found.path.name}: {found.problem}")
             continue
+        if only is not None and found.path.resolve() != Path(only).resolve():
+            continue  # a file was given: only the ways of running that file
         if prec == "bf16" and not bf16:
             tried.append(f"bf16: this CPU reports no BF16 ({', '.join(ovplan.capabilities())})")
             continue
