@@ -1,8 +1,10 @@
 """Which model file and which backend: the newest export or run by default, ``auto`` by what is here.
 
 ``auto`` walks the registered backends in their order of preference (TensorRT engine, then
-ONNX on ONNX Runtime, then a checkpoint on PyTorch) and takes the first whose artifact exists
-for the asked granularity and can run here; each one passed over is named with its reason. The
+ONNX on OpenVINO where the export's OpenVINO parity records allow it, then ONNX on ONNX Runtime,
+then a checkpoint on PyTorch) and takes the first whose artifact exists for the asked granularity
+and can run here; each one passed over is named with its reason. A backend with a ``pick``
+(OpenVINO) chooses its own file and precision among those that passed parity. The
 export directory is read only through :func:`echoseg.artifacts.index_export_dir`, so a graph
 the exporter rejected at its parity gate is never run: asking for it is a one-line error.
 """
