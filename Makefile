@@ -18,7 +18,7 @@ ORT_EXTRA ?= cpu
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[$(ORT_EXTRA),train,export,dicom,dev]'
+	$(BIN)/python -m pip install -q -e '.[$(ORT_EXTRA),openvino,train,export,dicom,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -211,6 +211,19 @@ def manifest_profile(export_dir: str | os.PathLike, default: tuple[int, int, int
         return default
 
 
+def parity_record(export_dir: str | os.PathLike, granularity: float, key: str) -> dict[str, Any] | None:
+    """The parity report ``key`` (e.g. ``openvino_bf16_vs_fp32``) the manifest holds for ``granularity``; None if absent."""
+    try:
+        sections = read_manifest(export_dir).get("exports") or []
+    except ArtifactError:
+        return None
+    for sec in sections:
+        if isinstance(sec, dict) and abs(float(sec.get("granularity", -1)) - float(granularity)) < 1e-9:
+            rep = (sec.get("parity") or {}).get(key)
+            return rep if isinstance(rep, dict) else None
+    return None
+
+
 # ------------------------------------------------------------------ the export-directory index
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from echoseg.bench.targets import has_module
 import pytest
 from typer.testing import CliRunner
 
@@ -107,7 +109,16 @@ def compared(bench_root, tmp_path_factory):
 def test_discover_finds_onnx_files_and_the_source_checkpoint(bench_root):
     plan = discover(None, bench_root / "exports", bench_root / "runs", precisions=("fp32", "int8"))
     got = sorted((t.backend, t.precision) for t in plan.targets)
-    assert got == [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32")]
+    ov = [("openvino", "fp32"), ("openvino", "int8")] if has_module("openvino") else []
+    assert got == sorted([("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32")] + ov)
+    if not ov:
+        assert any(s.backend == "openvino" and "echoseg[openvino]" in s.reason for s in plan.skipped)
+    bf16 = discover(None, bench_root / "exports", bench_root / "runs", backends=("openvino",), precisions=("bf16",))
+    if ov:  # OpenVINO runs the FP32 graph in BF16 where the CPU lists BF16, else says why not
+        from echoseg import ovplan
+
+        assert [(t.backend, t.precision, Path(t.artifact).name) for t in bf16.targets] == (
+            [("openvino", "bf16", "model.onnx")] if ovplan.has_bf16() else [])
     ckpt = str(bench_root / "runs" / "unet-w8" / "best.pt")
     assert all(t.checkpoint == ckpt for t in plan.targets)  # matched by the sha256 in the ONNX metadata
     assert all(t.model == "unet-w8" and t.arch == "unet" and t.granularity == 1.0 for t in plan.targets)
@@ -117,7 +128,7 @@ def test_discover_finds_onnx_files_and_the_source_checkpoint(bench_root):
 def test_discover_falls_back_to_runs_and_reports_bad_files(bench_root, tmp_path):
     plan = discover(None, tmp_path / "no-exports", bench_root / "runs", precisions=("fp32",))
     assert [(t.backend, t.model) for t in plan.targets] == [("torch", "unet-w8")]
-    assert {s.backend for s in plan.skipped} == {"onnxruntime", "tensorrt"}
+    assert {s.backend for s in plan.skipped} == {"onnxruntime", "openvino", "tensorrt"}
     bad = tmp_path / "exports" / "broken"
     bad.mkdir(parents=True)
     (bad / "model.onnx").write_bytes(b"not an onnx file")
@@ -128,7 +139,8 @@ def test_discover_falls_back_to_runs_and_reports_bad_files(bench_root, tmp_path)
 def test_compare_rows_measure_and_agree_with_the_reference(compared):
     res, _ = compared
     rows = {(r["backend"], r["precision"]): r for r in res.rows}
-    assert sorted(rows) == [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32")]
+    ov = [("openvino", "fp32"), ("openvino", "int8")] if has_module("openvino") else []
+    assert sorted(rows) == sorted([("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32")] + ov)
     for r in rows.values():
         assert 0 < r["latency_ms_p50"] <= r["latency_ms_p95"] <= r["latency_ms_p99"]
         assert r["repeats"] >= 3 and r["throughput_fps"] > 0
@@ -175,7 +187,8 @@ def test_missing_precisions_and_gpu_only_configs_are_skipped_with_reasons(bench_
     by = {(s.backend, s.precision): s.reason for s in plan.skipped}
     assert "CUDA GPU" in by[("torch", "fp16")]
     assert "no fp16 ONNX" in by[("onnxruntime", "fp16")]
-    assert sorted((t.backend, t.precision) for t in plan.targets) == [("onnxruntime", "fp32"), ("torch", "fp32")]
+    ov = [("openvino", "fp32")] if has_module("openvino") else []
+    assert sorted((t.backend, t.precision) for t in plan.targets) == sorted([("onnxruntime", "fp32"), ("torch", "fp32")] + ov)
 
 
 def test_reference_masks_are_not_trivial(bench_root, tmp_path):

@@ -71,6 +71,26 @@ def test_plot_is_a_png_with_one_point_per_row(tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
+def test_plot_draws_one_line_per_model_and_backend_with_plain_ms_ticks(tmp_path):
+    from echoseg.bench.environment import CPU_FEATURES, cpu_features
+    from echoseg.bench.report import _series, ran_as
+
+    rows = [_row(i, model="m", backend="onnxruntime", precision=p, granularity=g) for i, (p, g) in
+            enumerate([("fp32", 1.0), ("int8", 1.0), ("fp32", 0.5), ("fp16", 0.5)])]
+    rows.append(_row(9, model="m", backend="openvino", precision="bf16"))
+    series = _series(rows, "dice_gt")
+    assert len(series) == 2  # one line per (model, backend, batch), not one legend entry per point
+    pts = series[("m", "onnxruntime", "b1")]
+    assert len(pts) == 4 and [p[0] for p in pts] == sorted(p[0] for p in pts)
+    assert "g0.5 fp16 graph, ran in fp32" in [p[2] for p in pts]
+    assert ran_as({"precision": "fp16", "backend": "onnxruntime", "device": "CUDAExecutionProvider"}) == "fp16"
+    assert set(cpu_features()) <= set(CPU_FEATURES)
+    from echoseg.bench.report import ms_tick
+
+    assert write_plot(tmp_path / "bench.png", rows, "t", ["avx512_vnni"]).is_file()
+    assert [ms_tick(v) for v in (0.5, 2.0, 20.0, 200.0)] == ["0.5", "2", "20", "200"]  # never 2x10^0
+
+
 def test_write_report_writes_three_files(tmp_path):
     files = write_report(tmp_path / "out", [_row(0), _row(1)], [], {"cpu": "c", "gpu": "none"}, {})
     assert sorted(files) == ["csv", "json", "png"]

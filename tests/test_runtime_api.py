@@ -178,7 +178,7 @@ def test_backend_choice_and_its_errors(tmp_path):
     assert choose(tmp_path / "m", "auto").path == onnx  # no TensorRT here: ONNX Runtime
     assert choose(tmp_path / "m", "auto").backend == "onnxruntime"
     assert choose(tmp_path / "m", "torch").path == tmp_path / "m" / "best.pt"
-    with pytest.raises(SessionError, match="--backend onnxruntime"):
+    with pytest.raises(SessionError, match="--backend openvino or onnxruntime"):
         choose(onnx, "torch")
     with pytest.raises(SessionError, match="cannot"):
         choose(tmp_path / "m", "tensorrt")

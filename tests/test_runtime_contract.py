@@ -130,8 +130,8 @@ class _EchoSession:
 
 def test_a_new_backend_is_one_registration(tmp_path, monkeypatch):
     monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
-    assert backends.names() == ("tensorrt", "onnxruntime", "torch")
-    backends.register(backends.Backend("echo-test", "onnx", 5, _EchoSession, options=("scale",)))
+    assert backends.names() == ("tensorrt", "openvino", "onnxruntime", "torch")
+    backends.register(backends.Backend("echo-test", "onnx", 5, _EchoSession, options=("scale",)))  # before openvino too
     onnx = write_tiny_onnx(tmp_path / "model.onnx")
     assert choose(tmp_path, "auto").backend == "echo-test"  # ranked before onnxruntime
     sess = backends.open_session(tmp_path, "echo-test", scale=2.0)

@@ -12,8 +12,8 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark echoseg models: the paper's Table 1 (table1) and all backends side by side (compare).")
 
-_PRECISIONS = "fp32,fp16,int8"
-_BACKENDS = "torch,onnxruntime,tensorrt"
+_PRECISIONS = "fp32,bf16,fp16,int8"
+_BACKENDS = "torch,onnxruntime,openvino,tensorrt"
 
 
 def _console(stderr: bool = False):
@@ -100,7 +100,7 @@ def table1(
     video: Optional[Path] = typer.Argument(None, help="Video to time (AVI/MP4); omitted: a synthetic one."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Export dir, run dir, .onnx, .engine or .pt; "
                                         "default: a U-Net export under exports/ (else runs/), FP32."),
-    backend: str = typer.Option("auto", "--backend", "-b", help="auto, onnxruntime, torch or tensorrt."),
+    backend: str = typer.Option("auto", "--backend", "-b", help="auto, onnxruntime, openvino, torch or tensorrt."),
     repeats: int = typer.Option(5, "--repeats", "-n", help="Whole-video passes to average."),
     batch: int = typer.Option(1, "--batch", help="Frames per inference call (1 = frame by frame)."),
     frames: int = typer.Option(112, "--frames", help="Length of the synthetic video when no VIDEO is given."),
@@ -116,8 +116,8 @@ def table1(
     from .table1 import PAPER_GPU, run_table1
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
-    if backend not in ("auto", "onnxruntime", "torch", "tensorrt"):
-        raise typer.BadParameter(f"--backend: unknown {backend!r}; choose auto, onnxruntime, torch or tensorrt")
+    if backend not in ("auto", "onnxruntime", "openvino", "torch", "tensorrt"):
+        raise typer.BadParameter(f"--backend: unknown {backend!r}; choose auto, onnxruntime, openvino, torch or tensorrt")
     _check_batches((batch,))
     if model:
         _check_model_paths([model])

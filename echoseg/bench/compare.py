@@ -193,6 +193,12 @@ def _run(plan: Plan, opts: CompareOptions, work: Path, progress: Callable[[str],
             progress(f"    skipped: {why}")
             continue
         rows.append(_join(t, batch, row, refs.get((t.checkpoint, t.granularity)), masks, gt_source))
+    from .report import ran_as
+
+    upcast = sorted({f"{r['model']} g{r['granularity']:g}" for r in rows if ran_as(r) != r.get("precision")})
+    if upcast:
+        notes.append(f"FP16 graphs ran in FP32 (ONNX Runtime's CPU provider upcasts them; no speed-up expected): "
+                     f"{', '.join(upcast)}")
     settings = {k: v for k, v in vars(opts).items()}
     settings.update(videos=[Path(v).name for v in videos], gt_source=gt_source, gt_frames=gt_n)
     return CompareResult(rows, skipped, settings, notes)

@@ -17,6 +17,7 @@ PACKAGES = {
     "onnx": ("onnx",),
     "onnxruntime": ("onnxruntime-gpu", "onnxruntime"),
     "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11"),
+    "openvino": ("openvino",),
     "nvidia-ml-py": ("nvidia-ml-py", "pynvml"),
     "psutil": ("psutil",),
 }
@@ -41,6 +42,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: /proc/cpuinfo flags that decide which CPU kernels run fast (integer dot products, BF16/FP16, AMX)
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+
+
+def cpu_features() -> list[str]:
+    """Which of CPU_FEATURES this CPU reports (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FEATURES if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 def environment(gpu_index: int = 0) -> dict[str, Any]:
     """A JSON-ready description of this machine and software."""
     import psutil
@@ -53,6 +70,7 @@ def environment(gpu_index: int = 0) -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": cpu_name(),
+        "cpu_features": cpu_features(),
         "cores_logical": psutil.cpu_count(logical=True),
         "cores_physical": psutil.cpu_count(logical=False),
         "memory_gb": round(psutil.virtual_memory().total / 1024 ** 3, 1),

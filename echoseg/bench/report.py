@@ -103,8 +103,36 @@ def point_label(r: dict[str, Any]) -> str:
     return f"{r['model']}{g} {r['backend']} {r['precision']} b{r['batch']}"
 
 
-def write_plot(path: str | os.PathLike, rows: list[dict[str, Any]], title: str = "") -> Path | None:
-    """Accuracy against per-frame p50 latency, one point per row; None when no row has an accuracy."""
+def ran_as(r: dict[str, Any]) -> str:
+    """The precision a row computed in: an FP16 graph on ONNX Runtime's CPU provider runs in FP32."""
+    if r.get("precision") == "fp16" and r.get("backend") == "onnxruntime" and "CUDA" not in str(r.get("device", "")) \
+            and "Tensorrt" not in str(r.get("device", "")):
+        return "fp16 graph, ran in fp32"
+    return str(r.get("precision"))
+
+
+def ms_tick(value: float) -> str:
+    """A latency axis tick as plain milliseconds: 0.5, 2, 20 (matplotlib's log default prints 2x10^0)."""
+    return f"{value:g}"
+
+
+def _series(rows: list[dict[str, Any]], metric: str) -> dict[tuple[str, str, str], list[tuple[float, float, str]]]:
+    """(model, backend, batch) -> points (latency, accuracy, 'g/precision' label), fastest first."""
+    out: dict[tuple[str, str, str], list[tuple[float, float, str]]] = {}
+    for r in rows:
+        x, y = clean(r.get("latency_ms_p50")), clean(r.get(metric))
+        if x is None or y is None:
+            continue
+        g = r.get("granularity") or 1.0
+        key = (str(r["model"]), str(r["backend"]), f"b{r.get('batch')}")
+        out.setdefault(key, []).append((float(x), float(y), f"g{g:g} {ran_as(r)}"))
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def write_plot(path: str | os.PathLike, rows: list[dict[str, Any]], title: str = "",
+               cpu_features: Iterable[str] = ()) -> Path | None:
+    """Accuracy against per-frame p50 latency: one line per (model, backend, batch) through its
+    granularities and precisions, each point labelled; None when no row has an accuracy."""
     metric = accuracy_metric(rows)
     if metric is None:
         return None
@@ -112,35 +140,35 @@ def write_plot(path: str | os.PathLike, rows: list[dict[str, Any]], title: str =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    colours = {"torch": "tab:red", "onnxruntime": "tab:blue", "tensorrt": "tab:green"}
-    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
-    fig, ax = plt.subplots(figsize=(11, 6))
-    shown, keys, ys = 0, [], []
-    for i, r in enumerate(rows, 1):
-        x, y = clean(r.get("latency_ms_p50")), clean(r.get(metric))
-        if x is None or y is None:
-            continue
-        ax.scatter([x], [y], c=colours.get(r["backend"], "tab:grey"), marker=markers.get(r["precision"], "D"),
-                   s=50, edgecolors="black", linewidths=0.5)
-        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        keys.append(f"{i}: {point_label(r)}")
-        ys.append(y)
-        shown += 1
+    styles = {"torch": "--", "onnxruntime": "-", "openvino": "-.", "tensorrt": ":"}
+    series = _series(rows, metric)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    ys: list[float] = []
+    for (model, backend, batch), pts in series.items():
+        xs, yv = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(xs, yv, styles.get(backend, "-"), marker="o", ms=5, label=f"{model} {backend} {batch}")
+        for x, y, lab in pts:
+            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ys += yv
     ax.set_xscale("log")
+    ms = FuncFormatter(lambda v, _: ms_tick(v))
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ms)
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("latency per frame, p50 (ms, log scale)")
     ax.set_ylabel({"dice_gt": "Dice vs ground truth", "dice_vs_ref": "mask Dice vs PyTorch FP32"}[metric])
     if ys:
         ax.set_ylim(max(0.0, min(ys) - 0.05) - 0.01, min(1.0, max(ys)) + 0.03)
+    shown = sum(len(v) for v in series.values())
     missing = len(rows) - shown
-    ax.set_title((title or "accuracy vs latency") + (f" ({missing} rows without a figure)" if missing else ""),
-                 fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=b) for b, c in colours.items()]
-    handles += [plt.Line2D([], [], color="black", marker=m, linestyle="", label=p) for p, m in markers.items()]
-    ax.legend(handles=handles, fontsize=8, loc="lower left", bbox_to_anchor=(1.02, 0.0))
-    ax.text(1.02, 1.0, "\n".join(keys), transform=ax.transAxes, fontsize=7, va="top", family="monospace")
-    fig.subplots_adjust(left=0.07, right=0.64, bottom=0.1, top=0.93)
+    feats = ", ".join(cpu_features) or "none of AVX512-VNNI/BF16/FP16, AMX found"
+    ax.set_title((title or "accuracy vs latency") + (f" ({missing} rows without a figure)" if missing else "")
+                 + f"\nCPU features: {feats}", fontsize=9)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=1 if len(series) <= 8 else 2)
+    fig.tight_layout()
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     out = Path(path)
@@ -156,7 +184,8 @@ def write_report(out_dir: str | os.PathLike, rows: list[dict[str, Any]], skipped
     files = {"csv": write_csv(out / "bench.csv", rows),
              "json": write_json(out / "bench.json", rows, skipped, environment, settings, notes)}
     plot = write_plot(out / "bench.png", rows, f"echo-bench compare on {environment.get('cpu', '?')}"
-                      f"{'' if environment.get('gpu') in (None, 'none') else ' + ' + environment['gpu']}")
+                      f"{'' if environment.get('gpu') in (None, 'none') else ' + ' + environment['gpu']}",
+                      environment.get("cpu_features") or ())
     if plot is not None:
         files["png"] = plot
     return files

@@ -15,18 +15,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from echoseg import artifacts, pretrained
-from echoseg.artifacts import (
-    CHECKPOINT_NAMES,
-    PRECISIONS,
-    ArtifactError,
-    file_sha256,
-    precision_of,
-)
+from echoseg.artifacts import CHECKPOINT_NAMES, ArtifactError, file_sha256, precision_of
 from echoseg.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+#: what a row can run at: the files' precisions, and bf16 (OpenVINO running the FP32 graph in BF16)
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -167,6 +163,8 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
             if prec not in have:
                 plan.skipped.append(Skipped(label, "onnxruntime", prec,
                                             f"{export_dir} has no {prec} ONNX; make one with echo-export"))
+    if "openvino" in backends:
+        _openvino_targets(label, export_dir, metas, precisions, plan)
     if "tensorrt" in backends:
         engines = [a for a in index.files if a.kind == "engine"]
         if not engines:
@@ -192,6 +190,30 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
             gs = {a.granularity for a in metas} or {1.0}
             _torch_targets(label, arch, ckpt, gs, precisions, plan)
     return plan
+
+
+def _openvino_targets(label: str, export_dir: Path, metas, precisions: tuple[str, ...], plan: Plan) -> None:
+    """OpenVINO rows: fp32 and bf16 on each FP32 graph, int8 on each INT8 graph; what cannot run is skipped."""
+    if not metas:
+        return
+    problem = backend_problem("openvino", metas[0].path)
+    if problem:
+        plan.skipped.append(Skipped(label, "openvino", "-", problem))
+        return
+    from echoseg import ovplan
+
+    bf16 = ovplan.has_bf16()
+    for a in metas:
+        runs = {"fp32": ("fp32", "bf16"), "int8": ("int8",)}.get(a.precision, ())
+        for prec in runs:
+            if prec not in precisions:
+                continue
+            if prec == "bf16" and not bf16:
+                plan.skipped.append(Skipped(label, "openvino", "bf16", "this CPU reports no BF16 to OpenVINO "
+                                            f"({', '.join(ovplan.capabilities())})", a.granularity))
+                continue
+            plan.targets.append(Target(label, a.meta.model.name, a.granularity, "openvino", prec, str(a.path), "",
+                                       _mb(a.path), manifest_macs(export_dir, a.granularity)))
 
 
 def plan_checkpoint(path: Path, backends: tuple[str, ...], precisions: tuple[str, ...]) -> Plan:

@@ -36,7 +36,7 @@ from .inference import fit_batch, infer_frames, save_masks, stream_masks, timing
 log = logging.getLogger(__name__)
 
 MODES = ("measure", "table1", "reference")
-_BACKEND_MODULE = {"onnxruntime": "onnxruntime", "torch": "torch", "tensorrt": "tensorrt"}
+_BACKEND_MODULE = {"onnxruntime": "onnxruntime", "torch": "torch", "tensorrt": "tensorrt", "openvino": "openvino"}
 
 
 @dataclass
@@ -83,8 +83,10 @@ def _open(cfg: WorkerConfig):
     from echoseg.runtime.backends import open_session
 
     opts: dict[str, Any] = {}
-    if cfg.backend == "onnxruntime" and cfg.threads:
+    if cfg.backend in ("onnxruntime", "openvino") and cfg.threads:
         opts["threads"] = cfg.threads
+    if cfg.backend == "openvino":
+        opts["precision"] = cfg.precision
     if cfg.backend == "torch":
         opts.update(device="cpu" if cfg.mode == "reference" else cfg.device, precision=cfg.precision)
         if cfg.granularity is not None:

@@ -34,6 +34,7 @@ from .fp16 import convert_fp16, emulate_fp16, last_compute_node, tensor_types
 from .int8 import quantize_int8
 from .manifest import MANIFEST, PARITY, build_manifest, write_sidecar
 from .onnx import ExportError, export_onnx, save_onnx, sub_network
+from . import openvino_gate
 from .parity import ExportParityError, check, compare, run_onnx, torch_logits
 from .tensorrt import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, TensorRTUnavailable, build_engine,
                        plan_engine, tensorrt_status)
@@ -207,6 +208,10 @@ def _export_granularity(ckpt, model, g: float, d: Path, opts: BuildOptions, x: n
         _fp16_step(fp32_path, d / artifact_name(g, "fp16"), x, y32, threshold, opts, section, say)
     if opts.int8:
         _int8_step(ckpt, fp32_path, d / artifact_name(g, "int8"), meta, x, y32, threshold, opts, section, say)
+    if opts.parity and openvino_gate.available():
+        int8_path = d / artifact_name(g, "int8")
+        parity.update(openvino_gate.gate_all(fp32_path, int8_path if files.get("int8") == int8_path.name else None,
+                                             x, y32, threshold, say))
     if opts.fp16 or opts.engine:
         _engine_step(d, g, meta, opts, section, say, result)
         if opts.parity and "engine" in section["files"]:

@@ -42,8 +42,10 @@ def build_manifest(export_dir: str | os.PathLike, *, meta: dict[str, Any], check
     d = Path(export_dir)
     files = [file_entry(p) for p in sorted(d.iterdir())
              if p.is_file() and not artifacts.is_hidden(p) and p.name != MANIFEST]
-    passed = all("error" not in s and all(r.get("passed", False) for r in s.get("parity", {}).values()
-                                          if isinstance(r, dict)) for s in exports)
+    # the OpenVINO records say which ways of running a kept file passed (auto reads them); a miss there
+    # rejects no file, so it does not fail the export
+    passed = all("error" not in s and all(r.get("passed", False) for k, r in s.get("parity", {}).items()
+                                          if isinstance(r, dict) and not k.startswith("openvino_")) for s in exports)
     return {
         "format": FORMAT,
         "version": VERSION,

@@ -21,7 +21,7 @@ from .session import Session, SessionError
 log = logging.getLogger(__name__)
 
 #: Modules that register the built-in backends (imported lazily, all cheap to import).
-BUILTIN = ("echoseg.runtime.trt", "echoseg.runtime.ort", "echoseg.runtime.torch")
+BUILTIN = ("echoseg.runtime.trt", "echoseg.runtime.openvino", "echoseg.runtime.ort", "echoseg.runtime.torch")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ class Backend:
     gpu: bool = False  # computes on a GPU whenever it runs
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # auto only: why to pass this backend over although it can run (None: do not), e.g. a better one is here
+    defer: Callable[[], str | None] = lambda: None
+    # auto only, in an export directory: (file or None, open options, why) instead of the best-precision file
+    pick: Callable[..., tuple[Path | None, dict[str, Any], str]] | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -98,12 +102,15 @@ def open_session(path: str | os.PathLike, backend: str | None = None, **options:
     from .discover import choose
 
     granularity = options.get("granularity")
-    choice = choose(path, backend or "auto", granularity)
+    choice = choose(path, backend or "auto", granularity, precision=options.get("precision"))
     chosen = get(choice.backend)
     opts = {k: v for k, v in options.items() if v is not None and not (k == "granularity" and k not in chosen.options)}
     unknown = sorted(set(opts) - set(chosen.options))
     if unknown:
         raise SessionError(f"backend {chosen.name} takes no option {', '.join(unknown)} "
                            f"(it takes {', '.join(chosen.options) or 'none'})")
+    for k, v in choice.options.items():  # what auto chose (e.g. a precision); the caller's options win
+        if k in chosen.options:
+            opts.setdefault(k, v)
     log.info("backend %s on %s (%s)", chosen.name, choice.path, choice.reason)
     return chosen.open(choice.path, **opts)

@@ -17,7 +17,7 @@ def run(
     inputs: list[Path] = typer.Argument(..., metavar="VIDEO_OR_DIR", help="Videos (AVI, MP4, any size, grey or colour) or folders of them"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export folder, .onnx, .engine, checkpoint "
                                          "or run folder; default: newest under exports/, else runs/"),
-    backend: str = typer.Option("auto", "--backend", "-b", help="auto | tensorrt | onnxruntime | torch"),
+    backend: str = typer.Option("auto", "--backend", "-b", help="auto | tensorrt | openvino | onnxruntime | torch"),
     batch: int = typer.Option(8, "--batch", help="Frames per inference batch (1 to 4096)"),
     granularity: Optional[float] = typer.Option(None, "--granularity", "-g",
                                                 help="MatAE-U-Net width fraction (0.125, 0.25, 0.5, 1)"),

@@ -1,8 +1,10 @@
 """Which model file and which backend: the newest export or run by default, ``auto`` by what is here.
 
 ``auto`` walks the registered backends in their order of preference (TensorRT engine, then
-ONNX on ONNX Runtime, then a checkpoint on PyTorch) and takes the first whose artifact exists
-for the asked granularity and can run here; each one passed over is named with its reason. The
+ONNX on OpenVINO where the export's OpenVINO parity records allow it, then ONNX on ONNX Runtime,
+then a checkpoint on PyTorch) and takes the first whose artifact exists for the asked granularity
+and can run here; each one passed over is named with its reason. A backend with a ``pick``
+(OpenVINO) chooses its own file and precision among those that passed parity. The
 export directory is read only through :func:`echoseg.artifacts.index_export_dir`, so a graph
 the exporter rejected at its parity gate is never run: asking for it is a one-line error.
 """
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from echoseg.artifacts import (ArtifactError, artifact_kind, checkpoint_in, export_dirs_under, index_export_dir,
                                is_rejected, meta_of)
@@ -32,6 +35,7 @@ class ModelChoice:
     path: Path
     backend: str
     reason: str
+    options: dict[str, Any] = field(default_factory=dict)  # open options auto chose (e.g. precision)
 
 
 def find_default_model(root: str | os.PathLike = ".") -> Path:
@@ -77,7 +81,7 @@ def _g_note(granularity: float | None) -> str:
 
 
 def choose(model: str | os.PathLike | None, backend: str = "auto", granularity: float | None = None,
-           root: str | os.PathLike = ".") -> ModelChoice:
+           root: str | os.PathLike = ".", precision: str | None = None) -> ModelChoice:
     """Resolve --model/--backend/--granularity to one artifact and backend, or explain why not."""
     if backend != "auto":
         registry.get(backend)  # unknown names fail here, with the list of known ones
@@ -87,7 +91,7 @@ def choose(model: str | os.PathLike | None, backend: str = "auto", granularity: 
     try:
         kind = artifact_kind(path)
         if kind == "export-dir":
-            return _choose_in_dir(path, backend, granularity)
+            return _choose_in_dir(path, backend, granularity, precision)
         return _choose_file(path, kind, backend, granularity)
     except ArtifactError as exc:
         raise SessionError(str(exc)) from exc
@@ -110,7 +114,12 @@ def _choose_file(path: Path, kind: str, backend: str, granularity: float | None)
                                "export directory or the checkpoint to pick another granularity")
     problems = []
     for b in candidates:
-        problem = b.problem(path)
+        problem = b.problem(path) or (b.defer() if backend == "auto" else None)
+        if problem is None and backend == "auto" and b.pick is not None:
+            picked, chosen, why = b.pick(index_export_dir(path.parent), granularity, None, only=path)
+            if picked is not None:
+                return ModelChoice(path, b.name, f"{kind} given{_g_note(granularity)}: {why}", dict(chosen))
+            problem = why
         if problem is None:
             return ModelChoice(path, b.name, f"{kind} given{_g_note(granularity)}")
         problems.append(f"{b.name}: {problem}")
@@ -118,7 +127,12 @@ def _choose_file(path: Path, kind: str, backend: str, granularity: float | None)
     raise SessionError(f"{path}: cannot run this {kind} here ({'; '.join(problems)}){hint}")
 
 
-def _choose_in_dir(d: Path, backend: str, granularity: float | None) -> ModelChoice:
+def _pick_problem(b, d: Path) -> str | None:
+    """The backend's own check, on the directory's plain model file (e.g. its library is missing)."""
+    return b.problem(d / "model.onnx")
+
+
+def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: str | None = None) -> ModelChoice:
     index = index_export_dir(d)
     note = _g_note(granularity)
     tried: list[str] = []
@@ -130,13 +144,21 @@ def _choose_in_dir(d: Path, backend: str, granularity: float | None) -> ModelCho
                 tried.append(f"{b.name}: no checkpoint in {d}" if found is None else "")
                 continue
             path = found
+        elif backend == "auto" and b.pick is not None:
+            deferred = b.defer() or _pick_problem(b, d)
+            picked_path, chosen, why_pick = (None, {}, deferred) if deferred else b.pick(index, granularity, precision)
+            if picked_path is None:
+                tried.append(f"{b.name} passed over: {why_pick}")
+                continue
+            why = "; ".join([t for t in tried if t] + [f"{picked_path.name}{note} runs with {b.name}: {why_pick}"])
+            return ModelChoice(picked_path, b.name, why, dict(chosen))
         else:
             picked = index.select(b.artifact, granularity)
             if picked is None:
                 tried.append(f"{b.name}: no {b.artifact} file{note}")
                 continue
             path = picked.path
-        problem = b.problem(path)
+        problem = b.problem(path) or (b.defer() if backend == "auto" else None)
         if problem is None:
             why = "; ".join([t for t in tried if t] + [f"{path.name}{note} runs with {b.name}"])
             return ModelChoice(path, b.name, why)
