@@ -123,7 +123,7 @@ class TrainConfig(_Record):
     ema_decay: float = 0.995  # 0 = no EMA weights
     distill: float = 0.5  # matae-unet: share of a smaller granularity's loss taken from the full one's soft masks
     bn_recal_frames: int = 256
-    select: str = "auto"  # auto | best | last (echoseg.train.select)
+    select: str = "last"  # last | smooth | best (echoseg.train.select)
     workers: int = -1  # DataLoader workers; -1 = echoseg.train.batches.default_workers
 
     def __post_init__(self) -> None:
@@ -137,8 +137,8 @@ class TrainConfig(_Record):
             raise ConfigError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.distill <= 1:
             raise ConfigError(f"TrainConfig: distill must be in [0, 1], got {self.distill}")
-        if self.select not in ("auto", "best", "last"):
-            raise ConfigError(f"TrainConfig: select must be auto, best or last, got {self.select!r}")
+        if self.select not in ("last", "smooth", "best"):
+            raise ConfigError(f"TrainConfig: select must be last, smooth or best, got {self.select!r}")
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,9 @@ def train(
     warmup_epochs: int = typer.Option(1, "--warmup-epochs", min=0, help="Linear learning-rate warm-up, then cosine decay"),
     workers: int = typer.Option(-1, "--workers", help="DataLoader workers for augmentation (-1: up to 8 on a GPU "
                                                      "machine, none on a small CPU one)"),
-    select: str = typer.Option("auto", "--select", help="best.pt: auto (best 3-epoch mean from a third of the run "
-                                                        "on, no collapsed granularity), best (raw peak) or last"),
+    select: str = typer.Option("last", "--select", help="best.pt: last (the final EMA weights), smooth (best 3-epoch "
+                                                        "mean of val Dice from a third of the run on) or best (raw "
+                                                        "peak); never an epoch with a collapsed granularity"),
     augment: bool = typer.Option(True, "--augment/--no-augment"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),

@@ -2,16 +2,19 @@
 
 Policies:
 
-* ``auto`` (default): the epoch with the best *trailing mean* of the selection score over
-  ``window`` epochs, from ``min_epoch`` on; a one-epoch spike on a one-patient val split no
-  longer wins.
-* ``best``: the epoch with the best raw score (the old behaviour, still collapse-guarded).
-* ``last``: the last epoch.
+* ``last`` (default): the last epoch. Under the recipe's cosine schedule and EMA weights the
+  final epochs are the converged, averaged model; on real echo the last epoch scored as well as
+  or better than any val-chosen one on unseen patients (README), because a one- or few-patient
+  val split is a noisy selector.
+* ``smooth``: the epoch with the best *trailing mean* of the selection score over ``window``
+  epochs, from ``min_epoch`` on; a one-epoch spike no longer wins.
+* ``best``: the epoch with the best raw score (the old behaviour), from ``min_epoch`` on.
 
 The score of an epoch is the full-width val Dice, or for a nested model the mean val Dice over
 all its granularities. An epoch at which any granularity has *collapsed* (val Dice below
-``COLLAPSE_FRACTION`` of the full width's, or below ``COLLAPSE_FLOOR``) is never selected by
-``auto`` or ``best``: a nested checkpoint is only as usable as its smallest sub-network.
+``COLLAPSE_FRACTION`` of the full width's, or below ``COLLAPSE_FLOOR``) is never selected by any
+policy (``last`` then takes the latest epoch that has not): a nested checkpoint is only as
+usable as its smallest sub-network.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-POLICIES = ("auto", "best", "last")
+POLICIES = ("last", "smooth", "best")
 COLLAPSE_FRACTION = 0.5
 COLLAPSE_FLOOR = 0.1
 
@@ -54,7 +57,7 @@ def score(row: dict, granularities: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class Selector:
-    policy: str = "auto"
+    policy: str = "last"
     window: int = 3
     min_epoch: int = 1
     granularities: tuple[float, ...] = (1.0,)
@@ -65,8 +68,8 @@ class Selector:
 
     @classmethod
     def for_run(cls, policy: str, epochs: int, granularities: Sequence[float]) -> "Selector":
-        """The default rule for a run of ``epochs``: smoothing over 3 epochs, from a third of the
-        run on (the cosine schedule's early epochs are not candidates)."""
+        """The rule for a run of ``epochs``: smoothing over 3 epochs and candidates from a third of
+        the run on (the cosine schedule's early epochs), for the policies that use them."""
         return cls(policy=policy, window=3 if epochs >= 6 else 1,
                    min_epoch=max(1, math.ceil(epochs / 3)) if epochs >= 6 else 1,
                    granularities=tuple(float(g) for g in granularities))
@@ -74,9 +77,11 @@ class Selector:
     def value(self, rows: Sequence[dict], i: int) -> float | None:
         """The value epoch ``rows[i]`` competes with, or None if it is not a candidate."""
         row = rows[i]
+        if collapsed(row, self.granularities):
+            return None
         if self.policy == "last":
             return float(i)
-        if int(row["epoch"]) < self.min_epoch or collapsed(row, self.granularities):
+        if int(row["epoch"]) < self.min_epoch:
             return None
         if self.policy == "best":
             return score(row, self.granularities)
