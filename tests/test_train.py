@@ -166,3 +166,15 @@ def test_resume_without_last_is_an_error(synth_dir, tmp_path):
 
     with pytest.raises(TrainError, match="does not exist"):
         train(TrainConfig(data=str(synth_dir), model="unet", width=8, epochs=1, out=str(tmp_path / "x")), resume=True)
+
+
+def test_a_checkpoint_whose_training_options_this_version_cannot_read_still_loads(unet_ckpt, tmp_path, caplog):
+    raw = torch.load(unet_ckpt, map_location="cpu", weights_only=True)
+    raw["train_config"] = {**TrainConfig().to_dict(), "select": "some-future-policy"}
+    torch.save(raw, tmp_path / "best.pt")
+    ck = load_checkpoint(tmp_path / "best.pt")
+    assert ck.train_config is None and ck.model.name == "unet"
+    assert "training options are not readable" in caplog.text
+    raw["train_config"] = {**TrainConfig().to_dict(), "from_the_future": 1}
+    torch.save(raw, tmp_path / "best.pt")
+    assert load_checkpoint(tmp_path / "best.pt").train_config is None

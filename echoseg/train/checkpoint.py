@@ -6,6 +6,7 @@ checkpoint from elsewhere cannot run code.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 from echoseg.artifacts import file_sha256  # noqa: F401  (re-exported; hashes live in artifacts)
 from echoseg.atomic import atomic_path
 from echoseg.config import ArtifactMeta, ConfigError, InputSpec, ModelConfig, TrainConfig
+
+log = logging.getLogger(__name__)
 
 FORMAT = "echoseg-checkpoint"
 VERSION = 1
@@ -105,13 +108,26 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             state_dict=raw["state_dict"],
             threshold=float(raw.get("threshold", 0.5)),
             metrics=dict(raw.get("metrics") or {}),
-            train_config=TrainConfig.from_dict(tc) if tc else None,
+            train_config=_train_config(tc, p),
             epoch=int(raw.get("epoch", 0)),
             optimizer=raw.get("optimizer"),
             path=p,
         )
     except (KeyError, ConfigError, TypeError) as exc:
         raise CheckpointError(f"{p}: echoseg checkpoint with a bad description ({exc})") from exc
+
+
+def _train_config(data: dict | None, path: Path) -> TrainConfig | None:
+    """The recorded training options; a record this version cannot read (another version's
+    options) is only a warning: the weights and their description are what a checkpoint is for."""
+    if not data:
+        return None
+    try:
+        return TrainConfig.from_dict(data)
+    except (ConfigError, TypeError) as exc:
+        log.warning("%s: its training options are not readable by this version (%s); loading the weights anyway",
+                    path, exc)
+        return None
 
 
 def build_from_checkpoint(ckpt: Checkpoint):
