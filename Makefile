@@ -25,8 +25,8 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/echo-synth $(DEMO)/data --videos 120 --frames 64 --seed 0
-	$(BIN)/echo-train --data $(DEMO)/data --model unet --width $(WIDTH) --epochs $(EPOCHS) --out runs/unet
-	$(BIN)/echo-train --data $(DEMO)/data --model matae-unet --width $(WIDTH) --epochs $(EPOCHS) --out runs/matae-unet
+	$(BIN)/echo-train --data $(DEMO)/data --model unet --width $(WIDTH) --epochs $(EPOCHS) --overwrite --out runs/unet
+	$(BIN)/echo-train --data $(DEMO)/data --model matae-unet --width $(WIDTH) --epochs $(EPOCHS) --overwrite --out runs/matae-unet
 	$(BIN)/echo-eval runs/unet runs/matae-unet --data $(DEMO)/data --split test
 	$(BIN)/echo-export build --fp16 --int8 -g 0.5 -g 0.25
 	$(BIN)/echo-run $(DEMO)/data/Videos/SYN000_00119.avi --out $(DEMO)/run
