@@ -82,6 +82,9 @@ def test_echo_eval_ef_end_to_end_with_bad_input(tmp_path, unet_ckpt):
     assert "out of range" in rows[0]["note"] and "out of range" in rows[1]["note"]
     m = json.loads((out / "metrics.json").read_text())
     assert "dice" in m and m["ef"]["n"] == 0 and m["ef"]["videos"] == 3
-    assert m["ef"]["left_out_bad_true_ef"] == 2 and m["ef"]["no_beat_found"] == 1
+    assert m["ef"]["left_out_bad_true_ef"] == 2
+    # the still video has no beat; whether the barely trained fixture model finds beats in the other
+    # two depends on the machine's float rounding, so the count must match ef.csv, not a constant
+    assert m["ef"]["no_beat_found"] == sum(row["ef_estimate"] == "n/a" for row in rows) >= 1
     assert (out / "ef_bland_altman.png").stat().st_size > 0 and (out / "ef_scatter.png").stat().st_size > 0
     assert "EF: no video with both a valid true EF" in r.output
