@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from test_export_fixtures import cached_checkpoint, export_base, no_tensorrt  # noqa: F401
+from test_export_fixtures import (cached_checkpoint, export_base, invoke_export, no_tensorrt,  # noqa: F401
+                                  place_runs)
 
 FAST = ["--parity-frames", "8", "--calib", "16"]
 
 
-def _invoke(*args: str):
-    from typer.testing import CliRunner
-
-    from echoseg.export.cli import app
-
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
+_invoke = invoke_export
 
 
 @pytest.fixture()
 def runs_dir(export_base, tmp_path, monkeypatch, no_tensorrt) -> Path:
     """A working folder with runs/unet/best.pt and runs/matae-unet/best.pt, as after `make demo`."""
-    for name in ("unet", "matae-unet"):
-        dst = tmp_path / "runs" / name / "best.pt"
-        dst.parent.mkdir(parents=True)
-        shutil.copy(cached_checkpoint(export_base, name), dst)
+    place_runs(export_base, tmp_path, {"unet": "unet", "matae-unet": "matae-unet"})
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -132,3 +132,24 @@ def no_tensorrt(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+def invoke_export(*args: str):
+    """echo-export as a user runs it (wide terminal, so lines are not wrapped)."""
+    from typer.testing import CliRunner
+
+    from echoseg.export.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
+
+
+def place_runs(base: Path, work: Path, runs: dict[str, str]) -> Path:
+    """work/runs/<name>/best.pt, each a copy of the cached checkpoint of model ``runs[name]``."""
+    import shutil
+
+    for name, model in runs.items():
+        dst = work / "runs" / name / "best.pt"
+        dst.parent.mkdir(parents=True)
+        shutil.copy(cached_checkpoint(base, model), dst)
+    return work
+

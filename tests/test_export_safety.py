@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_export_fixtures import cached_checkpoint, export_base, no_tensorrt  # noqa: F401
+from test_export_fixtures import (cached_checkpoint, export_base, invoke_export, no_tensorrt,  # noqa: F401
+                                  place_runs)
 
 FAST = ["--parity-frames", "8", "--no-parity"]
 LOCK = ".echoseg-export.lock"  # echoseg.export.build.LOCK_NAME
 
 
-def _invoke(*args: str):
-    from typer.testing import CliRunner
-
-    from echoseg.export.cli import app
-
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
+_invoke = invoke_export
 
 
 @pytest.fixture()
 def two_runs(export_base, tmp_path, monkeypatch, no_tensorrt) -> Path:
     """runs/unet/best.pt and runs/other/best.pt (the same small U-Net) in the working folder."""
-    for name in ("unet", "other"):
-        dst = tmp_path / "runs" / name / "best.pt"
-        dst.parent.mkdir(parents=True)
-        shutil.copy(cached_checkpoint(export_base, "unet"), dst)
+    place_runs(export_base, tmp_path, {"unet": "unet", "other": "unet"})
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
