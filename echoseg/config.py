@@ -114,6 +114,7 @@ class TrainConfig(_Record):
     unlabelled_frames: bool = False
     unlabelled_per_step: int = 8
     augment: bool = True
+    augment_strength: str = "light"  # light | heavy (echoseg.data.augment.STRENGTHS)
     device: str = "auto"
     seed: int = 0
     out: str = "runs/unet"
@@ -137,6 +138,8 @@ class TrainConfig(_Record):
             raise ConfigError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.distill <= 1:
             raise ConfigError(f"TrainConfig: distill must be in [0, 1], got {self.distill}")
+        if self.augment_strength not in ("light", "heavy"):
+            raise ConfigError(f"TrainConfig: augment_strength must be light or heavy, got {self.augment_strength!r}")
         if self.select not in ("last", "smooth", "best"):
             raise ConfigError(f"TrainConfig: select must be last, smooth or best, got {self.select!r}")
 

@@ -49,6 +49,12 @@ class Heart:
     sector_apex: np.ndarray
     tissue: float
     cm_per_px: float
+    # The echo style's LV shape (empty for the classic half-ellipse): relative bumps of the septal
+    # and lateral half-widths along the axis, their phases, and the apex profile exponent.
+    septal: tuple = ()
+    lateral: tuple = ()
+    phases: tuple = ()
+    apex_power: float = 0.5
 
     def contraction(self, t: np.ndarray | float) -> np.ndarray:
         phi = 2 * math.pi * (np.asarray(t, dtype=float) / self.period) + self.phase0
@@ -80,8 +86,23 @@ class SynthVideo:
     fps: float = FPS
 
 
+def lv_halfwidths(heart: Heart, c: float, us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Septal and lateral half-widths of the cavity at distances ``us`` from the apex along its axis."""
+    a, b = heart.axes(c)
+    us = np.asarray(us, dtype=float)
+    base = b * np.clip(1 - ((us - a) / a) ** 2, 0, 1) ** heart.apex_power
+    s = us / (a * (1 + BASE_CUT))
+    widths = []
+    for coeffs, phases in ((heart.septal, heart.phases[:3]), (heart.lateral, heart.phases[3:])):
+        bump = sum(k * np.sin(math.pi * (i + 1) * s + ph) for i, (k, ph) in enumerate(zip(coeffs, phases)))
+        widths.append(base * np.clip(1 + bump, 0.5, 1.6))
+    return widths[0], widths[1]
+
+
 def cavity_outline(heart: Heart, c: float, grow: float = 0.0, n: int = 48) -> np.ndarray:
     """Closed outline (K,2) of the LV cavity (grow > 0: the epicardial outline)."""
+    if heart.septal:
+        return _shaped_outline(heart, c, grow, n)
     a, b = heart.axes(c)
     a, b = a + grow, b + grow
     d, nrm = heart.frame_axes()
@@ -96,8 +117,28 @@ def cavity_outline(heart: Heart, c: float, grow: float = 0.0, n: int = 48) -> np
     return np.concatenate([left, right[::-1]])
 
 
+def _shaped_outline(heart: Heart, c: float, grow: float, n: int) -> np.ndarray:
+    a, _ = heart.axes(c)
+    d, nrm = heart.frame_axes()
+    us = a * (1 + BASE_CUT) * np.linspace(0, 1, n) ** 2  # dense near the apex, where the width turns fastest
+    ws, wl = lv_halfwidths(heart, c, us)
+    axis = heart.apex + np.outer(us, d)
+    left = axis + np.outer(ws + grow, nrm)
+    right = axis - np.outer(wl + grow, nrm)
+    return np.concatenate([left, right[::-1]])
+
+
 def tracing_lines(heart: Heart, c: float) -> np.ndarray:
     """EchoNet-style tracing: long axis, then N_CHORDS chords from base to apex (X1,Y1,X2,Y2)."""
+    if heart.septal:
+        a, _ = heart.axes(c)
+        d, nrm = heart.frame_axes()
+        u_c = a * (1 + BASE_CUT)
+        us = np.linspace(u_c, 0, N_CHORDS + 2)[1:-1]
+        ws, wl = lv_halfwidths(heart, c, us)
+        axis = heart.apex + np.outer(us, d)
+        chords = np.concatenate([axis + np.outer(ws, nrm), axis - np.outer(wl, nrm)], axis=1)
+        return np.concatenate([np.concatenate([heart.apex, heart.apex + d * u_c])[None], chords])
     a, b = heart.axes(c)
     d, nrm = heart.frame_axes()
     centre = heart.apex + d * a
@@ -135,7 +176,12 @@ def random_heart(rng: np.random.Generator, ef: float | None = None) -> Heart:
         tissue=rng.uniform(0.18, 0.32),
         cm_per_px=rng.uniform(0.12, 0.16),
     )
-    # Solve the short-axis ratio so that the area-length EF of ES vs ED is the target.
+    solve_kb(heart, ef)
+    return heart
+
+
+def solve_kb(heart: Heart, ef: float) -> None:
+    """Set the short-axis ratio at ES so that the area-length EF of ES vs ED is ``ef``."""
     target = 1 - ef / 100
     lo, hi = 0.2, 1.0
     edv = _cavity_volume(heart, 0.0)
@@ -145,7 +191,6 @@ def random_heart(rng: np.random.Generator, ef: float | None = None) -> Heart:
             hi = heart.kb
         else:
             lo = heart.kb
-    return heart
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -191,8 +236,23 @@ def _render(heart: Heart, c: float, speckle: np.ndarray, rng: np.random.Generato
     return (img * 255).astype(np.uint8), mask.astype(bool)
 
 
-def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float | None = None) -> SynthVideo:
-    """One synthetic video with its exact masks, ED/ES frames, EF and EchoNet tracings."""
+STYLES = ("classic", "echo")
+
+
+def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float | None = None,
+               style: str = "classic") -> SynthVideo:
+    """One synthetic video with its exact masks, ED/ES frames, EF and EchoNet tracings.
+
+    ``style`` "classic" is the simple, fast renderer the tests and the demo use; "echo"
+    (synth_echo.py) images the scene like a scanner and is what a model meant for real echo
+    should learn from.
+    """
+    if style == "echo":
+        from .synth_echo import make_echo_video
+
+        return make_echo_video(seed, frames=frames, name=name, ef=ef)
+    if style != "classic":
+        raise ValueError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
     rng = np.random.default_rng(seed)
     heart = random_heart(rng, ef)
     # A video must hold at least one whole beat (EchoNet traces one ED and one ES frame in it):
@@ -248,17 +308,15 @@ def _extremes(phi: np.ndarray, beat: np.ndarray, frames: int) -> tuple[list[int]
 
 def write_dataset(out: str | os.PathLike, videos: int = 40, frames: int = 96, seed: int = 0,
                   splits: tuple[float, float] = (0.7, 0.15),
-                  progress: Callable[[int, int], None] | None = None) -> Path:
+                  progress: Callable[[int, int], None] | None = None, style: str = "classic") -> Path:
     """Write ``videos`` synthetic videos in the EchoNet-Dynamic layout under ``out``."""
     root = Path(out)
     (root / "Videos").mkdir(parents=True, exist_ok=True)
-    n_train = max(1, int(round(videos * splits[0])))
-    n_val = max(1, int(round(videos * splits[1]))) if videos >= 3 else 0
     file_rows, trace_rows = [], []
     for i in range(videos):
-        v = make_video(seed * 100_003 + i, frames=frames, name=f"SYN{seed:03d}_{i:05d}")
+        v = make_video(seed * 100_003 + i, frames=frames, name=f"SYN{seed:03d}_{i:05d}", style=style)
         write_video(root / "Videos" / f"{v.name}.avi", v.frames, FPS)
-        split = "TRAIN" if i < n_train else "VAL" if i < n_train + n_val else "TEST"
+        split = _split_of(i, videos, splits).upper()
         file_rows.append([v.name, f"{v.ef:.4f}", f"{v.esv_ml:.4f}", f"{v.edv_ml:.4f}", SIZE, SIZE,
                           int(FPS), frames, split])
         for frame, lines in sorted(v.tracings.items()):
@@ -270,6 +328,55 @@ def write_dataset(out: str | os.PathLike, videos: int = 40, frames: int = 96, se
                ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"],
                file_rows)
     _write_csv(root / "VolumeTracings.csv", ["FileName", "X1", "Y1", "X2", "Y2", "Frame"], trace_rows)
+    return root
+
+
+def _split_of(i: int, videos: int, splits: tuple[float, float]) -> str:
+    n_train = max(1, int(round(videos * splits[0])))
+    n_val = max(1, int(round(videos * splits[1]))) if videos >= 3 else 0
+    return "train" if i < n_train else "val" if i < n_train + n_val else "test"
+
+
+def write_frames(out: str | os.PathLike, videos: int = 40, frames: int = 48, seed: int = 0, every: int = 4,
+                 splits: tuple[float, float] = (0.7, 0.15), style: str = "classic",
+                 progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write every ``every``-th frame of ``videos`` synthetic videos, each with its exact LV mask,
+    as the frame-folder layout ``echo-train --data`` reads: OUT/{train,val,test}/{images,masks}/
+    <video>_<frame>.png, split by video.
+
+    Everything is written under a staging folder inside OUT and moved into place at the end,
+    so OUT holds a complete dataset or none; an OUT that already holds split folders is refused.
+    """
+    import cv2
+
+    root = Path(out)
+    taken = [s for s in ("train", "val", "test") if (root / s).exists()]
+    if taken:
+        raise FileExistsError(f"{root} already holds {'/'.join(taken)}/; write to a new folder or remove it")
+    if every < 1:
+        raise ValueError(f"--every must be at least 1 (got {every})")
+    root.mkdir(parents=True, exist_ok=True)
+    stage = root / f".partial-{os.getpid()}"
+    try:
+        for i in range(videos):
+            v = make_video(seed * 100_003 + i, frames=frames, name=f"SYN{seed:03d}_{i:05d}", style=style)
+            split = _split_of(i, videos, splits)
+            for sub in ("images", "masks"):
+                (stage / split / sub).mkdir(parents=True, exist_ok=True)
+            offset = (seed + i) % every  # the kept frames fall at every phase of the beat across videos
+            for f in range(offset, frames, every):
+                stem = f"{v.name}_{f:04d}.png"
+                if not (cv2.imwrite(str(stage / split / "images" / stem), v.frames[f, :, :, 0])
+                        and cv2.imwrite(str(stage / split / "masks" / stem), v.masks[f].astype(np.uint8) * 255)):
+                    raise OSError(f"could not write {stage / split / 'images' / stem}")
+            if progress:
+                progress(i + 1, videos)
+        for split in sorted(p.name for p in stage.iterdir()):
+            os.replace(stage / split, root / split)
+    finally:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)
     return root
 
 

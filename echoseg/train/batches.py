@@ -76,8 +76,12 @@ class Frames:
 class Collate:
     """Builds one batch in a worker: stacks, augments, adds unlabelled frames (float 0..255)."""
 
-    def __init__(self, frames: Frames, seed: int, augment: bool, unlabelled=None, unlabelled_per_step: int = 0) -> None:
+    def __init__(self, frames: Frames, seed: int, augment: bool, unlabelled=None, unlabelled_per_step: int = 0,
+                 strength: str = "light") -> None:
+        from echoseg.data.augment import augment_config
+
         self.frames, self.seed, self.augment = frames, seed, augment
+        self.aug_cfg = augment_config(strength)
         self.unlabelled, self.per_step = unlabelled, unlabelled_per_step
 
     def __call__(self, item: Sequence) -> dict:
@@ -90,25 +94,25 @@ class Collate:
         x = torch.from_numpy(np.stack([self.frames[i][0] for i in idx])).permute(0, 3, 1, 2).float()
         y = torch.from_numpy(np.stack([self.frames[i][1] for i in idx]).astype(np.float32))[:, None]
         if self.augment:
-            x, y = augment_batch(x, y, gen)
+            x, y = augment_batch(x, y, gen, self.aug_cfg)
         batch = {"x": x, "y": y, "u": None}
         if self.unlabelled is not None and len(self.unlabelled) and self.per_step:
             pick = np.random.default_rng([self.seed, epoch, step, 1]).integers(0, len(self.unlabelled), self.per_step)
             u = torch.from_numpy(np.stack([np.asarray(self.unlabelled[int(i)]) for i in pick])).permute(0, 3, 1, 2).float()
             if self.augment:
-                u, _ = augment_batch(u, torch.zeros_like(u[:, :1]), gen)
+                u, _ = augment_batch(u, torch.zeros_like(u[:, :1]), gen, self.aug_cfg)
             batch["u"] = u
         return batch
 
 
 def make_loader(images: np.ndarray, masks: np.ndarray, *, batch_size: int, seed: int, augment: bool,
                 workers: int, pin_memory: bool, rank: int = 0, world: int = 1, unlabelled=None,
-                unlabelled_per_step: int = 0):
+                unlabelled_per_step: int = 0, augment_strength: str = "light"):
     """(DataLoader, BatchPlan): set ``plan.epoch`` before iterating the loader for an epoch."""
     from torch.utils.data import DataLoader
 
     plan = BatchPlan(len(images), batch_size, seed, rank, world)
-    collate = Collate(Frames(images, masks), seed, augment, unlabelled, unlabelled_per_step)
+    collate = Collate(Frames(images, masks), seed, augment, unlabelled, unlabelled_per_step, augment_strength)
     loader = DataLoader(_PlanDataset(plan), batch_size=1, shuffle=False, num_workers=workers,
                         collate_fn=collate, pin_memory=pin_memory, persistent_workers=False)
     return loader, plan

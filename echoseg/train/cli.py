@@ -60,6 +60,8 @@ def train(
                                                         "mean of val Dice from a third of the run on) or best (raw "
                                                         "peak); never an epoch with a collapsed granularity"),
     augment: bool = typer.Option(True, "--augment/--no-augment"),
+    augment_strength: str = typer.Option("light", "--augment-strength", help="light, or heavy (wider pose and gain, "
+                                         "blur, noise, contrast, dark blotches: for training on synthetic echo)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, "--seed"),
@@ -93,7 +95,8 @@ def train(
                           dice_loss=dice_loss, recon_weight=recon_weight, recon_until=recon_until,
                           unlabelled_frames=unlabelled_frames, distill=distill,
                           granularities=tuple(sorted(granularities)) if granularities else (),
-                          augment=augment, device=device, seed=seed, out=str(out or Path("runs") / model),
+                          augment=augment, augment_strength=augment_strength, device=device, seed=seed,
+                          out=str(out or Path("runs") / model),
                           max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
                           select=select, workers=workers)
         gs = cfg.granularities or DEFAULT_GRANULARITIES

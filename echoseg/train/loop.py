@@ -209,6 +209,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
     workers = default_workers(device) if cfg.workers < 0 else cfg.workers
     loader, plan = make_loader(train_set.images, train_set.masks.astype(np.uint8), batch_size=cfg.batch_size,
                                seed=cfg.seed, augment=cfg.augment, workers=workers,
+                               augment_strength=cfg.augment_strength,
                                pin_memory=device.startswith("cuda"), rank=world.rank, world=world.size,
                                unlabelled=unlabelled, unlabelled_per_step=cfg.unlabelled_per_step)
     steps = len(plan)
