@@ -79,3 +79,37 @@ def test_echo_eval_scores_the_bundle_through_the_runtime(bundled, synth_dir, tmp
     assert set(m["granularities"]) == {"1", "0.5"} and 0.0 <= m["dice"] <= 1.0 and m["frames"] > 0
     assert m["granularities"]["0.5"]["gmacs"] < m["gmacs"]
     assert (tmp_path / "ev" / "frames.csv").is_file()
+
+
+def test_bundle_main_writes_a_model_card_with_recipe_scores_and_intended_use(monkeypatch, tmp_path, exported):
+    from echoseg.pretrained import bundle as b
+
+    dest = tmp_path / "pkg" / "echo-synth-matae-w16"
+    monkeypatch.setattr(pretrained, "FOLDER", dest)
+    monkeypatch.setattr(b, "FOLDER", dest)
+    real = tmp_path / "REAL_ECHO.md"
+    real.write_text("## Real echo\nDice 0.123 on nobody's frames (a test stand-in)\n")
+    monkeypatch.setattr(b, "REAL_ECHO", real)
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"dice": 0.91, "iou": 0.84, "frames": 40, "granularities": {
+        "1": {"dice": 0.91, "iou": 0.84, "frames": 40}, "0.5": {"dice": 0.89, "iou": 0.81, "frames": 40}}}))
+    ckpt = json.loads((exported / "matae-unet" / "manifest.json").read_text())["checkpoint"]
+    assert b.main([str(exported / "matae-unet"), "--run", ckpt, "--eval", str(metrics)]) == 0
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "Not a medical device" in card
+    assert "| 0.5 | 0.8900 | 0.8100 | 40 |" in card and "| 1 | 0.9100 |" in card
+    assert "| model | matae-unet |" in card and "| epochs |" in card
+    assert "Dice 0.123 on nobody's frames" in card
+    assert (dest / "model.fp16.onnx").is_file()
+
+
+def test_bundle_main_refuses_an_unreadable_metrics_file_in_one_line(monkeypatch, tmp_path, exported, capsys):
+    from echoseg.pretrained import bundle as b
+
+    dest = tmp_path / "pkg" / "echo-synth-matae-w16"
+    monkeypatch.setattr(pretrained, "FOLDER", dest)
+    monkeypatch.setattr(b, "FOLDER", dest)
+    assert b.main([str(exported / "matae-unet"), "--eval", str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.json" in err[0]
+    assert not dest.exists()  # nothing bundled when an input is bad

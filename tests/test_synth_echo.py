@@ -103,3 +103,26 @@ def test_echo_synth_cli_styles_and_layouts(tmp_path):
     assert r.exit_code == 2 and "already holds" in r.output
     r = runner.invoke(app, [str(tmp_path / "c"), "--style", "cartoon"])
     assert r.exit_code == 2 and "unknown style" in r.output
+
+
+def test_echo_eval_clean_masks_scores_what_echo_run_measures(tmp_path, monkeypatch):
+    """--clean-masks drops the stray blob echo-run's clean-up drops (a second chamber taken for
+    the LV): a prediction that is the truth plus a far blob scores 1.0 cleaned, less raw."""
+    from echoseg.data.frames import load_frames
+    from echoseg.train import eval as ev
+
+    root = write_frames(tmp_path / "syn", videos=7, frames=8, seed=3, every=4, style="echo")
+    truth = load_frames(root, "test").masks
+    assert len(truth) and not truth[:, 100:108, 2:10].any()
+
+    def predict(images, g):
+        out = truth.copy()
+        out[:, 100:108, 2:10] = True  # a blob far from any LV
+        return out
+
+    fake = ev.Scorer("unet", 8, "fake", (112, 112), (1.0,), predict, lambda g: 0.0, tmp_path)
+    monkeypatch.setattr(ev, "scorer_for", lambda target, device="auto": fake)
+    raw = ev.evaluate("fake", root, "test", tmp_path / "raw")
+    clean = ev.evaluate("fake", root, "test", tmp_path / "clean", clean=True)
+    assert raw["dice"] < 0.99 and clean["dice"] == pytest.approx(1.0)
+    assert clean["clean_masks"] is True and raw["clean_masks"] is False

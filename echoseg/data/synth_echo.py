@@ -68,12 +68,12 @@ def random_echo_heart(rng: np.random.Generator, ef: float | None = None) -> tupl
     solve_kb(heart, ef)
     scene = dict(
         lateral_wall=rng.uniform(0.5, 1.5),  # lateral myocardium thickness relative to the septum
-        septum_db=rng.uniform(-20, -8), myo_db=rng.uniform(-30, -20), tissue_db=rng.uniform(-42, -24),
+        septum_db=rng.uniform(-24, -6), myo_db=rng.uniform(-30, -20), tissue_db=rng.uniform(-42, -24),
         blood_db=rng.uniform(-62, -46), peri_db=rng.uniform(-12, -2), valve_db=rng.uniform(-16, -4),
         dropout=rng.uniform(0, 1), dropout_db=rng.uniform(6, 18),
-        rv_width=rng.uniform(0.6, 1.3), rv_start=rng.uniform(0.12, 0.35),
+        rv_width=rng.uniform(0.7, 1.6), rv_start=rng.uniform(0.04, 0.3),
         la=(rng.uniform(0.42, 0.7), rng.uniform(0.95, 1.35)), ra=(rng.uniform(0.38, 0.6), rng.uniform(0.75, 1.1)),
-        groove_db=rng.uniform(-16, -4),
+        groove_db=rng.uniform(-16, -4), la_gap=rng.uniform(-1.0, 2.5), annulus_db=rng.uniform(-14, -2),
         papillary=int(rng.integers(0, 3)), trabeculae=int(rng.integers(0, 14)),
         clutter_db=rng.uniform(-50, -24), clutter_depth=rng.uniform(8, 30),
         dr=rng.uniform(34, 52), gain_db=rng.uniform(-6, 5), gamma=rng.uniform(0.75, 1.35),
@@ -153,7 +153,7 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
     us = np.linspace(scene["rv_start"] * u_c, u_c, 24)
     ws, _ = lv_halfwidths(heart, c, us)
     t_s = wall
-    rv_w = scene["rv_width"] * heart.b_ed * np.sqrt(np.clip((us - us[0]) / (u_c - us[0]), 0, 1)) + 1
+    rv_w = scene["rv_width"] * heart.b_ed * np.clip((us - us[0]) / (u_c - us[0]), 0, 1) ** 0.4 + 1
     inner = heart.apex + np.outer(us, d) + np.outer(ws + t_s, nrm)
     outer = heart.apex + np.outer(us, d) + np.outer(ws + t_s + rv_w, nrm)
     canvas.poly(np.concatenate([inner, outer[::-1]]), scene["blood_db"])
@@ -163,14 +163,15 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
 
     # Atria below the valve planes, split by the interatrial septum.
     la_a, la_b = scene["la"][0] * heart.a_ed, scene["la"][1] * heart.b_ed
-    la_c = heart.apex + d * (u_c + 2.5 + la_a) - nrm * 1.5
+    gap = scene["la_gap"]
+    la_c = heart.apex + d * (u_c + gap + la_a) - nrm * 1.5
     ang = math.degrees(math.atan2(d[1], d[0]))
     # the atrioventricular groove: bright tissue beyond the far side of the atria
     canvas.ellipse(la_c + d * 5, (la_a + 3, la_b + 4), ang, scene["groove_db"])
     canvas.ellipse(la_c, (la_a + 2.5, la_b + 2.5), ang, scene["myo_db"])
     canvas.ellipse(la_c, (la_a, la_b), ang, scene["blood_db"])
     ra_a, ra_b = scene["ra"][0] * heart.a_ed, scene["ra"][1] * heart.b_ed
-    ra_c = heart.apex + d * (u_c + 3 + ra_a) + nrm * (0.85 * (la_b + ra_b) + 3)
+    ra_c = heart.apex + d * (u_c + gap + 1 + ra_a) + nrm * (0.85 * (la_b + ra_b) + 3)
     canvas.ellipse(ra_c, (ra_a, ra_b), ang, scene["blood_db"])
 
     # The LV cavity: blood, with papillary muscles and trabeculae inside its mask.
@@ -187,12 +188,20 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
         centre = heart.apex + d * uu + nrm * sgn * max(0.0, wv - 1.2)
         canvas.ellipse(centre, (r, r), 0.0, lvl)
 
+    # The mitral orifice joins the LV to the LA (the mask stops at the annulus, as tracers draw it),
+    # with bright annulus hinges and leaflets across it.
+    ws_c, wl_c = lv_halfwidths(heart, c, np.array([u_c]))
+    hinge_s, hinge_l = heart.apex + d * u_c + nrm * ws_c[0], heart.apex + d * u_c - nrm * wl_c[0]
+    reach = d * (max(gap, 0.0) + 4)
+    canvas.poly(np.array([hinge_s - nrm * 0.5, hinge_l + nrm * 0.5, hinge_l + nrm * 0.5 + reach,
+                          hinge_s - nrm * 0.5 + reach]), scene["blood_db"])
+    for h in (hinge_s, hinge_l):
+        canvas.ellipse(h, (1.6, 1.6), 0.0, scene["annulus_db"])
     # Mitral and tricuspid leaflets: hinged at the annulus, open towards the apex in diastole.
     ph = (phase % (2 * math.pi)) / math.pi  # 0 ED .. 1 ES .. 2 next ED
     lo, hi = scene["valve_open"]
     opening = math.sin(math.pi * (ph - lo) / (hi - lo)) if lo < ph < hi else 0.0
-    ws_c, wl_c = lv_halfwidths(heart, c, np.array([u_c]))
-    hinges = [(heart.apex + d * u_c + nrm * ws_c[0], -1), (heart.apex + d * u_c - nrm * wl_c[0], 1)]
+    hinges = [(hinge_s, -1), (hinge_l, 1)]
     leaflet = 0.55 * (ws_c[0] + wl_c[0]) * 0.55
     for hinge, sgn in hinges:
         across = nrm * sgn  # closed: pointing across the annulus

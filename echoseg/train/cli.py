@@ -203,6 +203,8 @@ def evaluate(
                                  "folders (echo-train --folds) are compared fold by fold"),
     ef: bool = typer.Option(False, "--ef", help="EchoNet: also validate echo-run's EF read-out against FileList.csv "
                             "(ef.csv, Bland-Altman and scatter PNGs, 'ef' in metrics.json)"),
+    clean_masks: bool = typer.Option(False, "--clean-masks", help="Score the masks after echo-run's clean-up "
+                                     "(largest blob, holes filled), as echo-run measures them"),
 ) -> None:
     """Per-frame Dice, IoU, pixel accuracy (bootstrap 95% CI), ED/ES and granularity breakdowns."""
     from rich.console import Console
@@ -233,7 +235,7 @@ def evaluate(
             failed += 1
             continue
         try:
-            r = run_eval(run, data, split, target, device)
+            r = run_eval(run, data, split, target, device, clean=clean_masks)
             if ef:
                 from .ef import evaluate_ef, summary_line
 

@@ -83,21 +83,28 @@ def scorer_for(target: str | Path, device: str = "auto") -> Scorer:
 
 
 def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test",
-             out: str | Path | None = None, device: str = "auto", frames: FrameSet | None = None) -> dict:
+             out: str | Path | None = None, device: str = "auto", frames: FrameSet | None = None,
+             clean: bool = False) -> dict:
     """Score a checkpoint, export or the bundled model on a split (or on the given ``frames``);
-    writes metrics.json, frames.csv and montage.png to ``out``."""
+    writes metrics.json, frames.csv and montage.png to ``out``. ``clean`` scores the masks after
+    echo-run's clean-up (largest blob, holes filled): what echo-run measures areas on."""
     sc = scorer_for(run_or_checkpoint, device)
     fs = frames if frames is not None else load_split(data, split, sc.input_size)
     if len(fs) == 0:
         raise ValueError(f"{data}: no usable {split} frames ({fs.skipped.summary()})")
     out_dir = Path(out) if out else sc.default_out / f"eval-{split}"
     result: dict = {"model": sc.model, "width": sc.width, "checkpoint": sc.source,
-                    "data": str(data), "split": split, "skipped": dict(fs.skipped.reasons)}
+                    "data": str(data), "split": split, "skipped": dict(fs.skipped.reasons),
+                    "clean_masks": bool(clean)}
     per_g: dict[str, dict] = {}
     frames_by_g: dict[float, dict[str, np.ndarray]] = {}
     preds_full = None
     for g in sorted(sc.granularities, reverse=True):
         pred = sc.predict(fs.images, g)
+        if clean:
+            from echoseg.runtime.postprocess import clean_mask
+
+            pred = np.stack([clean_mask(m) for m in pred]) if len(pred) else pred
         scores, frame = _scores(pred, fs.masks)
         scores["gmacs"] = sc.gmacs(g)
         per_g[f"{g:g}"] = scores
