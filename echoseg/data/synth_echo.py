@@ -71,11 +71,11 @@ def random_echo_heart(rng: np.random.Generator, ef: float | None = None) -> tupl
         septum_db=rng.uniform(-24, -6), myo_db=rng.uniform(-30, -20), tissue_db=rng.uniform(-42, -24),
         blood_db=rng.uniform(-62, -46), peri_db=rng.uniform(-12, -2), valve_db=rng.uniform(-16, -4),
         dropout=rng.uniform(0, 1), dropout_db=rng.uniform(6, 18),
-        rv_width=rng.uniform(0.7, 1.6), rv_start=rng.uniform(0.04, 0.3),
+        rv_width=rng.uniform(0.7, 2.1), rv_start=rng.uniform(0.04, 0.3),
         la=(rng.uniform(0.42, 0.7), rng.uniform(0.95, 1.35)), ra=(rng.uniform(0.38, 0.6), rng.uniform(0.75, 1.1)),
         groove_db=rng.uniform(-16, -4), la_gap=rng.uniform(-1.0, 2.5), annulus_db=rng.uniform(-14, -2),
         papillary=int(rng.integers(0, 3)), trabeculae=int(rng.integers(0, 14)),
-        clutter_db=rng.uniform(-50, -24), clutter_depth=rng.uniform(8, 30),
+        clutter_db=rng.uniform(-50, -22), clutter_depth=rng.uniform(8, 45),
         dr=rng.uniform(34, 52), gain_db=rng.uniform(-6, 5), gamma=rng.uniform(0.75, 1.35),
         tgc=rng.uniform(-5, 5, 4), edge_falloff=rng.uniform(0, 10),
         psf=(rng.uniform(0.5, 1.1), rng.uniform(0.7, 1.7)), persistence=rng.uniform(0.8, 0.97),
@@ -85,6 +85,15 @@ def random_echo_heart(rng: np.random.Generator, ef: float | None = None) -> tupl
         markers=rng.uniform() < 0.75, probe_mark=rng.uniform() < 0.6,
         jpeg=int(rng.integers(35, 95)) if rng.uniform() < 0.5 else 0,
         valve_open=(rng.uniform(1.05, 1.3), rng.uniform(1.75, 1.95)),
+        # Tracers draw the border on the inner edge of the bright endocardium, inside the dark pool
+        # that blur and speckle make of it: the blood is drawn this much wider than the mask.
+        inset=rng.uniform(0.5, 2.0),
+        # the LA as its own ellipse behind a wall, or as a bag continuing the LV's walls past the
+        # annulus (the commoner picture, where only the valve plane says where the LV ends)
+        la_bag=rng.uniform() < 0.6,
+        # blood in the LV is often not black: slow flow, clutter and haze; the other chambers can be
+        # darker than the LV, so darkness alone never says which chamber is the LV
+        lv_haze_db=rng.uniform(-60, -26) if rng.uniform() < 0.5 else None,
     )
     return heart, scene
 
@@ -137,7 +146,7 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
 
     cav = np.zeros((n_c, n_c), np.uint8)
     cv2.fillPoly(cav, [np.round((cavity + MARGIN) * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
-    dist = cv2.distanceTransform(1 - cav, cv2.DIST_L2, 3)
+    dist = cv2.distanceTransform(1 - cav, cv2.DIST_L2, 3) - scene["inset"]  # from the edge of the blood pool
     side = 1 / (1 + np.exp(-v / 2.5))  # 1 on the septal side, 0 on the lateral side
     thick = wall * (side + (1 - side) * scene["lateral_wall"])
     above_base = u < u_c + 1.5
@@ -168,14 +177,22 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
     ang = math.degrees(math.atan2(d[1], d[0]))
     # the atrioventricular groove: bright tissue beyond the far side of the atria
     canvas.ellipse(la_c + d * 5, (la_a + 3, la_b + 4), ang, scene["groove_db"])
-    canvas.ellipse(la_c, (la_a + 2.5, la_b + 2.5), ang, scene["myo_db"])
-    canvas.ellipse(la_c, (la_a, la_b), ang, scene["blood_db"])
+    if scene["la_bag"]:
+        ws_c, wl_c = lv_halfwidths(heart, c, np.array([u_c]))
+        for grow, value in ((2.5, scene["myo_db"]), (0.0, scene["blood_db"])):
+            canvas.poly(_la_bag(heart, u_c, ws_c[0] + grow, wl_c[0] + grow, 2 * la_a + grow, la_b + grow),
+                        value)
+    else:
+        canvas.ellipse(la_c, (la_a + 2.5, la_b + 2.5), ang, scene["myo_db"])
+        canvas.ellipse(la_c, (la_a, la_b), ang, scene["blood_db"])
     ra_a, ra_b = scene["ra"][0] * heart.a_ed, scene["ra"][1] * heart.b_ed
     ra_c = heart.apex + d * (u_c + gap + 1 + ra_a) + nrm * (0.85 * (la_b + ra_b) + 3)
     canvas.ellipse(ra_c, (ra_a, ra_b), ang, scene["blood_db"])
 
     # The LV cavity: blood, with papillary muscles and trabeculae inside its mask.
-    canvas.poly(cavity, scene["blood_db"])
+    lv_blood = scene["blood_db"] if scene["lv_haze_db"] is None else max(scene["blood_db"], scene["lv_haze_db"])
+    canvas.poly(cavity, lv_blood)
+    canvas.db[(dist <= 0) & above_base] = lv_blood
     for (s, off, size, lvl) in blobs["papillary"]:
         uu = s * u_c
         _, wl = lv_halfwidths(heart, c, np.array([uu]))
@@ -214,6 +231,18 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
     mask = np.zeros((SIZE, SIZE), np.uint8)
     cv2.fillPoly(mask, [np.round(cavity * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
     return canvas.db, mask.astype(bool)
+
+
+def _la_bag(heart: Heart, u_c: float, ws: float, wl: float, length: float, half: float) -> np.ndarray:
+    """An LA outline that starts at the annulus with the LV's base widths, widens to ``half`` and
+    closes ``length`` further on."""
+    d, nrm = heart.frame_axes()
+    t = np.linspace(0, 1, 24)
+    grow = np.sin(np.pi * t / 2) ** 2 * 0.9
+    close = np.sqrt(np.clip(1 - t ** 4, 0, 1))
+    left, right = (ws + (half - ws) * grow) * close, (wl + (half - wl) * grow) * close
+    axis = heart.apex + np.outer(u_c + t * length, d)
+    return np.concatenate([axis + np.outer(left, nrm), (axis - np.outer(right, nrm))[::-1]])
 
 
 class _Imager:
