@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoseg.atomic import check_writable, write_json
-from echoseg.data.video import VideoError, probe
+from echoseg.data.video import VideoError, VideoReader
 
 from .cardiac import MAX_HEART_RATE_BPM, analyse, beat_in_cm
 from .discover import choose
@@ -179,8 +179,10 @@ def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: 
     name = out_dir.name
     staging: StagingDir | None = None
     sink: OverlaySink | None = None
+    reader: VideoReader | None = None
     try:
-        vinfo = probe(path)  # fails early, before any folder is made, for a missing/bad file
+        reader = VideoReader(path)  # opened once; fails early, before any folder is made, for a missing/bad file
+        vinfo = reader.info
         fps_video = vinfo.fps
         fps = fps_video if fps_video > 0 else DEFAULT_FPS
         if fps_video <= 0:
@@ -188,7 +190,7 @@ def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: 
         staging = StagingDir(out_dir)
         sink = OverlaySink(staging.tmp / OVERLAY_VIDEO, fps) if video else None
         report = (lambda done, total: progress(name, done, total)) if progress else None
-        stats = stream_video(path, session, batch=batch, sink=sink, progress=report, clean_masks=clean_masks)
+        stats = stream_video(reader, session, batch=batch, sink=sink, progress=report, clean_masks=clean_masks)
         if sink is not None:
             sink.close()
         cardiac = analyse(stats.area_px, stats.length_px, fps)
@@ -208,6 +210,8 @@ def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: 
         log.error("%s", msg)
         return VideoResult(str(path), name, False, error=msg)
     finally:
+        if reader is not None:
+            reader.close()
         if sink is not None:
             sink.close()
         if staging is not None:
