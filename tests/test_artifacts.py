@@ -105,3 +105,15 @@ def test_preprocess_from_an_input_spec():
     assert grey.shape == (1, 3, 4, 6)
     with pytest.raises(A.ArtifactError, match="N,H,W,C"):
         A.preprocess(np.zeros((1, 1, 2, 2, 3), np.uint8), spec)
+
+
+def test_preprocess_table_is_bitwise_the_float_formula():
+    """The uint8 path (a 256-entry table per channel) equals (float32(v) - mean) / std to the bit."""
+    spec = InputSpec(height=16, width=16, mean=(25.5, 51.3, 76.1), std=(51.7, 63.75, 0.3))
+    frames = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    x = A.preprocess(frames, spec)
+    ref = (frames.astype(np.float32).transpose(0, 3, 1, 2) - np.float32(spec.mean).reshape(1, 3, 1, 1)) \
+        / np.float32(spec.std).reshape(1, 3, 1, 1)
+    assert x.flags.c_contiguous and x.dtype == np.float32
+    np.testing.assert_array_equal(x, ref)
+    np.testing.assert_array_equal(A.preprocess(frames.astype(np.float32), spec), ref)  # non-uint8 input: formula
