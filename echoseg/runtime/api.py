@@ -15,7 +15,7 @@ from echoseg.data.video import VideoError, VideoReader
 
 from .cardiac import MAX_HEART_RATE_BPM, analyse, beat_in_cm
 from .discover import choose
-from .backends import open_session
+from .backends import get as _backend, open_session
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
 from .session import Session, SessionError
@@ -103,7 +103,7 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     reason = "session given"
     if choice is not None:
         log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
-        session = _open_checked(choice.path, choice.backend, granularity, threads)
+        session = _open_checked(choice.path, choice.backend, granularity, threads, choice.options)
         reason = choice.reason
     videos, results, any_dir = expand_inputs(inputs)
     taken: set[str] = set()
@@ -128,12 +128,16 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     return results
 
 
-def _open_checked(path: Path, backend: str, granularity: float | None, threads: int) -> Session:
-    """open_session, with any failure to describe or load the model as a SessionError, then check_session."""
-    options: dict[str, Any] = {}
+def _open_checked(path: Path, backend: str, granularity: float | None, threads: int,
+                  chosen: dict[str, Any] | None = None) -> Session:
+    """open_session, with any failure to describe or load the model as a SessionError, then check_session.
+
+    ``chosen``: the open options auto picked with the file (e.g. OpenVINO's precision), passed on so
+    the session runs what the choice says; ``threads`` goes to every backend that takes it."""
+    options: dict[str, Any] = dict(chosen or {})
     if backend == "torch":
         options["granularity"] = granularity
-    if backend == "onnxruntime" and threads:
+    if threads and "threads" in _backend(backend).options:
         options["threads"] = threads
     try:
         session = open_session(path, backend, **options)
