@@ -104,7 +104,7 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 
 def stream_video(source: str | os.PathLike | VideoReader, session: Session, batch: int = 8,
-                 sink: FrameSink | None = None, progress: Progress | None = None, queue_batches: int = 2,
+                 sink: FrameSink | None = None, progress: Progress | None = None, queue_batches: int = 1,
                  clean_masks: bool = True) -> StreamStats:
     """Segment every frame of one video; raises VideoError for a missing/bad/empty/truncated file.
 
