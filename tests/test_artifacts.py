@@ -60,6 +60,27 @@ def test_onnx_metadata_round_trip_and_errors(tmp_path):
         A.read_onnx_meta(tmp_path / "junk.onnx")
 
 
+def test_metadata_read_without_onnx_equals_onnx_s_own(tmp_path):
+    """The protobuf walk finds what onnx.load finds (other props, unicode, any order); bad files go to onnx."""
+    import onnx
+
+    p = write_tiny_onnx(tmp_path / "model.onnx", tiny_meta(0.25))
+    proto = onnx.load(str(p))
+    proto.metadata_props.add(key="note", value="naïve ünïcode ✓")
+    proto.doc_string = "x" * 300  # a long length prefix before the graph
+    onnx.save(proto, str(p))
+    assert A.onnx_metadata_props(p) == {e.key: e.value for e in onnx.load(str(p)).metadata_props}
+    assert A.read_onnx_meta(p) == tiny_meta(0.25)
+    data = p.read_bytes()
+    for name, bad, why in (("cut.onnx", data[: len(data) // 2], "cannot load it as an ONNX model"),
+                           ("text.onnx", b"not onnx", "cannot load it as an ONNX model"),
+                           ("empty.onnx", b"", "has no 'echoseg' metadata")):  # onnx reads b"" as an empty model
+        (tmp_path / name).write_bytes(bad)
+        assert A.onnx_metadata_props(tmp_path / name) is None
+        with pytest.raises(A.ArtifactError, match=f"{name}: (ONNX file )?{why}"):
+            A.read_onnx_meta(tmp_path / name)
+
+
 def _sidecar(**kw) -> EngineSidecar:
     base = dict(meta=tiny_meta(), tensorrt_version="10.13.0", cuda_version="12.8", gpu_name="Tesla T4",
                 compute_capability="7.5", onnx_sha256="ab", onnx_file="model.fp16.onnx", precision="fp16",
@@ -105,3 +126,15 @@ def test_preprocess_from_an_input_spec():
     assert grey.shape == (1, 3, 4, 6)
     with pytest.raises(A.ArtifactError, match="N,H,W,C"):
         A.preprocess(np.zeros((1, 1, 2, 2, 3), np.uint8), spec)
+
+
+def test_preprocess_table_is_bitwise_the_float_formula():
+    """The uint8 path (a 256-entry table per channel) equals (float32(v) - mean) / std to the bit."""
+    spec = InputSpec(height=16, width=16, mean=(25.5, 51.3, 76.1), std=(51.7, 63.75, 0.3))
+    frames = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    x = A.preprocess(frames, spec)
+    ref = (frames.astype(np.float32).transpose(0, 3, 1, 2) - np.float32(spec.mean).reshape(1, 3, 1, 1)) \
+        / np.float32(spec.std).reshape(1, 3, 1, 1)
+    assert x.flags.c_contiguous and x.dtype == np.float32
+    np.testing.assert_array_equal(x, ref)
+    np.testing.assert_array_equal(A.preprocess(frames.astype(np.float32), spec), ref)  # non-uint8 input: formula

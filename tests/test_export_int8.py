@@ -23,7 +23,15 @@ def test_int8_graph_has_explicit_symmetric_qdq(exported):
     convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
     assert len(convs) == 23
     assert convs[-1].output[0] == "logits" or producers["logits"].op_type == "DequantizeLinear"
+    from echoseg.export.int8 import MIN_INT8_CHANNELS
+
+    quantized = 0
     for conv in convs:
+        if conv.input[1] in inits:  # left in float: only a thin layer (width 8: level 1, the 3-channel input, the head)
+            assert min(inits[conv.input[1]].dims[:2]) < MIN_INT8_CHANNELS
+            assert inits[conv.input[1]].data_type == TensorProto.FLOAT
+            continue
+        quantized += 1
         # activations enter through Q/DQ, weights are INT8 initializers behind a DequantizeLinear
         assert producers[conv.input[0]].op_type == "DequantizeLinear"
         wdq = producers[conv.input[1]]
@@ -37,6 +45,10 @@ def test_int8_graph_has_explicit_symmetric_qdq(exported):
             assert scale.size == w.dims[0]  # per output channel (the 1-channel logit head has one scale)
         else:  # TensorRT takes no per-channel scale on a deconvolution's axis 1: one scale per tensor
             assert scale.size == 1 and not any(a.name == "axis" for a in wdq.attribute)
+    fp32 = onnx.load(str(exported / "matae-unet" / "model.onnx"))
+    dims = {i.name: i.dims for i in fp32.graph.initializer}
+    wide = [n for n in fp32.graph.node if n.op_type in ("Conv", "ConvTranspose") and min(dims[n.input[1]][:2]) >= 16]
+    assert quantized == len(wide) >= 10  # every layer of 16 channels or more is INT8
     for node in proto.graph.node:  # symmetric: every zero point is 0 (TensorRT needs that)
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
             zp = inits[node.input[2]]

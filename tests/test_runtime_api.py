@@ -150,6 +150,25 @@ def test_progress_reports_every_frame(tmp_path, synth):
     assert seen[-1][2] == 30
 
 
+def test_each_video_is_opened_once(tmp_path, synth, monkeypatch):
+    """run_one reads a video's info and frames from one capture (it used to open it three times)."""
+    import cv2
+
+    opened: list[str] = []
+    real = cv2.VideoCapture
+
+    def counting(*args, **kwargs):
+        opened.append(str(args[0]) if args else "")
+        return real(*args, **kwargs)
+
+    a = _write(tmp_path / "a.avi", synth.frames[:30])
+    b = _write(tmp_path / "b.avi", synth.frames[:20])
+    monkeypatch.setattr(cv2, "VideoCapture", counting)
+    results = run_videos([a, b], out=tmp_path / "out", session=CyclingOracle(synth.masks), batch=4)
+    assert all(r.ok for r in results) and [r.summary["frames"] for r in results] == [30, 20]
+    assert opened == [str(a), str(b)]
+
+
 def _touch(path: Path, age_s: float = 0.0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x")

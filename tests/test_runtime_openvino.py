@@ -124,6 +124,15 @@ def test_auto_picks_the_fastest_openvino_precision_that_passed(exported, tmp_pat
         fast16 = _copy_with_records(exported / "unet", tmp_path / "b", timings(3.0, 2.0, 4.0))
         c = choose(fast16, "auto")
         assert (c.path.name, c.options) == ("model.onnx", {"precision": "bf16"})
+        # echo-run runs what auto chose (it used to open model.onnx again and run it in fp32), and its threads
+        from echoseg.data.synthetic import make_video
+        from echoseg.data.video import write_video
+        from echoseg.runtime import run_videos
+
+        v = make_video(3, frames=12)
+        (r,) = run_videos([write_video(tmp_path / "v.avi", v.frames, v.fps)], model=fast16, out=tmp_path / "o",
+                          video=False, threads=1)
+        assert r.ok and (r.summary["backend"], r.summary["precision"]) == ("openvino", "bf16")
 
     def fail_all(p):
         for prec in ("int8", "bf16", "fp32"):

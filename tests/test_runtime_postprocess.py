@@ -74,3 +74,53 @@ def test_the_inside_of_a_ring_is_not_filled_but_a_small_hole_is():
     blob[10:50, 10:50] = True
     blob[25:30, 25:30] = False  # a papillary muscle
     assert clean_mask(blob).sum() == 40 * 40
+
+
+def _ref_clean(mask: np.ndarray) -> np.ndarray:
+    """The whole-frame clean-up, written plainly: what the bounding-box version must equal."""
+    import cv2
+
+    m = mask.astype(bool)
+    if not m.any():
+        return m
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    if n > 2:
+        m = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((~m).astype(np.uint8), connectivity=4)
+    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])).tolist())
+    fill = [i for i in range(1, n) if i not in border and stats[i, cv2.CC_STAT_AREA] <= 0.5 * m.sum()]
+    return m | np.isin(labels, fill)
+
+
+def _random_masks(seed: int, count: int):
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for k in range(count):
+        h, w = (int(v) for v in rng.integers(3, 90, 2))
+        noise = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), float(rng.uniform(0.5, 4)))
+        m = noise > np.quantile(noise, rng.uniform(0.2, 0.97))  # blobs, holes, strays, touching borders
+        if k % 9 == 0:
+            m[:] = k % 2 == 0  # empty and full frames
+        yield rng, m
+
+
+def test_bounding_box_clean_up_equals_the_whole_frame_one():
+    for _, m in _random_masks(0, 600):
+        np.testing.assert_array_equal(clean_mask(m), _ref_clean(m))
+
+
+def test_bounding_box_overlay_equals_the_whole_frame_one():
+    import cv2
+
+    from echoseg.runtime.overlay import CONTOUR_BGR, FILL_ALPHA, FILL_BGR, overlay_frame
+
+    for rng, m in _random_masks(1, 300):
+        frame = rng.integers(0, 256, m.shape + (3,), dtype=np.uint8)
+        right = frame.copy()
+        if m.any():
+            right[m] = (right[m].astype(np.float32) * (1 - FILL_ALPHA) + np.float32(FILL_BGR) * FILL_ALPHA
+                        ).astype(np.uint8)
+            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(right, contours, -1, CONTOUR_BGR, max(1, round(min(m.shape) / 200)), cv2.LINE_AA)
+        np.testing.assert_array_equal(overlay_frame(frame, m), np.concatenate([frame, right], axis=1))

@@ -121,12 +121,13 @@ def pixel_spacing_cm(ds: Any) -> tuple[tuple[float, float] | None, str]:
     return (best, "SequenceOfUltrasoundRegions") if best else (None, "none")
 
 
-def probe_dicom(path: str | os.PathLike) -> VideoInfo:
+def open_dicom(path: str | os.PathLike) -> tuple[Any, VideoInfo]:
+    """(the dataset, its VideoInfo): read once, then handed to :func:`dicom_frames`."""
     ds = _dataset(path)
     fps, source = frame_rate(ds)
     spacing, _ = pixel_spacing_cm(ds)
-    return VideoInfo(fps=fps, frame_count=int(ds.get("NumberOfFrames") or 1), width=int(ds.Columns),
-                     height=int(ds.Rows), spacing_cm=spacing, fps_source=source, kind="dicom")
+    return ds, VideoInfo(fps=fps, frame_count=int(ds.get("NumberOfFrames") or 1), width=int(ds.Columns),
+                         height=int(ds.Rows), spacing_cm=spacing, fps_source=source, kind="dicom")
 
 
 def _to_bgr8(frame: np.ndarray, ds: Any) -> np.ndarray:
@@ -149,10 +150,10 @@ def _to_bgr8(frame: np.ndarray, ds: Any) -> np.ndarray:
     return np.ascontiguousarray(a[:, :, 2::-1])  # pydicom gives RGB (YBR converted): to BGR
 
 
-def _frames(path: str | os.PathLike, indices: list[int] | None) -> Iterator[tuple[int, np.ndarray]]:
+def _frames(path: str | os.PathLike, indices: list[int] | None, ds: Any = None) -> Iterator[tuple[int, np.ndarray]]:
     from pydicom.pixels import iter_pixels
 
-    ds = _dataset(path)
+    ds = _dataset(path) if ds is None else ds
     n = int(ds.get("NumberOfFrames") or 1)
     wanted = list(range(n)) if indices is None else [i for i in indices if 0 <= i < n]
     if not wanted:
@@ -164,9 +165,9 @@ def _frames(path: str | os.PathLike, indices: list[int] | None) -> Iterator[tupl
         raise VideoError(path, f"DICOM pixel data cannot be decoded ({str(exc).splitlines()[0]})") from None
 
 
-def iter_dicom_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """Every frame of a DICOM cine, one at a time, as H,W,3 uint8 BGR."""
-    for _, frame in _frames(path, None):
+def dicom_frames(path: str | os.PathLike, ds: Any = None) -> Iterator[np.ndarray]:
+    """Every frame, with the header ``ds`` already read by :func:`open_dicom` (read here when None)."""
+    for _, frame in _frames(path, None, ds):
         yield frame
 
 

@@ -1,8 +1,8 @@
 """Video decode and encode with OpenCV (and multi-frame DICOM through pydicom), with errors
 that name the file and the cause.
 
-Readers: ``probe`` (frame rate, size, pixel spacing where the file says), ``iter_frames``
-(every frame, one at a time) and ``read_frames`` (only some frames, by seeking where seeking
+Readers: ``VideoReader`` (a video opened once: its info, then its frames), ``probe`` (frame
+rate, size, pixel spacing where the file says), ``iter_frames`` (every frame, one at a time) and ``read_frames`` (only some frames, by seeking where seeking
 has been checked to be exact, else by a sequential decode that keeps only those frames).
 Still images renamed to a video suffix are refused rather than run as a one-frame video.
 """
@@ -106,28 +106,81 @@ def _believable_fps(fps: float) -> float:
     return float(fps) if math.isfinite(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1] else 0.0
 
 
+class VideoReader:
+    """One video opened once: ``info`` (what :func:`probe` says) and then its frames, from the same open.
+
+    Raises VideoError on construction for a missing or unreadable file. ``frames()`` yields every
+    frame (H,W,3 uint8, BGR) once and raises "no frames decoded" at the end when none came; the
+    capture is released when the frames are exhausted, on ``close()`` or on leaving a ``with``.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import cv2
+
+        self.path = path
+        self._cap = None
+        self._ds = None
+        if is_dicom(path):
+            _check_file(Path(path))
+            from .dicom import open_dicom
+
+            self._ds, self.info = open_dicom(path)
+            return
+        self._cap = cap = _open(path)
+        try:
+            fps = _believable_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0
+            self.info = VideoInfo(
+                fps=fps,
+                frame_count=int(count) if math.isfinite(count) and count > 0 else 0,
+                width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
+                height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
+                fps_source="container" if fps else "none",
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def frames(self) -> Iterator[np.ndarray]:
+        if self._ds is not None:
+            from .dicom import dicom_frames
+
+            ds, self._ds = self._ds, None
+            yield from dicom_frames(self.path, ds)
+            return
+        cap = self._cap
+        if cap is None:
+            raise VideoError(self.path, "frames() was already read or the video was closed")
+        n = 0
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                n += 1
+                yield _as_bgr(frame)
+        finally:
+            self.close()
+        if n == 0:
+            raise VideoError(self.path, "no frames could be decoded (empty, truncated or corrupt video)")
+
+    def close(self) -> None:
+        self._ds = None
+        if self._cap is not None:
+            cap, self._cap = self._cap, None
+            cap.release()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Frame rate, claimed frame count, size (and DICOM pixel spacing), without decoding the frames."""
-    import cv2
-
-    if is_dicom(path):
-        _check_file(Path(path))
-        from .dicom import probe_dicom
-
-        return probe_dicom(path)
-    cap = _open(path)
-    try:
-        fps = _believable_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
-        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0
-        return VideoInfo(
-            fps=fps,
-            frame_count=int(count) if math.isfinite(count) and count > 0 else 0,
-            width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
-            height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
-            fps_source="container" if fps else "none",
-        )
-    finally:
-        cap.release()
+    with VideoReader(path) as reader:
+        return reader.info
 
 
 def _as_bgr(frame: np.ndarray) -> np.ndarray:
@@ -146,25 +199,11 @@ def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     Grey videos come out with three equal channels. A file that opens but yields no frame
     raises "no frames decoded" at the end, so a streaming consumer never hangs on it.
     """
-    if is_dicom(path):
-        _check_file(Path(path))
-        from .dicom import iter_dicom_frames
-
-        yield from iter_dicom_frames(path)
-        return
-    cap = _open(path)
-    n = 0
+    reader = VideoReader(path)
     try:
-        while True:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
-            n += 1
-            yield _as_bgr(frame)
+        yield from reader.frames()
     finally:
-        cap.release()
-    if n == 0:
-        raise VideoError(path, "no frames could be decoded (empty, truncated or corrupt video)")
+        reader.close()
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:

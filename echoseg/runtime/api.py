@@ -11,11 +11,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoseg.atomic import check_writable, write_json
-from echoseg.data.video import VideoError, probe
+from echoseg.data.video import VideoError, VideoReader
 
 from .cardiac import MAX_HEART_RATE_BPM, analyse, beat_in_cm
 from .discover import choose
-from .backends import open_session
+from .backends import get as _backend, open_session
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
 from .session import Session, SessionError
@@ -103,7 +103,7 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     reason = "session given"
     if choice is not None:
         log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
-        session = _open_checked(choice.path, choice.backend, granularity, threads)
+        session = _open_checked(choice.path, choice.backend, granularity, threads, choice.options)
         reason = choice.reason
     videos, results, any_dir = expand_inputs(inputs)
     taken: set[str] = set()
@@ -128,12 +128,16 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     return results
 
 
-def _open_checked(path: Path, backend: str, granularity: float | None, threads: int) -> Session:
-    """open_session, with any failure to describe or load the model as a SessionError, then check_session."""
-    options: dict[str, Any] = {}
+def _open_checked(path: Path, backend: str, granularity: float | None, threads: int,
+                  chosen: dict[str, Any] | None = None) -> Session:
+    """open_session, with any failure to describe or load the model as a SessionError, then check_session.
+
+    ``chosen``: the open options auto picked with the file (e.g. OpenVINO's precision), passed on so
+    the session runs what the choice says; ``threads`` goes to every backend that takes it."""
+    options: dict[str, Any] = dict(chosen or {})
     if backend == "torch":
         options["granularity"] = granularity
-    if backend == "onnxruntime" and threads:
+    if threads and "threads" in _backend(backend).options:
         options["threads"] = threads
     try:
         session = open_session(path, backend, **options)
@@ -179,8 +183,10 @@ def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: 
     name = out_dir.name
     staging: StagingDir | None = None
     sink: OverlaySink | None = None
+    reader: VideoReader | None = None
     try:
-        vinfo = probe(path)  # fails early, before any folder is made, for a missing/bad file
+        reader = VideoReader(path)  # opened once; fails early, before any folder is made, for a missing/bad file
+        vinfo = reader.info
         fps_video = vinfo.fps
         fps = fps_video if fps_video > 0 else DEFAULT_FPS
         if fps_video <= 0:
@@ -188,7 +194,7 @@ def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: 
         staging = StagingDir(out_dir)
         sink = OverlaySink(staging.tmp / OVERLAY_VIDEO, fps) if video else None
         report = (lambda done, total: progress(name, done, total)) if progress else None
-        stats = stream_video(path, session, batch=batch, sink=sink, progress=report, clean_masks=clean_masks)
+        stats = stream_video(reader, session, batch=batch, sink=sink, progress=report, clean_masks=clean_masks)
         if sink is not None:
             sink.close()
         cardiac = analyse(stats.area_px, stats.length_px, fps)
@@ -208,6 +214,8 @@ def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: 
         log.error("%s", msg)
         return VideoResult(str(path), name, False, error=msg)
     finally:
+        if reader is not None:
+            reader.close()
         if sink is not None:
             sink.close()
         if staging is not None:

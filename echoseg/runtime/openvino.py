@@ -116,10 +116,6 @@ def pick(index: ExportIndex, granularity: float | None, precision: str | None = 
     """
     g = 1.0 if granularity is None else float(granularity)
     tried, passed = [], []
-    try:
-        bf16 = ovplan.has_bf16()
-    except ovplan.OpenVinoError as exc:
-        return None, {}, str(exc)
     for prec in (AUTO_ORDER if precision is None else [p for p in AUTO_ORDER if p == precision]):
         found = index.select("onnx", granularity, ("int8",) if prec == "int8" else ("fp32",))
         if found is None or found.problem:
@@ -127,15 +123,18 @@ def pick(index: ExportIndex, granularity: float | None, precision: str | None = 
             continue
         if only is not None and found.path.resolve() != Path(only).resolve():
             continue  # a file was given: only the ways of running that file
-        if prec == "bf16" and not bf16:
-            tried.append(f"bf16: this CPU reports no BF16 ({', '.join(ovplan.capabilities())})")
-            continue
         rep = parity_record(index.dir, g, record_key(prec))
         if rep is None or rep.get("passed") is not True:
             why = ("no OpenVINO parity record in manifest.json (re-export with OpenVINO installed)" if rep is None
                    else rep.get("skipped") or rep.get("error") or "missed the parity gate")
             tried.append(f"{prec}: {why}")
             continue
+        try:  # asked only now: OpenVINO is imported only when a record says it may run (auto stays light)
+            if prec == "bf16" and not ovplan.has_bf16():
+                tried.append(f"bf16: this CPU reports no BF16 ({', '.join(ovplan.capabilities())})")
+                continue
+        except ovplan.OpenVinoError as exc:
+            return None, {}, str(exc)
         passed.append((rep.get("latency_ms_b1", float("inf")), AUTO_ORDER.index(prec), prec, found.path, rep))
     if not passed:
         return None, {}, "; ".join(tried) or f"precision {precision} is not one OpenVINO runs"

@@ -11,34 +11,64 @@ from __future__ import annotations
 import numpy as np
 
 
+def _box(m: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of a bool mask's pixels (None when empty)."""
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(m.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a bool mask (the mask itself when it has at most one)."""
+    """The largest 8-connected component of a bool mask (the mask itself when it has at most one).
+
+    Labelled inside the mask's bounding box only (every component lies there, in the same raster
+    order), so a small LV in a large frame costs its own size, not the frame's."""
     import cv2
 
-    m = np.ascontiguousarray(mask, dtype=np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-    if n <= 2:  # background only, or one component
-        return m.astype(bool)
+    m = np.asarray(mask, dtype=bool)
+    box = _box(m)
+    if box is None:
+        return m.copy()
+    crop = np.ascontiguousarray(m[box], dtype=np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
+    if n <= 2:  # one component
+        return m.copy()
     biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels == biggest
+    out = np.zeros_like(m)
+    out[box] = labels == biggest
+    return out
 
 
 def fill_holes(mask: np.ndarray, max_fraction: float = 0.5) -> np.ndarray:
     """Background regions not connected to the image border (4-connected) become foreground,
     each only if it is at most ``max_fraction`` of the mask's own area: a papillary muscle or a
     speckle gap inside the cavity is filled, while the inside of a ring (a mask that is really
-    a frame around something else) is not turned into a solid LV."""
+    a frame around something else) is not turned into a solid LV.
+
+    Computed in the mask's bounding box with a one-pixel background ring around it: the ring is
+    connected, so it stands for "the border" exactly (every hole lies inside the box, and all the
+    background outside it is one region with the border)."""
     import cv2
 
-    m = mask.astype(bool)
-    inv = np.ascontiguousarray(~m, dtype=np.uint8)
+    m = np.asarray(mask, dtype=bool)
+    box = _box(m)
+    if box is None:
+        return m.copy()
+    inv = np.ones((box[0].stop - box[0].start + 2, box[1].stop - box[1].start + 2), np.uint8)
+    inv[1:-1, 1:-1] = ~m[box]
     n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
-    if n <= 1:
-        return m
-    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])).tolist())
-    limit = max_fraction * m.sum()
-    fill = [i for i in range(1, n) if i not in border and stats[i, cv2.CC_STAT_AREA] <= limit]
-    return m | np.isin(labels, fill) if fill else m
+    limit = max_fraction * np.count_nonzero(m)
+    border = labels[0, 0]
+    fill = np.zeros(n, bool)
+    fill[1:] = stats[1:, cv2.CC_STAT_AREA] <= limit
+    fill[border] = False
+    if not fill.any():
+        return m.copy()
+    out = m.copy()
+    out[box] |= fill[labels[1:-1, 1:-1]]
+    return out
 
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from echoseg.config import logit_cut
-from echoseg.data.video import VideoError, iter_frames, probe
+from echoseg.data.video import VideoError, VideoReader
 
 from .cardiac import mask_area_px, mask_length_px
 from .postprocess import clean_mask
@@ -103,9 +103,13 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def stream_video(path: str | os.PathLike, session: Session, batch: int = 8, sink: FrameSink | None = None,
-                 progress: Progress | None = None, queue_batches: int = 2, clean_masks: bool = True) -> StreamStats:
+def stream_video(source: str | os.PathLike | VideoReader, session: Session, batch: int = 8,
+                 sink: FrameSink | None = None, progress: Progress | None = None, queue_batches: int = 1,
+                 clean_masks: bool = True) -> StreamStats:
     """Segment every frame of one video; raises VideoError for a missing/bad/empty/truncated file.
+
+    ``source``: a path, or a VideoReader the caller already opened (its info read, no frame yet):
+    the file is opened once either way, and the reader is closed when this returns.
 
     ``clean_masks``: keep each mask's largest connected component with its holes filled
     (runtime/postprocess.py) before it is measured and handed to the sink.
@@ -113,7 +117,8 @@ def stream_video(path: str | os.PathLike, session: Session, batch: int = 8, sink
     ``batch`` is clamped into the session's batch range; a short last batch is padded when
     the session only takes fixed batches. The sink and progress run in the writer thread.
     """
-    info = probe(path)  # raises VideoError for missing / not-a-video
+    video = source if isinstance(source, VideoReader) else VideoReader(source)  # VideoError: missing / not a video
+    path, info = video.path, video.info
     sinfo = session.info
     if sinfo.max_batch:
         batch = min(batch, sinfo.max_batch)
@@ -132,7 +137,7 @@ def stream_video(path: str | os.PathLike, session: Session, batch: int = 8, sink
 
     def reader() -> None:
         n, busy = 0, 0.0
-        decoded = iter_frames(path)
+        decoded = video.frames()
         try:
             t0 = time.perf_counter()
             for frame in decoded:
@@ -148,7 +153,8 @@ def stream_video(path: str | os.PathLike, session: Session, batch: int = 8, sink
         except BaseException as exc:  # handed to the main thread, which re-raises it
             _put(q_in, _Failure(exc), stop)
         finally:
-            decoded.close()  # releases the capture even when stopped early
+            decoded.close()
+            video.close()  # releases the capture even when stopped early (or never started)
             stats.decode_s = busy
 
     def writer() -> None:
@@ -214,6 +220,7 @@ def stream_video(path: str | os.PathLike, session: Session, batch: int = 8, sink
         q_out.put(_END)
         for t in threads:
             t.join()
+        video.close()
     if failure is not None:
         raise failure
     if writer_error:
