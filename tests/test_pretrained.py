@@ -55,7 +55,7 @@ def test_no_model_found_falls_back_to_the_bundle_and_says_so(bundled, tmp_path, 
     assert find_default_model(tmp_path) == tmp_path / "runs" / "mine"  # a user's own model comes first
 
 
-def test_echo_run_in_an_empty_folder_uses_the_bundle(bundled, tmp_path, monkeypatch):
+def test_echo_run_in_an_empty_folder_uses_the_bundle(bundled, tmp_path, monkeypatch, caplog):
     from echoseg.data.synthetic import make_video
     from echoseg.data.video import write_video
     from echoseg.runtime.cli import app
@@ -64,9 +64,12 @@ def test_echo_run_in_an_empty_folder_uses_the_bundle(bundled, tmp_path, monkeypa
     work.mkdir()
     monkeypatch.chdir(work)
     write_video(work / "clip.avi", make_video(3, frames=30).frames, 50.0)
-    r = CliRunner().invoke(app, ["clip.avi", "--out", "o", "--no-video"])
+    with caplog.at_level(logging.WARNING):
+        r = CliRunner().invoke(app, ["clip.avi", "--out", "o", "--no-video"])
     assert r.exit_code == 0, r.output
-    assert "bundled model" in r.output
+    said = [m for m in caplog.messages if "bundled model" in m] + [ln for ln in r.output.splitlines()
+                                                                 if "bundled model" in ln]
+    assert len(said) == 1, said  # one line, not two
     summary = json.loads((work / "o" / "clip" / "summary.json").read_text())
     assert summary["frames"] == 30 and (work / "o" / "clip" / "frames.csv").is_file()
 
@@ -113,3 +116,24 @@ def test_bundle_main_refuses_an_unreadable_metrics_file_in_one_line(monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.json" in err[0]
     assert not dest.exists()  # nothing bundled when an input is bad
+
+
+@pytest.mark.skipif(pretrained.bundled_dir() is None, reason="this source tree has no bundled model (make pretrained)")
+def test_the_shipped_bundle_runs_in_an_empty_folder_and_says_so_once(tmp_path):
+    """The acceptance check, on the model that ships: a fresh folder, no --model."""
+    import subprocess
+    import sys
+
+    from echoseg.data.synthetic import make_video
+    from echoseg.data.video import write_video
+
+    write_video(tmp_path / "clip.avi", make_video(6, frames=40, style="echo").frames, 50.0)
+    code = "from echoseg.runtime.cli import main; main()"
+    r = subprocess.run([sys.executable, "-c", code, "clip.avi", "--no-video"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    text = r.stdout + r.stderr
+    assert text.count("using the bundled model") == 1 and "used the bundled" not in text
+    summary = json.loads((tmp_path / "outputs" / "clip" / "summary.json").read_text())
+    assert summary["frames"] == 40 and pretrained.FOLDER.name in summary["model"]
+    assert {p.name for p in (tmp_path / "outputs" / "clip").iterdir()} >= {"frames.csv", "summary.json", "area.png"}

@@ -63,7 +63,8 @@ def run(
             err.print(f"{what}: the video in progress left no partial output; finished ones are kept",
                       highlight=False, soft_wrap=True)
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
-    _say_if_bundled(err, results)
+    if model is not None:  # with no --model, the search already said in one line that it fell back to it
+        _say_if_bundled(err, results)
     console = Console()
     failed = 0
     for r in results:

@@ -1,0 +1,249 @@
+"""Frozen configuration records shared by every part, with JSON in/out.
+
+These are the only shapes that cross module boundaries: a checkpoint, an ONNX file's
+metadata and an engine's sidecar all carry an :class:`InputSpec` and a :class:`ModelConfig`,
+so the runtime reads preprocessing from the artifact instead of re-typing it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+#: Granularities of the nested (Matryoshka) channel widths, smallest first.
+DEFAULT_GRANULARITIES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+
+#: Key under which an ONNX model's metadata_props carry the whole artifact description.
+ONNX_META_KEY = "echoseg"
+
+
+def logit_cut(threshold: float, output: str = "logits") -> float:
+    """The cut on a model's raw output that equals probability > ``threshold``.
+
+    Artifacts output logits (the cut is logit(threshold)); an output already in probabilities
+    is cut at the threshold itself.
+    """
+    if output != "logits":
+        return float(threshold)
+    t = min(max(float(threshold), 1e-6), 1 - 1e-6)
+    return math.log(t / (1 - t))
+
+
+class ConfigError(ValueError):
+    """A configuration or artifact description that cannot be used as given."""
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], what: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{what}: unknown keys {unknown}; expected some of {sorted(names)}")
+    return cls(**dict(data))
+
+
+class _Record:
+    """JSON in/out for the flat frozen records: tuples become lists, unknown keys are an error."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        return _from_mapping(cls, data, cls.__name__)
+
+
+@dataclass(frozen=True)
+class InputSpec(_Record):
+    """What a model expects: an N,C,H,W float32 batch made as (pixel - mean) / std.
+
+    Pixels are 0..255 in OpenCV's channel order (BGR), the order every reader here uses.
+    """
+
+    height: int = 112
+    width: int = 112
+    channels: int = 3
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ConfigError(
+                f"InputSpec: mean/std need {self.channels} values each, got {len(self.mean)}/{len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"InputSpec: std must be positive, got {self.std}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Record):
+    """Which network and how wide: enough to rebuild it before loading weights."""
+
+    name: str = "unet"
+    width: int = 64
+    granularities: tuple[float, ...] = (1.0,)
+    recon_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))
+        if self.width < 1:
+            raise ConfigError(f"ModelConfig: width must be >= 1, got {self.width}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Record):
+    """Everything `echo-train` was asked to do, saved next to the run for reproducibility."""
+
+    data: str = ""
+    model: str = "unet"
+    width: int = 64
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    dice_loss: bool = False
+    recon_weight: float = 0.1
+    recon_until: float = 0.5  # fraction of training over which the reconstruction weight decays to 0
+    unlabelled_frames: bool = False
+    unlabelled_per_step: int = 8
+    augment: bool = True
+    augment_strength: str = "light"  # light | heavy (echoseg.data.augment.STRENGTHS)
+    device: str = "auto"
+    seed: int = 0
+    out: str = "runs/unet"
+    granularities: tuple[float, ...] = ()  # matae-unet; () = what the width can hold (recipe.granularities_for)
+    max_train_frames: int = 0
+    warmup_epochs: int = 1
+    ema_decay: float = 0.995  # 0 = no EMA weights
+    distill: float = 0.5  # matae-unet: share of a smaller granularity's loss taken from the full one's soft masks
+    bn_recal_frames: int = 256
+    select: str = "last"  # last | smooth | best (echoseg.train.select)
+    workers: int = -1  # DataLoader workers; -1 = echoseg.train.batches.default_workers
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"TrainConfig: lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.distill <= 1:
+            raise ConfigError(f"TrainConfig: distill must be in [0, 1], got {self.distill}")
+        if self.augment_strength not in ("light", "heavy"):
+            raise ConfigError(f"TrainConfig: augment_strength must be light or heavy, got {self.augment_strength!r}")
+        if self.select not in ("last", "smooth", "best"):
+            raise ConfigError(f"TrainConfig: select must be last, smooth or best, got {self.select!r}")
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    """The self-description every exported artifact carries (ONNX metadata, engine sidecar)."""
+
+    model: ModelConfig
+    input_spec: InputSpec
+    granularity: float = 1.0
+    threshold: float = 0.5
+    output: str = "logits"
+    source_sha256: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "input_spec": self.input_spec.to_dict(),
+            "granularity": self.granularity,
+            "threshold": self.threshold,
+            "output": self.output,
+            "source_sha256": self.source_sha256,
+            "metrics": dict(self.metrics),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ArtifactMeta":
+        try:
+            return cls(
+                model=ModelConfig.from_dict(data["model"]),
+                input_spec=InputSpec.from_dict(data["input_spec"]),
+                granularity=float(data.get("granularity", 1.0)),
+                threshold=float(data.get("threshold", 0.5)),
+                output=str(data.get("output", "logits")),
+                source_sha256=str(data.get("source_sha256", "")),
+                metrics=dict(data.get("metrics", {})),
+            )
+        except KeyError as exc:
+            raise ConfigError(f"artifact description lacks key {exc}; expected 'model' and 'input_spec'") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArtifactMeta":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"artifact description is not JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class EngineSidecar:
+    """``<engine>.json`` beside a TensorRT engine: what it was built with and for.
+
+    An engine only runs on the GPU model (compute capability) and TensorRT version that built
+    it; :meth:`compat_problem` turns a mismatch into an explanation with the rebuild command.
+    """
+
+    meta: ArtifactMeta
+    tensorrt_version: str
+    cuda_version: str
+    gpu_name: str
+    compute_capability: str  # "7.5" for a T4
+    onnx_sha256: str
+    onnx_file: str
+    precision: str  # fp16 | int8 | fp32
+    profile: tuple[int, int, int]  # min, opt, max batch
+    build_seconds: float
+    input_name: str = "frames"
+    output_name: str = "logits"
+    strongly_typed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["meta"] = self.meta.to_dict()
+        d["profile"] = list(self.profile)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EngineSidecar":
+        d = dict(data)
+        try:
+            d["meta"] = ArtifactMeta.from_dict(d["meta"])
+            d["profile"] = tuple(int(b) for b in d["profile"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"engine sidecar lacks or mangles {exc}") from exc
+        return _from_mapping(cls, d, "EngineSidecar")
+
+    def compat_problem(self, tensorrt_version: str, compute_capability: str, gpu_name: str = "",
+                       engine_path: str = "model.fp16.engine") -> str | None:
+        """None if this engine can run here; otherwise why not and how to rebuild it."""
+        rebuild = f"rebuild it here with: echo-export build {self.meta.source_sha256 and '<checkpoint>' or '<run>'} --fp16 --engine"
+        if _major_minor(tensorrt_version) != _major_minor(self.tensorrt_version):
+            return (f"{engine_path} was built with TensorRT {self.tensorrt_version} but this machine has "
+                    f"{tensorrt_version}; engines do not load across versions; {rebuild}")
+        if compute_capability != self.compute_capability:
+            return (f"{engine_path} was built for {self.gpu_name} (compute capability {self.compute_capability}) "
+                    f"but this GPU is {gpu_name or 'another model'} ({compute_capability}); {rebuild}")
+        return None
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(str(version).split(".")[:2])

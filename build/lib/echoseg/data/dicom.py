@@ -1,0 +1,175 @@
+"""Multi-frame ultrasound DICOM (cine loops) as video: frames, frame rate and pixel spacing.
+
+pydicom is an optional dependency (``pip install 'echoseg[dicom]'``). Frames come out as
+OpenCV does them, H,W,3 uint8 BGR. The frame rate comes from the timing tags, in this
+order: FrameTime (0018,1063, ms per frame), FrameTimeVector (0018,1065, ms between
+frames), CineRate (0018,0040) and RecommendedDisplayFrameRate (0008,2144). The spacing is
+PixelSpacing (0028,0030, mm, row then column) or else the 2-D region of
+SequenceOfUltrasoundRegions (0018,6011) whose PhysicalDeltaX/Y are in cm (units code 3).
+A file without pixel data, or whose transfer syntax pydicom cannot decode here, raises one
+VideoError naming what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .video import VideoError, VideoInfo, _believable_fps
+
+#: PhysicalUnitsX/YDirection code for centimetres (DICOM PS3.3 C.8.5.5.1.15).
+UNITS_CM = 3
+#: RegionSpatialFormat code for a 2-D (B-mode) region.
+REGION_2D = 1
+PHOTOMETRIC_OK = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR")
+
+
+def _pydicom():
+    try:
+        import pydicom
+        import pydicom.pixels  # noqa: F401  (pydicom >= 3)
+    except ImportError as exc:
+        raise ImportError("reading DICOM needs pydicom >= 3: pip install 'echoseg[dicom]'") from exc
+    return pydicom
+
+
+def _dataset(path: str | os.PathLike) -> Any:
+    """The dataset with its pixel data deferred (not read into memory), checked for decodability."""
+    try:
+        pydicom = _pydicom()
+    except ImportError as exc:
+        raise VideoError(path, str(exc)) from None
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(str(path), defer_size="1 KB")
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise VideoError(path, f"not a readable DICOM file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if "PixelData" not in ds:
+        what = "float pixel data, which is not supported" if ("FloatPixelData" in ds or "DoubleFloatPixelData" in ds) \
+            else "no pixel data (7FE0,0010)"
+        raise VideoError(path, f"DICOM has {what}; give a DICOM cine with image frames")
+    _check_transfer_syntax(path, ds)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric not in PHOTOMETRIC_OK:
+        raise VideoError(path, f"DICOM photometric interpretation {photometric} is not supported "
+                               f"(supported: {', '.join(PHOTOMETRIC_OK)})")
+    return ds
+
+
+def _check_transfer_syntax(path: str | os.PathLike, ds: Any) -> None:
+    from pydicom.pixels import get_decoder
+
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid is None:
+        return  # pydicom infers the encoding of a file without file meta; uncompressed then
+    name = f"{uid.name} ({uid})" if uid.name != str(uid) else f"{uid} (unknown)"
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        raise VideoError(path, f"DICOM transfer syntax {name} is not supported; convert it to an "
+                               "uncompressed or JPEG transfer syntax") from None
+    if not decoder.is_available:
+        needs = "; ".join(decoder.missing_dependencies) or "a pixel data plugin"
+        raise VideoError(path, f"DICOM transfer syntax {name} cannot be decoded here: install one of: {needs}")
+
+
+def frame_rate(ds: Any) -> tuple[float, str]:
+    """(frames per second, the tag it came from); (0, "none") when no tag gives a usable rate."""
+    if ds.get("FrameTime") not in (None, ""):
+        ft = float(ds.FrameTime)
+        if ft > 0 and _believable_fps(1000.0 / ft):
+            return 1000.0 / ft, "FrameTime"
+    vec = ds.get("FrameTimeVector")
+    if vec not in (None, ""):
+        values = list(vec) if isinstance(vec, Sequence) and not isinstance(vec, str) else [vec]
+        steps = np.asarray([float(v) for v in values])
+        steps = steps[1:] if len(steps) > 1 and steps[0] == 0 else steps
+        steps = steps[steps > 0]
+        if steps.size and _believable_fps(1000.0 / float(steps.mean())):
+            return 1000.0 / float(steps.mean()), "FrameTimeVector"
+    for tag in ("CineRate", "RecommendedDisplayFrameRate"):
+        if ds.get(tag) not in (None, ""):
+            fps = _believable_fps(float(ds.get(tag)))
+            if fps:
+                return fps, tag
+    return 0.0, "none"
+
+
+def pixel_spacing_cm(ds: Any) -> tuple[tuple[float, float] | None, str]:
+    """((x, y) cm per pixel, the tag it came from), or (None, "none")."""
+    ps = ds.get("PixelSpacing")
+    if ps is not None and len(ps) == 2 and float(ps[0]) > 0 and float(ps[1]) > 0:
+        return (float(ps[1]) / 10.0, float(ps[0]) / 10.0), "PixelSpacing"
+    best, best_area = None, -1.0
+    for r in ds.get("SequenceOfUltrasoundRegions") or []:
+        if r.get("PhysicalUnitsXDirection") != UNITS_CM or r.get("PhysicalUnitsYDirection") != UNITS_CM:
+            continue
+        dx, dy = abs(float(r.get("PhysicalDeltaX") or 0)), abs(float(r.get("PhysicalDeltaY") or 0))
+        if dx <= 0 or dy <= 0:
+            continue
+        w = float(r.get("RegionLocationMaxX1", 0)) - float(r.get("RegionLocationMinX0", 0))
+        h = float(r.get("RegionLocationMaxY1", 0)) - float(r.get("RegionLocationMinY0", 0))
+        area = w * h + (1e12 if r.get("RegionSpatialFormat") == REGION_2D else 0.0)
+        if area > best_area:
+            best, best_area = (dx, dy), area
+    return (best, "SequenceOfUltrasoundRegions") if best else (None, "none")
+
+
+def open_dicom(path: str | os.PathLike) -> tuple[Any, VideoInfo]:
+    """(the dataset, its VideoInfo): read once, then handed to :func:`dicom_frames`."""
+    ds = _dataset(path)
+    fps, source = frame_rate(ds)
+    spacing, _ = pixel_spacing_cm(ds)
+    return ds, VideoInfo(fps=fps, frame_count=int(ds.get("NumberOfFrames") or 1), width=int(ds.Columns),
+                         height=int(ds.Rows), spacing_cm=spacing, fps_source=source, kind="dicom")
+
+
+def _to_bgr8(frame: np.ndarray, ds: Any) -> np.ndarray:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        frame = apply_color_lut(frame, ds)
+    a = np.asarray(frame)
+    if a.dtype != np.uint8:
+        bits = int(ds.get("BitsStored") or 8 * a.dtype.itemsize)
+        if photometric == "PALETTE COLOR":
+            bits = 16 if a.max(initial=0) > 255 else 8
+        lo = -(2 ** (bits - 1)) if int(ds.get("PixelRepresentation") or 0) == 1 else 0
+        a = np.clip((a.astype(np.float64) - lo) * (255.0 / (2 ** bits - 1)), 0, 255).astype(np.uint8)
+    if photometric == "MONOCHROME1":
+        a = 255 - a
+    if a.ndim == 2:
+        return np.repeat(a[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(a[:, :, 2::-1])  # pydicom gives RGB (YBR converted): to BGR
+
+
+def _frames(path: str | os.PathLike, indices: list[int] | None, ds: Any = None) -> Iterator[tuple[int, np.ndarray]]:
+    from pydicom.pixels import iter_pixels
+
+    ds = _dataset(path) if ds is None else ds
+    n = int(ds.get("NumberOfFrames") or 1)
+    wanted = list(range(n)) if indices is None else [i for i in indices if 0 <= i < n]
+    if not wanted:
+        return
+    try:
+        for i, frame in zip(wanted, iter_pixels(str(path), indices=wanted)):
+            yield i, _to_bgr8(frame, ds)
+    except (ValueError, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
+        raise VideoError(path, f"DICOM pixel data cannot be decoded ({str(exc).splitlines()[0]})") from None
+
+
+def dicom_frames(path: str | os.PathLike, ds: Any = None) -> Iterator[np.ndarray]:
+    """Every frame, with the header ``ds`` already read by :func:`open_dicom` (read here when None)."""
+    for _, frame in _frames(path, None, ds):
+        yield frame
+
+
+def read_dicom_frames(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
+    return dict(_frames(Path(path), wanted))

@@ -1,0 +1,71 @@
+"""Model registry: names to constructors, and multiply-accumulate counting."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from echoseg.config import DEFAULT_GRANULARITIES, ModelConfig
+
+
+def _unet(cfg: ModelConfig):
+    from .unet import UNet
+
+    return UNet(width=cfg.width, granularities=(1.0,))
+
+
+def _matae(cfg: ModelConfig):
+    from .matae import MatAEUNet
+
+    gs = cfg.granularities if len(cfg.granularities) > 1 or cfg.granularities == (1.0,) else DEFAULT_GRANULARITIES
+    return MatAEUNet(width=cfg.width, granularities=gs)
+
+
+REGISTRY: dict[str, Callable[[ModelConfig], object]] = {"unet": _unet, "matae-unet": _matae}
+MODEL_NAMES = tuple(REGISTRY)
+
+
+class UnknownModelError(ValueError):
+    """A model name that is not in the registry."""
+
+
+def check_name(name: str) -> str:
+    if name not in REGISTRY:
+        raise UnknownModelError(f"unknown model {name!r}; valid models are: {', '.join(MODEL_NAMES)}")
+    return name
+
+
+def default_config(name: str, width: int) -> ModelConfig:
+    """The ModelConfig `echo-train` uses for a model name and base width."""
+    check_name(name)
+    if name == "matae-unet":
+        return ModelConfig(name=name, width=width, granularities=DEFAULT_GRANULARITIES, recon_weight=0.1)
+    return ModelConfig(name=name, width=width, granularities=(1.0,))
+
+
+def build_model(cfg: ModelConfig):
+    """A freshly initialised torch module for ``cfg`` (imports torch)."""
+    return REGISTRY[check_name(cfg.name)](cfg)
+
+
+def count_macs(model, g: float = 1.0, size: tuple[int, int] = (112, 112)) -> int:
+    """Multiply-accumulates of one frame's segmentation forward at granularity g."""
+    import torch
+
+    from .blocks import MacCounter, total_macs
+
+    for m in model.modules():
+        if isinstance(m, MacCounter):
+            m.last_macs = 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, model.in_channels, *size), g)
+    model.train(was_training)
+    return total_macs(model) - _recon_macs(model)
+
+
+def _recon_macs(model) -> int:
+    from .blocks import total_macs
+
+    recon = getattr(model, "recon", None)
+    return total_macs(recon) if recon is not None else 0

@@ -1,0 +1,97 @@
+"""How an echoseg precision becomes an OpenVINO compile plan, written once (torch-free, openvino lazy).
+
+The OpenVINO backend (runtime/openvino.py) and the exporter's OpenVINO parity gate
+(export/openvino_gate.py) both compile through :func:`compile_onnx`, so the graph that passed the
+gate is compiled exactly as the runtime compiles it. Precisions:
+
+* ``fp32``: the FP32 graph with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO's CPU plugin would
+  otherwise pick bf16 by itself on a CPU with AVX512-BF16 or AMX);
+* ``bf16``: the FP32 graph with ``INFERENCE_PRECISION_HINT=bf16``; only where the CPU plugin
+  lists ``BF16`` in ``OPTIMIZATION_CAPABILITIES`` (else it would be emulated or silently f32);
+* ``int8``: the QDQ graph (``model.int8.onnx``): OpenVINO's low-precision pass runs the quantized
+  convolutions with integer kernels; the layers left in float run in bf16 where the CPU has it,
+  else f32.
+
+The batch axis is made dynamic (``[-1, C, H, W]``) so one compiled model takes every batch size.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+OV_PRECISIONS = ("fp32", "bf16", "int8")
+
+
+class OpenVinoError(RuntimeError):
+    """OpenVINO missing, or a precision this CPU or file cannot run."""
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise OpenVinoError(f"OpenVINO is not installed ({exc}); pip install 'echoseg[openvino]'") from exc
+    return openvino
+
+
+@lru_cache(maxsize=4)
+def core():
+    return import_openvino().Core()
+
+
+@lru_cache(maxsize=4)
+def capabilities(device: str = "CPU") -> tuple[str, ...]:
+    """What the device's plugin reports in OPTIMIZATION_CAPABILITIES (e.g. FP32, BF16, INT8)."""
+    try:
+        return tuple(str(c) for c in core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
+    except RuntimeError as exc:
+        raise OpenVinoError(f"OpenVINO has no usable {device} device ({str(exc).splitlines()[0][:160]})") from exc
+
+
+def has_bf16(device: str = "CPU") -> bool:
+    return "BF16" in capabilities(device)
+
+
+def version() -> str:
+    return str(import_openvino().__version__)
+
+
+def compile_properties(precision: str, file_precision: str, threads: int = 0, device: str = "CPU") -> dict[str, Any]:
+    """The compile_model properties for ``precision`` on a graph of ``file_precision``; raises when impossible."""
+    if precision not in OV_PRECISIONS:
+        raise OpenVinoError(f"OpenVINO precision {precision!r} is not one of {', '.join(OV_PRECISIONS)}")
+    if file_precision == "fp16":
+        raise OpenVinoError("the FP16 graph is for TensorRT; run model.onnx (fp32 or bf16) or model.int8.onnx with OpenVINO")
+    if (precision == "int8") != (file_precision == "int8"):
+        raise OpenVinoError(f"precision {precision} needs the {'INT8 (model.int8.onnx)' if precision == 'int8' else 'FP32 (model.onnx)'} "
+                            f"graph, not the {file_precision} one; pass the matching file or export directory")
+    if precision == "bf16" and not has_bf16(device):
+        raise OpenVinoError(f"this {device} reports no BF16 ({', '.join(capabilities(device))}); use precision fp32 or int8")
+    hint = {"fp32": "f32", "bf16": "bf16"}.get(precision) or ("bf16" if has_bf16(device) else "f32")
+    props: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        props["INFERENCE_NUM_THREADS"] = int(threads)
+    return props
+
+
+def compile_onnx(path: str | Path, precision: str, file_precision: str, threads: int = 0, device: str = "CPU"):
+    """(compiled model, properties used) for an ONNX file, batch axis dynamic."""
+    props = compile_properties(precision, file_precision, threads, device)
+    c = core()
+    try:
+        model = c.read_model(str(path))
+        shape = list(model.input(0).get_partial_shape())
+        model.reshape([-1, *[d.get_length() for d in shape[1:]]])
+        return c.compile_model(model, device, props), props
+    except RuntimeError as exc:  # OpenVINO raises RuntimeError subclasses for bad graphs and properties
+        raise OpenVinoError(f"{path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:200]})") from exc
+
+
+def infer(request, batch) -> Any:
+    """Run one infer request on a float32 N,C,H,W batch; a copy of output 0 (the request reuses its buffer)."""
+    import numpy as np
+
+    request.infer({0: batch})
+    return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)

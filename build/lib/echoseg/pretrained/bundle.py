@@ -1,0 +1,129 @@
+"""``python -m echoseg.pretrained.bundle EXPORT_DIR [--run RUN] [--eval METRICS]``: put an
+export's FP16 graphs into the package and write its model card.
+
+The last step of ``make pretrained``. Only the FP16 graphs travel (a few MB: the wheel stays
+small; on a CPU ONNX Runtime computes them in FP32 with FP16-rounded weights, which the export's
+parity gate measured), with the export's manifest narrowed to the files that are there, its
+parity record, and MODEL_CARD.md: written from the manifest, the run's training options and the
+synthetic test scores of this build, plus REAL_ECHO.md beside this file (the team's measurement
+on real echo, which a rebuild cannot repeat without real data).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from echoseg import artifacts
+from echoseg.atomic import copy_file, write_json
+
+from . import FOLDER
+
+SHIPPED_PRECISION = "fp16"
+
+
+def bundle(export_dir: str | Path, dest: Path = FOLDER) -> list[Path]:
+    src = Path(export_dir)
+    man = artifacts.read_manifest(src)
+    if not man.get("passed"):
+        raise SystemExit(f"{src}: the export did not pass its parity gates; nothing bundled")
+    graphs = [f.path for f in artifacts.index_export_dir(src).files
+              if f.kind == "onnx" and f.precision == SHIPPED_PRECISION]
+    if not any(artifacts.granularity_from_name(p) == 1.0 for p in graphs):
+        raise SystemExit(f"{src}: no full-width {SHIPPED_PRECISION} graph; export with echo-export build --fp16")
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("model*.onnx"):
+        old.unlink()
+    written = [copy_file(p, dest / p.name) for p in graphs]
+    if (src / artifacts.PARITY).is_file():
+        written.append(copy_file(src / artifacts.PARITY, dest / artifacts.PARITY))
+    kept = {p.name for p in written}
+    man["files"] = [e for e in man["files"] if e["file"] in kept]
+    man["bundled_from"] = str(src)
+    written.append(write_json(dest / artifacts.MANIFEST, man))
+    return written
+
+
+REAL_ECHO = Path(__file__).with_name("REAL_ECHO.md")
+RECIPE_KEYS = ("model", "width", "epochs", "batch_size", "lr", "augment_strength", "recon_weight", "recon_until",
+               "distill", "ema_decay", "warmup_epochs", "select", "seed", "data")
+
+
+def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_echo: str | None) -> str:
+    """MODEL_CARD.md for the bundle: what it is, how it was made, what it scores, what it is not."""
+    m, spec = man["model"], man["input_spec"]
+    shipped = sorted({artifacts.granularity_from_name(e["file"]) for e in man["files"] if e["file"].endswith(".onnx")},
+                     reverse=True)
+    lines = [
+        f"# {FOLDER.name}: left-ventricle segmentation trained on synthetic echo only", "",
+        "**Not a medical device.** For research, teaching, demos and a first look at a clip. It has not",
+        "been validated for diagnosis or any clinical decision; an EF from it is an estimate to check.", "",
+        "## What it is",
+        f"- {m['name']} width {m['width']}, FP16 ONNX graphs at granularities "
+        f"{', '.join(f'{g:g}' for g in shipped)} (g = 0.5: the nested sub-network at a quarter of the MACs)",
+        f"- input {spec['height']}x{spec['width']} apical four-chamber frames (any size is resized), output the LV "
+        f"cavity mask (threshold {man.get('threshold', 0.5)})",
+        f"- exported {man.get('created', '?')} from `{man.get('checkpoint', '?')}` "
+        f"(sha256 {str(man.get('source_sha256', '?'))[:16]}...)", "",
+        "## Data",
+        "Only `echo-synth --style echo` videos (echoseg's scanner-like renderer: speckle imaged on a polar",
+        "grid, depth gain, dropout, shadows, valves, papillary muscles, varied hearts and fans). No real",
+        "patient image was used for training or for choosing a checkpoint, so nothing here is under a",
+        "data-use agreement.", "",
+    ]
+    if train_config:
+        lines += ["## Recipe", "| option | value |", "|---|---|"]
+        lines += [f"| {k} | {train_config[k]} |" for k in RECIPE_KEYS if k in train_config]
+        lines += ["", "`make pretrained` rebuilds it from scratch with these options.", ""]
+    if metrics:
+        lines += ["## Synthetic test frames (this build)", "| g | Dice | IoU | frames |", "|---|---|---|---|"]
+        for g, sc in sorted((metrics.get("granularities") or {"1": metrics}).items(), key=lambda kv: -float(kv[0])):
+            lines.append(f"| {g} | {sc['dice']:.4f} | {sc['iou']:.4f} | {sc['frames']} |")
+        lines.append("")
+    if real_echo:
+        lines += [real_echo.strip(), ""]
+    lines += [
+        "## Limits",
+        "- Apical four-chamber views only, LV on the right of the picture (the EchoNet-Dynamic convention).",
+        "- It learnt hearts from a renderer: small or unusual ventricles, heavy dropout and views that are",
+        "  not A4C are where it fails first; a second dark chamber can be taken for the LV (echo-run keeps",
+        "  the largest blob).",
+        "- A model trained on your own labelled frames will do better on your data: `echo-train --data DIR`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m echoseg.pretrained.bundle",
+                                 description="Bundle an export's FP16 graphs into the package with a model card.")
+    ap.add_argument("export_dir")
+    ap.add_argument("--run", help="the training run (its options go into the model card)")
+    ap.add_argument("--eval", dest="metrics", help="echo-eval's metrics.json for this model on synthetic test frames")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    try:  # read every input before the package is touched
+        tc = None
+        if args.run:
+            from echoseg.train.checkpoint import load_checkpoint
+
+            cfg = load_checkpoint(args.run).train_config
+            tc = cfg.to_dict() if cfg else None
+        metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
+        real = REAL_ECHO.read_text() if REAL_ECHO.is_file() else None
+        written = bundle(args.export_dir, FOLDER)
+        card = model_card(artifacts.read_manifest(FOLDER), tc, metrics, real)
+    except (OSError, ValueError) as exc:
+        print(f"bundle: {exc}", file=sys.stderr)
+        return 2
+    from echoseg.atomic import write_text
+
+    written.append(write_text(FOLDER / "MODEL_CARD.md", card))
+    for p in written:
+        print(f"bundled {p} ({p.stat().st_size / 2**20:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

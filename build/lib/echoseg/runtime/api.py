@@ -1,0 +1,269 @@
+"""`run_videos`: what `echo-run` does, as a function (one Session, every video streamed through it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from echoseg.atomic import check_writable, write_json
+from echoseg.data.video import VideoError, VideoReader
+
+from .cardiac import MAX_HEART_RATE_BPM, analyse, beat_in_cm
+from .discover import choose
+from .backends import get as _backend, open_session
+from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
+                      StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
+from .session import Session, SessionError
+from .stream import StreamStats, stream_video
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".dcm", ".dicom")
+#: Frame rate assumed when a container does not say (EchoNet-Dynamic's rate).
+DEFAULT_FPS = 50.0
+#: Largest --batch accepted (frames per inference call); far beyond any GPU's useful batch.
+MAX_BATCH = 4096
+EF_METHOD = ("estimate: single-plane area-length volumes V = 8 A^2 / (3 pi L) from the predicted masks, "
+             "per beat (ED = max area, ES = min area); not a clinical measurement")
+
+#: (video name, frames done, frames expected or 0)
+RunProgress = Callable[[str, int, int], None]
+
+
+@dataclass
+class VideoResult:
+    """One input's outcome: ``summary`` (what summary.json holds) when ok, ``error`` when not."""
+
+    input: str
+    name: str
+    ok: bool
+    error: str | None = None
+    out_dir: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[VideoResult], bool]:
+    """Files and directories -> (videos to run, inputs that already failed, any directory given)."""
+    videos: list[Path] = []
+    failed: list[VideoResult] = []
+    any_dir = False
+    for raw in inputs:
+        p = Path(raw)
+        if not p.is_dir():
+            videos.append(p)  # a missing or bad file fails later with its own cause
+            continue
+        any_dir = True
+        found = _videos_in(p) or (_videos_in(p / "Videos") if (p / "Videos").is_dir() else [])
+        if not found:
+            failed.append(VideoResult(str(p), p.name, False,
+                                      f"{p}: no videos in this folder (looked for {', '.join(VIDEO_SUFFIXES)})"))
+        videos.extend(found)
+    return videos, failed, any_dir
+
+
+def _videos_in(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def _unique_name(stem: str, taken: set[str]) -> str:
+    name, k = stem, 2
+    while name in taken:
+        name, k = f"{stem}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | None = None,
+               backend: str = "auto", batch: int = 8, granularity: float | None = None,
+               out: str | os.PathLike = "outputs", video: bool = True, progress: RunProgress | None = None,
+               threads: int = 0, root: str | os.PathLike = ".", session: Session | None = None,
+               errors: list[str] | None = None, clean_masks: bool = True) -> list[VideoResult]:
+    """Segment every video in ``inputs`` and write its outputs under ``out``/<video name>/.
+
+    Raises SessionError when the model cannot be opened (nothing can run) and NotWritableError
+    (an OSError) when ``out`` cannot be written; a bad video only fails its own VideoResult. A
+    directory input (or several videos) also gets ``out``/summary.csv; a failure to write it is
+    appended to ``errors`` (one line) rather than raised. ``session``: an already open Session to
+    use instead of model/backend/granularity (the caller keeps it and closes it). ``clean_masks``:
+    largest component, holes filled, before measuring.
+    """
+    if not 1 <= batch <= MAX_BATCH:
+        raise SessionError(f"--batch must be between 1 and {MAX_BATCH} frames, got {batch}")
+    choice = choose(model, backend, granularity, root) if session is None else None  # cheap: no model loaded
+    out_root = check_writable(out, "pass a writable --out (or free some space)", create=False)
+    for p in remove_stale_staging(out_root):
+        log.info("removed %s, left by an echo-run that was killed", p)
+    owned = session is None
+    reason = "session given"
+    if choice is not None:
+        log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
+        session = _open_checked(choice.path, choice.backend, granularity, threads, choice.options)
+        reason = choice.reason
+    videos, results, any_dir = expand_inputs(inputs)
+    taken: set[str] = set()
+    try:
+        for path in videos:
+            name = _unique_name(path.stem or "video", taken)
+            results.append(run_one(path, session, out_root / name, batch=batch, video=video,
+                                   progress=progress, reason=reason, clean_masks=clean_masks))
+    finally:
+        if owned:
+            session.close()
+    if any_dir or len(results) > 1:
+        try:
+            write_summary_csv(out_root / SUMMARY_CSV, [_csv_row(r) for r in results])
+        except OSError as exc:
+            msg = str(exc) if isinstance(exc, OutputRefused) else (
+                f"{out_root / SUMMARY_CSV}: not written ({exc.strerror or exc}); the per-video outputs are complete")
+            log.error("%s", msg)
+            if errors is None:
+                raise
+            errors.append(msg)
+    return results
+
+
+def _open_checked(path: Path, backend: str, granularity: float | None, threads: int,
+                  chosen: dict[str, Any] | None = None) -> Session:
+    """open_session, with any failure to describe or load the model as a SessionError, then check_session.
+
+    ``chosen``: the open options auto picked with the file (e.g. OpenVINO's precision), passed on so
+    the session runs what the choice says; ``threads`` goes to every backend that takes it."""
+    options: dict[str, Any] = dict(chosen or {})
+    if backend == "torch":
+        options["granularity"] = granularity
+    if threads and "threads" in _backend(backend).options:
+        options["threads"] = threads
+    try:
+        session = open_session(path, backend, **options)
+    except SessionError:
+        raise
+    except (ValueError, KeyError, OSError) as exc:  # e.g. a checkpoint naming a model this version lacks
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SessionError(f"{path}: cannot open this model ({why})") from exc
+    try:
+        check_session(session)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def check_session(session: Session) -> None:
+    """Run one zero batch of the artifact's own input spec; raise SessionError if it does not fit.
+
+    An artifact whose graph contradicts its input spec (size or channels) would otherwise open
+    fine and then fail every video; this finds it once, before any video is touched.
+    """
+    info = session.info
+    spec = info.meta.input_spec
+    n = max(1, info.min_batch)
+    shape = (n, spec.channels, spec.height, spec.width)
+    want = "x".join(str(v) for v in shape)
+    fix = "re-export it with echo-export build"
+    try:
+        y = np.asarray(session.run(np.zeros(shape, np.float32)))
+    except (SessionError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SessionError(f"{info.path}: does not take the {want} input its own input spec describes "
+                           f"({first}); {fix}") from exc
+    if y.ndim != 4 or y.shape[0] != n or y.shape[1] != 1:
+        raise SessionError(f"{info.path}: returns shape {tuple(y.shape)} for a {want} input, expected {n}x1xHxW "
+                           f"logits; {fix}")
+
+
+def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: bool = True,
+            progress: RunProgress | None = None, reason: str = "", clean_masks: bool = True) -> VideoResult:
+    """One video through ``session``; its outputs appear in ``out_dir`` complete, or not at all."""
+    name = out_dir.name
+    staging: StagingDir | None = None
+    sink: OverlaySink | None = None
+    reader: VideoReader | None = None
+    try:
+        reader = VideoReader(path)  # opened once; fails early, before any folder is made, for a missing/bad file
+        vinfo = reader.info
+        fps_video = vinfo.fps
+        fps = fps_video if fps_video > 0 else DEFAULT_FPS
+        if fps_video <= 0:
+            log.warning("%s: the container gives no frame rate; assuming %.0f fps", path, DEFAULT_FPS)
+        staging = StagingDir(out_dir)
+        sink = OverlaySink(staging.tmp / OVERLAY_VIDEO, fps) if video else None
+        report = (lambda done, total: progress(name, done, total)) if progress else None
+        stats = stream_video(reader, session, batch=batch, sink=sink, progress=report, clean_masks=clean_masks)
+        if sink is not None:
+            sink.close()
+        cardiac = analyse(stats.area_px, stats.length_px, fps)
+        write_frames_csv(staging.tmp / FRAMES_CSV, stats.area_px, stats.length_px, fps, cardiac, vinfo.spacing_cm)
+        plot_area(staging.tmp / AREA_PNG, stats.area_px, fps, cardiac, f"{path.name}: LV area")
+        summary = _summary(path, name, session, stats, cardiac, fps, fps_video <= 0, video, reason)
+        summary.update(_units(vinfo, cardiac, clean_masks, summary["beats"]))
+        write_json(staging.tmp / SUMMARY_JSON, summary)
+        final = staging.commit()
+        staging = None
+        log.info("%s: %d frames at %.1f fps end to end -> %s", path, stats.frames, stats.processing_fps, final)
+        return VideoResult(str(path), name, True, out_dir=str(final), summary=summary)
+    except (VideoError, SessionError, OSError, ValueError, RuntimeError, _cv2_error()) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if str(path) not in msg:
+            msg = f"{path}: {msg}"
+        log.error("%s", msg)
+        return VideoResult(str(path), name, False, error=msg)
+    finally:
+        if reader is not None:
+            reader.close()
+        if sink is not None:
+            sink.close()
+        if staging is not None:
+            staging.discard()
+
+
+def _cv2_error() -> type[Exception]:
+    import cv2
+
+    return cv2.error
+
+
+def _summary(path: Path, name: str, session: Session, stats: StreamStats, cardiac, fps: float,
+             fps_assumed: bool, video: bool, reason: str) -> dict[str, Any]:
+    info = session.info
+    beats = [b.to_dict() for b in cardiac.beats]
+    ed = cardiac.ed_frames
+    hr = 60.0 * fps * (len(ed) - 1) / (ed[-1] - ed[0]) if len(ed) > 1 else None
+    return {
+        "video": str(path), "name": name, "frames": stats.frames, "width": stats.width, "height": stats.height,
+        "fps": fps, "fps_assumed": fps_assumed, "duration_s": stats.frames / fps,
+        "processing_fps": stats.processing_fps, "model_fps": stats.model_fps,
+        "backend": info.backend, "precision": info.precision, "device": info.device, "model": info.path,
+        "backend_reason": reason, "granularity": info.meta.granularity, "model_name": info.meta.model.name,
+        "threshold": info.meta.threshold, "batch": stats.batch,
+        "ed_frames": ed, "es_frames": cardiac.es_frames, "heart_rate_bpm": hr,
+        "beats": beats,
+        "ef_estimate_pct": {"per_beat": [b["ef_estimate_pct"] for b in beats], "mean": cardiac.ef_estimate_pct,
+                            "method": EF_METHOD, "max_heart_rate_bpm": MAX_HEART_RATE_BPM},
+        "timings": stats.timings(),
+        "outputs": {"frames_csv": FRAMES_CSV, "area_png": AREA_PNG, "summary_json": SUMMARY_JSON,
+                    "overlay_video": OVERLAY_VIDEO if video else None},
+    }
+
+
+def _units(vinfo, cardiac, clean_masks: bool, beats: list[dict]) -> dict[str, Any]:
+    """Where fps and spacing came from; per beat cm^2 / cm / mL beside the pixel figures when spacing is known."""
+    sp = vinfo.spacing_cm
+    for b, beat in zip(beats, cardiac.beats):
+        b.update(beat_in_cm(beat, sp) if sp else {})
+    return {"fps_source": vinfo.fps_source, "clean_masks": clean_masks,
+            "pixel_spacing_cm": {"x": sp[0], "y": sp[1]} if sp else None}
+
+
+def _csv_row(r: VideoResult) -> dict[str, Any]:
+    s = r.summary
+    return {"video": r.input, "status": "ok" if r.ok else "failed", "error": r.error, "frames": s.get("frames"),
+            "fps": s.get("fps"), "processing_fps": s.get("processing_fps"), "model_fps": s.get("model_fps"),
+            "beats": len(s["beats"]) if s else None,
+            "ef_estimate_mean_pct": (s.get("ef_estimate_pct") or {}).get("mean"),
+            "backend": s.get("backend"), "precision": s.get("precision"), "out_dir": r.out_dir}

@@ -1,0 +1,116 @@
+"""The backend registry: each backend module registers itself; ``open_session`` opens through it.
+
+A backend is a name, the artifact kind it runs (``onnx``, ``engine``, ``checkpoint``), a rank
+for ``auto`` (lower is preferred), an opener and a ``problem(path)`` check that says, without
+opening anything heavy, why that artifact cannot run here (None when it can). Adding a backend
+is one module that calls :func:`register` at import and one entry in ``BUILTIN``. Built-in
+modules are imported on first lookup; their heavy libraries only inside ``open``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .session import Session, SessionError
+
+log = logging.getLogger(__name__)
+
+#: Modules that register the built-in backends (imported lazily, all cheap to import).
+BUILTIN = ("echoseg.runtime.trt", "echoseg.runtime.openvino", "echoseg.runtime.ort", "echoseg.runtime.torch")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    artifact: str  # onnx | engine | checkpoint
+    rank: int  # auto prefers the lowest rank whose problem() is None
+    open: Callable[..., Session]
+    problem: Callable[[Path], str | None] = lambda path: None
+    options: tuple[str, ...] = ()  # keyword options open() accepts
+    gpu: bool = False  # computes on a GPU whenever it runs
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    # auto only: why to pass this backend over although it can run (None: do not), e.g. a better one is here
+    defer: Callable[[], str | None] = lambda: None
+    # auto only, in an export directory: (file or None, open options, why) instead of the best-precision file
+    pick: Callable[..., tuple[Path | None, dict[str, Any], str]] | None = None
+
+
+_REGISTRY: dict[str, Backend] = {}
+_loaded = False
+
+
+def register(backend: Backend) -> Backend:
+    """Add (or replace) a backend; returns it so a module can keep a handle."""
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in BUILTIN:
+            importlib.import_module(mod)
+
+
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported here, without importing it (a module blocked with None counts as absent)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None or has no __spec__
+        return False
+
+
+def all_backends() -> list[Backend]:
+    """Registered backends, in ``auto``'s order of preference."""
+    _load_builtin()
+    return sorted(_REGISTRY.values(), key=lambda b: (b.rank, b.name))
+
+
+def names() -> tuple[str, ...]:
+    return tuple(b.name for b in all_backends())
+
+
+def get(name: str) -> Backend:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise SessionError(f"unknown backend {name!r}; choose auto or one of {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def for_artifact(kind: str) -> list[Backend]:
+    """Backends that run artifacts of ``kind``, preferred first."""
+    return [b for b in all_backends() if b.artifact == kind]
+
+
+def open_session(path: str | os.PathLike, backend: str | None = None, **options: Any) -> Session:
+    """Open an artifact (file, export directory or run directory) with ``backend`` or ``auto``.
+
+    options: ``granularity`` (selects the file in an export directory; the torch backend slices
+    to it), and per backend what its ``options`` lists (``providers``/``threads`` for
+    onnxruntime, ``device``/``precision`` for torch, ``device`` for tensorrt). An option the
+    chosen backend does not take is an error, not silently dropped.
+    """
+    from .discover import choose
+
+    granularity = options.get("granularity")
+    choice = choose(path, backend or "auto", granularity, precision=options.get("precision"))
+    chosen = get(choice.backend)
+    opts = {k: v for k, v in options.items() if v is not None and not (k == "granularity" and k not in chosen.options)}
+    unknown = sorted(set(opts) - set(chosen.options))
+    if unknown:
+        raise SessionError(f"backend {chosen.name} takes no option {', '.join(unknown)} "
+                           f"(it takes {', '.join(chosen.options) or 'none'})")
+    for k, v in choice.options.items():  # what auto chose (e.g. a precision); the caller's options win
+        if k in chosen.options:
+            opts.setdefault(k, v)
+    log.info("backend %s on %s (%s)", chosen.name, choice.path, choice.reason)
+    return chosen.open(choice.path, **opts)

@@ -1,0 +1,100 @@
+"""echo-run: segment the LV in echo videos, with overlays, per-frame areas, ED/ES, and an EF estimate."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command()
+def run(
+    inputs: list[Path] = typer.Argument(..., metavar="VIDEO_OR_DIR", help="Videos (AVI, MP4, any size, grey or colour) or folders of them"),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export folder, .onnx, .engine, checkpoint "
+                                         "or run folder; default: newest under exports/, else runs/"),
+    backend: str = typer.Option("auto", "--backend", "-b", help="auto | tensorrt | openvino | onnxruntime | torch"),
+    batch: int = typer.Option(8, "--batch", help="Frames per inference batch (1 to 4096)"),
+    granularity: Optional[float] = typer.Option(None, "--granularity", "-g",
+                                                help="MatAE-U-Net width fraction (0.125, 0.25, 0.5, 1)"),
+    out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the per-video outputs"),
+    no_video: bool = typer.Option(False, "--no-video", help="Skip the overlay video (faster)"),
+    threads: int = typer.Option(0, "--threads", min=0, help="ONNX Runtime intra-op threads (0: its default)"),
+    clean_masks: bool = typer.Option(True, "--clean-masks/--no-clean-masks", help="Largest blob, holes filled, before measuring"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log which backend was chosen and why, and timings"),
+) -> None:
+    """Stream each video through one model session and write its outputs under --out/<video>/."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our own one-line errors replace FFmpeg's noise
+    from rich.console import Console
+    from rich.logging import RichHandler
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from echoseg.atomic import Terminated, sigterm_as_interrupt
+    from echoseg.runtime.api import run_videos
+    from echoseg.runtime.session import SessionError
+
+    err = Console(stderr=True)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False, show_time=False)])
+    logging.getLogger("echoseg.runtime.api").setLevel(logging.INFO if verbose else logging.CRITICAL)
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total or None)
+            bar.update(tasks[name], completed=done)
+
+        run_errors: list[str] = []
+        try:
+            with sigterm_as_interrupt():  # kill / timeout / docker stop: clean up like Ctrl-C
+                results = run_videos([str(p) for p in inputs], model=model, backend=backend, batch=batch,
+                                     granularity=granularity, out=out, video=not no_video, progress=progress,
+                                     threads=threads, errors=run_errors, clean_masks=clean_masks)
+        except (SessionError, OSError) as exc:  # the model cannot be opened, or --out cannot be written
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt as exc:
+            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            err.print(f"{what}: the video in progress left no partial output; finished ones are kept",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
+    if model is not None:  # with no --model, the search already said in one line that it fell back to it
+        _say_if_bundled(err, results)
+    console = Console()
+    failed = 0
+    for r in results:
+        if not r.ok:
+            failed += 1
+            err.print(f"[red]failed:[/red] {r.error}", highlight=False, soft_wrap=True)
+            continue
+        s = r.summary
+        ef = s["ef_estimate_pct"]["mean"]
+        ef_text = f"EF estimate {ef:.1f}% over {len(s['beats'])} beat(s)" if ef is not None else "no full beat found"
+        console.print(f"{r.input}: {s['frames']} frames, {s['processing_fps']:.1f} fps end to end "
+                      f"({s['backend']} {s['precision']}), {ef_text} -> {r.out_dir}", highlight=False, soft_wrap=True)
+    for line in run_errors:
+        err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    if failed:
+        err.print(f"{failed} of {len(results)} video(s) failed", highlight=False)
+    if failed or run_errors:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+def _say_if_bundled(err, results) -> None:
+    """One line when the model that ran is the bundled one (no model given, none found)."""
+    from echoseg import pretrained
+
+    for r in results:
+        model = (r.summary or {}).get("model") if r.ok else None
+        if model and pretrained.FOLDER.resolve() in Path(model).resolve().parents:
+            err.print(f"used {pretrained.describe()}", highlight=False, soft_wrap=True)
+            return

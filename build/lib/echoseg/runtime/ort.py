@@ -1,0 +1,142 @@
+"""ONNX Runtime backend, with its execution providers chosen explicitly and logged.
+
+Default: the CUDA provider when onnxruntime-gpu sees a GPU, then the CPU provider. The TensorRT
+provider only when asked for (``providers=[...]`` naming it, or ``tensorrt=True``): then with its
+engine cache in the export directory (``.ort-trt-cache/``, hidden so no index lists it) and
+profile shapes from the export's batch profile, so it builds once and never rebuilds when a
+video's last batch is shorter.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from echoseg.artifacts import ArtifactError, manifest_profile, precision_of, read_onnx_meta
+from echoseg.config import InputSpec
+
+from .backends import Backend, importable as _importable, register
+from .session import SessionError, SessionInfo
+
+log = logging.getLogger(__name__)
+
+CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+TRT_CACHE_DIR = ".ort-trt-cache"
+
+
+def provider_plan(available: Sequence[str], requested: Sequence[str] | None, onnx_path: Path,
+                  spec: InputSpec, input_name: str = "frames", tensorrt: bool = False) -> list[Any]:
+    """The providers (with options) to hand to InferenceSession; pure, so it is tested without a GPU."""
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise SessionError(f"{onnx_path}: ONNX Runtime here has no {', '.join(missing)} (available: "
+                               f"{', '.join(available)}); install onnxruntime-gpu with pip install 'echoseg[gpu]'")
+        wanted = list(requested)
+    else:
+        wanted = ([TRT] if tensorrt and TRT in available else []) + ([CUDA] if CUDA in available else []) + [CPU]
+        if tensorrt and TRT not in available:
+            raise SessionError(f"{onnx_path}: the TensorRT execution provider was asked for but ONNX Runtime here "
+                               f"offers {', '.join(available)}")
+    if CPU not in wanted:
+        wanted.append(CPU)
+    plan: list[Any] = []
+    for name in wanted:
+        if name == TRT:
+            lo, opt, hi = manifest_profile(onnx_path.parent)
+            c, h, w = spec.shape
+
+            def shape(n: int) -> str:
+                return f"{input_name}:{n}x{c}x{h}x{w}"
+
+            cache = onnx_path.parent / TRT_CACHE_DIR
+            plan.append((TRT, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                               "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+                               "trt_profile_min_shapes": shape(lo), "trt_profile_opt_shapes": shape(opt),
+                               "trt_profile_max_shapes": shape(hi)}))
+        else:
+            plan.append(name)
+    return plan
+
+
+class OrtSession:
+    """An ONNX Runtime InferenceSession behind the Session protocol."""
+
+    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int = 0,
+                 tensorrt: bool = False) -> None:
+        ort = _import_ort(path)
+        self.path = Path(path)
+        try:
+            meta = read_onnx_meta(self.path)
+        except ArtifactError as exc:
+            raise SessionError(str(exc)) from exc
+        plan = provider_plan(ort.get_available_providers(), providers, self.path, meta.input_spec,
+                             tensorrt=tensorrt)
+        if any(isinstance(p, tuple) for p in plan):
+            (self.path.parent / TRT_CACHE_DIR).mkdir(exist_ok=True)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no memory pattern: ORT would plan (and keep) one arena block per input shape it has seen,
+        # so a video's short last batch adds a second plan; without it the arena reuses its blocks
+        # (measured: batch-16 session 165 MB instead of 242 MB, same speed; README, "echo-run")
+        opts.enable_mem_pattern = False
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self._sess = ort.InferenceSession(str(self.path), sess_options=opts, providers=plan)
+        except Exception as exc:  # onnxruntime's own exception types
+            raise SessionError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from exc
+        inp = self._sess.get_inputs()[0]
+        self._input = inp.name
+        self._output = self._sess.get_outputs()[0].name
+        self._input_fp16 = inp.type == "tensor(float16)"
+        used = self._sess.get_providers()
+        asked = [p if isinstance(p, str) else p[0] for p in plan]
+        log.info("onnxruntime on %s: providers asked %s, in use %s", self.path.name, asked, used)
+        if used and used[0] != asked[0]:
+            log.warning("onnxruntime on %s: %s was asked for first but %s is in use", self.path.name, asked[0], used[0])
+        batch_dim = inp.shape[0]
+        fixed = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else 0
+        self.info = SessionInfo(
+            backend="onnxruntime", precision=precision_of(self.path),
+            device=used[0] if used else CPU,
+            min_batch=fixed or 1, max_batch=fixed, meta=meta, path=str(self.path),
+            extra={"providers": used, "providers_asked": asked, "onnxruntime": ort.__version__},
+        )
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float16 if self._input_fp16 else np.float32)
+        if len(x) == 0:
+            raise SessionError(f"{self.path}: empty batch (0 frames); give at least one frame")
+        try:
+            (y,) = self._sess.run([self._output], {self._input: x})
+        except Exception as exc:  # onnxruntime's Fail/InvalidArgument derive from Exception only
+            raise SessionError(f"{self.path}: ONNX Runtime failed on a batch of shape {x.shape} "
+                               f"({str(exc).splitlines()[0][:200]})") from exc
+        return np.asarray(y, dtype=np.float32)
+
+    def close(self) -> None:
+        self._sess = None
+
+
+def _import_ort(path):
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise SessionError(f"{path}: ONNX Runtime is not installed ({exc}); pip install 'echoseg[cpu]' "
+                           "(or 'echoseg[gpu]' for onnxruntime-gpu)") from exc
+    return ort
+
+
+def _problem(path: Path) -> str | None:
+    if not _importable("onnxruntime"):
+        return "onnxruntime is not installed (pip install 'echoseg[cpu]' or 'echoseg[gpu]')"
+    return None
+
+
+BACKEND = register(Backend(name="onnxruntime", artifact="onnx", rank=20, open=OrtSession, problem=_problem,
+                           options=("providers", "threads", "tensorrt"),
+                           description="ONNX Runtime: CUDA provider on a GPU, else CPU; TensorRT provider when asked"))

@@ -1,0 +1,311 @@
+"""echo-train and echo-eval: thin commands over train.loop.train and train.eval.evaluate."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from echoseg.config import DEFAULT_GRANULARITIES, ConfigError, TrainConfig
+from echoseg.models import MODEL_NAMES
+
+train_app = typer.Typer(add_completion=False, help="Train a U-Net or MatAE-U-Net on EchoNet-Dynamic or frame folders.")
+eval_app = typer.Typer(add_completion=False, help="Score trained models: Dice, IoU, pixel accuracy.")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from echoseg.data.frameset import DataError
+    from echoseg.models import UnknownModelError
+
+    from .checkpoint import CheckpointError
+    from .loop import TrainError
+    from .preflight import PreflightError
+
+    # OSError: an output that cannot be written (full disk, read-only), as one line, not a traceback
+    return (DataError, UnknownModelError, CheckpointError, TrainError, ConfigError, PreflightError, OSError)
+
+
+def _fail(exc: BaseException) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@train_app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="EchoNet-Dynamic folder or image/mask folders (auto-detected)"),
+    model: str = typer.Option("unet", "--model", help=f"One of: {', '.join(MODEL_NAMES)}"),
+    width: int = typer.Option(64, "--width", min=1, help="Base width (paper: 64); matae-unet needs a multiple of 8"),
+    epochs: int = typer.Option(20, "--epochs", min=1),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    dice_loss: bool = typer.Option(False, "--dice-loss", help="Add soft Dice to BCE-with-logits"),
+    recon_weight: float = typer.Option(0.1, "--recon-weight", help="matae-unet: weight of the reconstruction MSE"),
+    unlabelled_frames: bool = typer.Option(False, "--unlabelled-frames",
+                                           help="matae-unet: also train the autoencoder on every frame of the training videos"),
+    recon_until: float = typer.Option(0.5, "--recon-until", help="matae-unet: fraction of training over which the "
+                                      "reconstruction weight decays to 0 (1 = constant)"),
+    distill: float = typer.Option(0.5, "--distill", min=0.0, max=1.0,
+                                  help="matae-unet: share of a smaller granularity's loss learnt from the full "
+                                       "network's soft masks (in-place distillation; 0 = labels only)"),
+    granularities: Optional[List[float]] = typer.Option(None, "--granularity", help="matae-unet nested widths (default: "
+                                                        "1/8, 1/4, 1/2, 1 where the first level keeps >= 4 channels)"),
+    ema_decay: float = typer.Option(0.995, "--ema-decay", help="EMA of the weights (validated and saved); 0 = off"),
+    warmup_epochs: int = typer.Option(1, "--warmup-epochs", min=0, help="Linear learning-rate warm-up, then cosine decay"),
+    workers: int = typer.Option(-1, "--workers", help="DataLoader workers for augmentation (-1: up to 8 on a GPU "
+                                                     "machine, none on a small CPU one)"),
+    select: str = typer.Option("last", "--select", help="best.pt: last (the final EMA weights), smooth (best 3-epoch "
+                                                        "mean of val Dice from a third of the run on) or best (raw "
+                                                        "peak); never an epoch with a collapsed granularity"),
+    augment: bool = typer.Option(True, "--augment/--no-augment"),
+    augment_strength: str = typer.Option("light", "--augment-strength", help="light, or heavy (wider pose and gain, "
+                                         "blur, noise, contrast, dark blotches: for training on synthetic echo)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>)"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from <out>/last.pt up to --epochs"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the trained run already in --out"),
+    max_train_frames: int = typer.Option(0, "--max-train-frames", help="Use at most this many labelled frames (0 = all)"),
+    folds: int = typer.Option(0, "--folds", min=0, help="Cross-validate: K folds of whole videos (patients) over all "
+                                                        "labelled frames; K = number of videos is leave-one-patient-out"),
+    fold: Optional[List[int]] = typer.Option(None, "--fold", help="With --folds: run only these folds (0-based, repeatable)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="With --folds: comma-separated seeds (default: --seed)"),
+) -> None:
+    """Train one model; writes best.pt, last.pt, log.csv and curves.png to the run folder.
+
+    With --folds K: one run per fold and seed in OUT/fold<i>-seed<s>/, each scored on its held-out
+    videos, and OUT/cv.csv, OUT/cv.json with Dice mean +- sd over seeds per granularity."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from echoseg.data.dataset import detect_layout
+    from echoseg.models import check_name
+
+    from .loop import Callbacks
+    from .loop import train as run_training
+    from .preflight import preflight
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    console = Console()
+    try:
+        check_name(model)
+        cfg = TrainConfig(data=str(data), model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
+                          dice_loss=dice_loss, recon_weight=recon_weight, recon_until=recon_until,
+                          unlabelled_frames=unlabelled_frames, distill=distill,
+                          granularities=tuple(sorted(granularities)) if granularities else (),
+                          augment=augment, augment_strength=augment_strength, device=device, seed=seed,
+                          out=str(out or Path("runs") / model),
+                          max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
+                          select=select, workers=workers)
+        gs = cfg.granularities or DEFAULT_GRANULARITIES
+        if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
+            raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
+                              "use a multiple of 8")
+        detect_layout(cfg.data)  # a missing or unknown data folder first, then the run folder
+        preflight(cfg.out, resume, overwrite, _weight_bytes(model, width))
+        if folds:
+            seed_list = _parse_seeds(seeds, seed)
+            _cross_validate(console, cfg, folds, seed_list, fold or [])
+            return
+        from .dist import world_from_env
+
+        if not world_from_env().is_main:  # torchrun: rank 0 alone draws progress and prints
+            run_training(cfg, resume=resume)
+            return
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task(f"{model} w{width}", total=1, loss=float("nan"))
+
+            def on_start(n_epochs: int, steps: int) -> None:
+                bar.update(task, total=n_epochs * steps)
+
+            def on_epoch(row: dict) -> None:
+                g = "  ".join(f"{k[9:]}={v:.3f}" for k, v in row.items() if k.startswith("val_dice_g"))
+                bar.console.print(f"epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  val Dice {row['val_dice']:.4f}  "
+                                  f"IoU {row['val_iou']:.4f}  {row['seconds']:.1f}s  {g}")
+
+            result = run_training(cfg, resume=resume, callbacks=Callbacks(
+                on_start=on_start, on_epoch=on_epoch,
+                on_step=lambda e, s, loss: bar.update(task, advance=1, loss=loss)))
+    except _user_errors() as exc:
+        _fail(exc)
+    console.print(f"best val Dice {result.best['val_dice']:.4f} at epoch {best_epoch(result.best, result.rows)}; "
+                  f"run in {result.out}")
+
+
+def _parse_seeds(text: str | None, default: int) -> list[int]:
+    if not text:
+        return [default]
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 1,2,3") from None
+
+
+def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], only: list[int]) -> None:
+    from rich.table import Table
+
+    from .cv import run_cv
+    from .loop import Callbacks
+
+    def on_run(f: int, s: int, run_cfg: TrainConfig) -> Callbacks:
+        console.print(f"fold {f} seed {s} -> {run_cfg.out}")
+        return Callbacks(on_epoch=lambda row: console.print(
+            f"  epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  val Dice {row['val_dice']:.4f}  "
+            f"{row['seconds']:.1f}s"))
+
+    summary = run_cv(cfg, folds, seeds, only, on_run=on_run)
+    table = Table(title=f"{cfg.model} w{cfg.width}: {folds}-fold cross-validation by video, seeds {seeds}")
+    for col in ("g", "Dice mean", "sd over seeds", "worst fold", "per fold"):
+        table.add_column(col, justify="right")
+    for g, s in summary.items():
+        table.add_row(g, f"{s['dice_mean']:.4f}", f"{s['dice_sd']:.4f}", f"{s['min_fold_dice']:.4f}",
+                      " ".join(f"{k}:{v:.3f}" for k, v in s["dice_per_fold"].items()))
+    console.print(table)
+    console.print(f"wrote {cfg.out}/cv.csv and cv.json")
+
+
+def _weight_bytes(model: str, width: int) -> int:
+    """float32 bytes of the model's weights, for the free-space check."""
+    from echoseg.models import build_model, default_config
+
+    return 4 * sum(p.numel() for p in build_model(default_config(model, width)).parameters())
+
+
+def best_epoch(best: dict, rows: list[dict]) -> int | str:
+    """The epoch of the best val Dice: from ``best`` when this session improved it, else from the log.
+
+    After --resume with no new best, ``best`` only carries the value from last.pt; the log
+    (log.csv, read back on resume) says at which epoch it was reached.
+    """
+    if best.get("epoch") is not None:
+        return int(best["epoch"])
+    scored = [r for r in rows if "val_dice" in r and "epoch" in r]
+    if not scored:
+        return "?"
+    top = max(r["val_dice"] for r in scored)
+    return int(next(r["epoch"] for r in scored if r["val_dice"] == top))
+
+
+@eval_app.command()
+def evaluate(
+    runs: List[Path] = typer.Argument(..., help="Run folders or checkpoints (several make one table)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder (EchoNet-Dynamic or frame folders); "
+                                        "not needed to --compare cross-validation folders"),
+    split: str = typer.Option("test", "--split", help="train, val or test"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <run>/eval-<split>; "
+                                                            "with several runs, OUT/<run name>)"),
+    device: str = typer.Option("auto", "--device"),
+    compare: bool = typer.Option(False, "--compare", help="Paired Dice difference of two runs, or of two models' "
+                                 "runs (seeds): mean with a bootstrap 95% CI over videos; cross-validation "
+                                 "folders (echo-train --folds) are compared fold by fold"),
+    ef: bool = typer.Option(False, "--ef", help="EchoNet: also validate echo-run's EF read-out against FileList.csv "
+                            "(ef.csv, Bland-Altman and scatter PNGs, 'ef' in metrics.json)"),
+    clean_masks: bool = typer.Option(False, "--clean-masks", help="Score the masks after echo-run's clean-up "
+                                     "(largest blob, holes filled), as echo-run measures them"),
+) -> None:
+    """Per-frame Dice, IoU, pixel accuracy (bootstrap 95% CI), ED/ES and granularity breakdowns."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from echoseg.runtime.session import SessionError
+
+    from .eval import evaluate as run_eval
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: a wide table beats a squashed one
+        console = Console(width=150)
+    table = Table(title=f"{split} split of {data}")
+    for col in ("run", "model", "g", "GMACs", "frames", "Dice (95% CI)", "IoU", "pixel acc."):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    failed, scored = 0, []
+    for run in runs:
+        target = (out / run.name if len(runs) > 1 else out) if out else None
+        if compare and (run / "cv.json").is_file():
+            from .compare import read_cv
+
+            scored += read_cv(run)
+            continue
+        if data is None:
+            _error_line(f"{run}: --data is needed to score a run (only cross-validation folders compare "
+                        "without it)")
+            failed += 1
+            continue
+        try:
+            r = run_eval(run, data, split, target, device, clean=clean_masks)
+            if ef:
+                from .ef import evaluate_ef, summary_line
+
+                console.print(f"{run}: {summary_line(evaluate_ef(run, data, split, r['out'], device))}")
+        except (*_user_errors(), ValueError, SessionError) as exc:
+            _error_line(f"{run}: {exc}")
+            failed += 1
+            continue
+        rows = r.get("granularities") or {"1": r}
+        for g, s in sorted(rows.items(), key=lambda kv: -float(kv[0])):
+            lo, hi = s["ci95"]["dice"]
+            table.add_row(run.name, f"{r['model']} w{r['width']}", g, f"{s['gmacs']:.3f}", str(s["frames"]),
+                          f"{s['dice']:.4f} ({lo:.3f}-{hi:.3f})", f"{s['iou']:.4f}", f"{s['pixel_accuracy']:.4f}")
+        for ph, s in (r.get("phases") or {}).items():
+            table.add_row("", f"  {ph} frames", "1", "", str(s["frames"]), f"{s['dice']:.4f}", f"{s['iou']:.4f}",
+                          f"{s['pixel_accuracy']:.4f}")
+        if r.get("skipped"):
+            console.print(f"{run}: skipped {r['skipped']}")
+        console.print(f"{run}: wrote {r['out']}/metrics.json, frames.csv, montage.png")
+        if compare:
+            from .compare import read_frames_csv
+
+            scored.append(read_frames_csv(Path(r["out"]) / "frames.csv", run.name, r["model"], r["width"]))
+    if table.row_count:
+        console.print(table)
+    if compare and not failed:
+        _print_comparison(console, scored, out)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_comparison(console, scored: list, out: Optional[Path]) -> None:
+    from rich.table import Table
+
+    from echoseg.atomic import write_json
+
+    from .compare import compare as run_compare
+
+    try:
+        res = run_compare(scored)
+    except ValueError as exc:
+        _fail(exc)
+    runs = Table(title="runs (mean +- sd over runs/seeds of per-frame-averaged Dice)")
+    for col in ("side", "model", "g", "Dice mean", "sd", "runs"):
+        runs.add_column(col, justify="right")
+    for r in res["runs"]:
+        runs.add_row(r["side"], r["model"], f"{r['g']:g}", f"{r['dice_mean']:.4f}", f"{r['dice_sd']:.4f}", str(r["runs"]))
+    console.print(runs)
+    diff = Table(title=f"paired difference B - A  (A = {res['a_model']}: {', '.join(res['a'])};  "
+                       f"B = {res['b_model']}: {', '.join(res['b'])})")
+    for col in ("B g", "vs A g", "Dice diff", "95% CI (videos resampled)", "frames", "videos"):
+        diff.add_column(col, justify="right")
+    for d in res["differences"]:
+        lo, hi = d["ci95"]
+        diff.add_row(f"{d['g_b']:g}", f"{d['g_a']:g}", f"{d['mean']:+.4f}", f"{lo:+.4f} .. {hi:+.4f}",
+                     str(d["frames"]), str(d["videos"]))
+    console.print(diff)
+    if out:
+        write_json(Path(out) / "compare.json", res)
+        console.print(f"wrote {out}/compare.json")
+
+
+def _error_line(message: str) -> None:
+    """One plain line on stderr: rich would wrap a long path over several lines."""
+    print("error: " + str(message).replace("\n", " "), file=sys.stderr, flush=True)
+
+
+def train_main() -> None:
+    train_app()
+
+
+def eval_main() -> None:
+    eval_app()

@@ -1,0 +1,234 @@
+"""The runtime's EF read-out validated against FileList.csv (``echo-eval --ef``).
+
+Every video of the split goes through the same streaming loop and cardiac read-out that
+echo-run ships (runtime/stream.py, runtime/cardiac.py: masks cleaned, beats on the area
+curve, single-plane area-length EF per beat, averaged), run by the checkpoint's model in
+PyTorch. The estimate is compared with the EF FileList.csv gives (MAE, RMSE, bias, Pearson
+r, R^2, agreement of the <40 / 40-50 / >50 % classes, Bland-Altman limits), and the ED/ES
+frames found with the traced ones (distance to the nearest found frame of the same kind).
+A NaN or out-of-range EF leaves that video out of the EF metrics (a warning, a count); a
+video without a full beat gets "n/a" in ef.csv; an unreadable one is counted as failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from echoseg.atomic import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+EF_CSV = "ef.csv"
+BLAND_ALTMAN_PNG = "ef_bland_altman.png"
+SCATTER_PNG = "ef_scatter.png"
+#: EF classes (percent): reduced, mid-range, preserved. A value on a bound goes to the middle class.
+EF_CLASSES = ("<40", "40-50", ">50")
+EF_RANGE = (0.0, 100.0)
+CSV_FIELDS = ("FileName", "ef_true", "ef_estimate", "error", "beats", "ed_traced", "es_traced",
+              "ed_found", "es_found", "ed_error_frames", "es_error_frames", "note")
+
+
+def ef_class(ef: float) -> str:
+    return EF_CLASSES[0] if ef < 40 else EF_CLASSES[1] if ef <= 50 else EF_CLASSES[2]
+
+
+def _nearest_error(found: list[int], traced: int | None) -> int | None:
+    if traced is None or not found:
+        return None
+    return int(min(abs(f - traced) for f in found))
+
+
+def _traced_ed_es(rows_by_frame) -> tuple[int | None, int | None]:
+    from echoseg.data.echonet import label_ed_es, polygon_area, tracing_polygon
+
+    polys = {f: tracing_polygon(r) for f, r in (rows_by_frame or {}).items() if len(r) >= 3}
+    polys = {f: p for f, p in polys.items() if polygon_area(p) >= 1.0}
+    if len(polys) < 2:
+        return None, None
+    phase = label_ed_es(polys)
+    return (next(f for f, p in phase.items() if p == "ED"), next(f for f, p in phase.items() if p == "ES"))
+
+
+def measure_videos(run: str | Path, data: str | Path, split: str = "test", device: str = "auto", batch: int = 16,
+                   progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """One row per video of the split (the columns of ef.csv, None where there is nothing)."""
+    from echoseg.data.echonet import read_tracings, split_records, video_path
+    from echoseg.data.frameset import SkipReport
+    from echoseg.data.video import VideoError, probe
+    from echoseg.runtime.cardiac import analyse
+    from echoseg.runtime.backends import open_session
+    from echoseg.runtime.stream import stream_video
+
+    from .checkpoint import load_checkpoint
+
+    root = Path(data)
+    records = split_records(root, split)
+    tracings = read_tracings(root, SkipReport())
+    session = open_session(load_checkpoint(run).path, "torch", device=device)
+    rows = []
+    try:
+        for i, rec in enumerate(records, start=1):
+            ed_t, es_t = _traced_ed_es(tracings.get(rec.name))
+            row: dict[str, Any] = {"FileName": rec.name, "ef_true": rec.ef, "ed_traced": ed_t, "es_traced": es_t,
+                                   "beats": 0, "note": ""}
+            try:
+                path = video_path(root, rec)
+                fps = probe(path).fps or (rec.fps if rec.fps == rec.fps and rec.fps > 0 else 50.0)
+                stats = stream_video(path, session, batch=batch)
+                cardiac = analyse(stats.area_px, stats.length_px, fps)
+                row.update(ef_estimate=cardiac.ef_estimate_pct, beats=len(cardiac.beats),
+                           ed_found=cardiac.ed_frames, es_found=cardiac.es_frames,
+                           ed_error_frames=_nearest_error(cardiac.ed_frames, ed_t),
+                           es_error_frames=_nearest_error(cardiac.es_frames, es_t))
+                if cardiac.ef_estimate_pct is None:
+                    row["note"] = "no full beat found"
+            except VideoError as exc:
+                row.update(ef_estimate=None, note=f"failed: {exc.cause}")
+                log.warning("EF: %s", exc)
+            rows.append(row)
+            if progress:
+                progress(i, len(records))
+    finally:
+        session.close()
+    return rows
+
+
+def ef_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``ef`` block of metrics.json from measured rows (see the module docstring)."""
+    bad_truth = [r for r in rows if not (isinstance(r["ef_true"], float) and math.isfinite(r["ef_true"])
+                                         and EF_RANGE[0] < r["ef_true"] <= EF_RANGE[1])]
+    for r in bad_truth:
+        log.warning("EF: %s left out of the EF metrics: FileList.csv EF %r is missing or outside %g-%g %%",
+                    r["FileName"], r["ef_true"], *EF_RANGE)
+        r["note"] = (r["note"] + "; " if r["note"] else "") + "true EF missing or out of range"
+    ok = [r for r in rows if r not in bad_truth and r.get("ef_estimate") is not None]
+    t = np.array([r["ef_true"] for r in ok], float)
+    e = np.array([r["ef_estimate"] for r in ok], float)
+    d = e - t
+    out: dict[str, Any] = {
+        "n": len(ok), "videos": len(rows), "left_out_bad_true_ef": len(bad_truth),
+        "no_beat_found": sum(r.get("ef_estimate") is None and not r["note"].startswith("failed") for r in rows),
+        "failed": sum(r["note"].startswith("failed") for r in rows),
+        "method": "echo-run's read-out: masks cleaned, beats on the area curve, single-plane area-length EF "
+                  "per beat, mean over beats; torch backend",
+    }
+    if len(ok):
+        sd = float(d.std(ddof=1)) if len(ok) > 1 else 0.0
+        ss_tot = float(((t - t.mean()) ** 2).sum())
+        agree = [ef_class(a) == ef_class(b) for a, b in zip(t, e)]
+        out.update(mae=float(np.abs(d).mean()), rmse=float(np.sqrt((d ** 2).mean())), bias=float(d.mean()),
+                   sd_diff=sd, limits_of_agreement=[float(d.mean() - 1.96 * sd), float(d.mean() + 1.96 * sd)],
+                   pearson_r=float(np.corrcoef(t, e)[0, 1]) if len(ok) > 1 and t.std() > 0 and e.std() > 0 else None,
+                   r2=1.0 - float((d ** 2).sum()) / ss_tot if ss_tot > 0 else None,
+                   class_agreement=float(np.mean(agree)),
+                   class_confusion={f"{a}->{b}": sum(ef_class(x) == a and ef_class(y) == b for x, y in zip(t, e))
+                                    for a in EF_CLASSES for b in EF_CLASSES})
+    for ph in ("ed", "es"):
+        errs = [r[f"{ph}_error_frames"] for r in rows if r.get(f"{ph}_error_frames") is not None]
+        out[f"{ph}_frame_error"] = {"n": len(errs), "mean_abs": float(np.mean(errs)) if errs else None,
+                                    "median_abs": float(np.median(errs)) if errs else None,
+                                    "not_found": sum(r.get(f"{ph}_traced") is not None and r.get(f"{ph}_error_frames") is None
+                                                     for r in rows)}
+    return out
+
+
+def _cell(v: Any) -> Any:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return "n/a" if not math.isfinite(v) else f"{v:.2f}"
+    if isinstance(v, list):
+        return " ".join(str(x) for x in v)
+    return v
+
+
+def write_ef_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CSV_FIELDS)
+        for r in rows:
+            est, true = r.get("ef_estimate"), r["ef_true"]
+            err = est - true if est is not None and math.isfinite(true) else None
+            w.writerow([_cell(r.get(k)) if k != "error" else _cell(err) for k in CSV_FIELDS])
+
+
+def plot_ef(out_dir: Path, rows: list[dict[str, Any]], m: dict[str, Any]) -> None:
+    """Bland-Altman (difference against mean, bias and limits of agreement) and true-vs-estimate scatter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.get("ef_estimate") is not None and "out of range" not in r["note"]]
+    t = np.array([r["ef_true"] for r in ok], float)
+    e = np.array([r["ef_estimate"] for r in ok], float)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.scatter((t + e) / 2, e - t, s=14, alpha=0.7)
+    if ok:
+        lo, hi = m["limits_of_agreement"]
+        for y, style, label in ((m["bias"], "-", f"bias {m['bias']:+.1f}"), (lo, "--", f"-1.96 SD {lo:+.1f}"),
+                                (hi, "--", f"+1.96 SD {hi:+.1f}")):
+            ax.axhline(y, color="C3", ls=style, lw=1, label=label)
+        ax.legend(fontsize=8)
+    ax.set_xlabel("mean of true and estimated EF (%)")
+    ax.set_ylabel("estimated - true EF (points)")
+    ax.set_title(f"Bland-Altman, n={len(ok)}", fontsize=10)
+    _save(fig, out_dir / BLAND_ALTMAN_PNG, plt)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(t, e, s=14, alpha=0.7)
+    ax.plot([0, 100], [0, 100], color="0.5", lw=1)
+    for b in (40, 50):
+        ax.axvline(b, color="0.85", lw=0.8)
+        ax.axhline(b, color="0.85", lw=0.8)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("true EF, FileList.csv (%)")
+    ax.set_ylabel("estimated EF (%)")
+    mae = f"MAE {m['mae']:.1f}, r={m['pearson_r'] or float('nan'):.2f}" if ok else "no estimate"
+    ax.set_title(f"EF, n={len(ok)}: {mae}", fontsize=10)
+    _save(fig, out_dir / SCATTER_PNG, plt)
+
+
+def _save(fig, path: Path, plt) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def summary_line(m: dict[str, Any]) -> str:
+    """One line for the console: MAE, bias, r and what was left out."""
+    if not m["n"]:
+        return f"EF: no video with both a valid true EF and a full beat (of {m['videos']}); see ef.csv"
+    r = f"{m['pearson_r']:.2f}" if m.get("pearson_r") is not None else "n/a"
+    return (f"EF MAE {m['mae']:.2f} points, bias {m['bias']:+.2f}, r {r}, class agreement "
+            f"{100 * m['class_agreement']:.0f}% over n={m['n']} of {m['videos']} videos ({m['no_beat_found']} without "
+            f"a full beat, {m['left_out_bad_true_ef']} with a bad true EF, {m['failed']} failed); wrote ef.csv")
+
+
+def evaluate_ef(run: str | Path, data: str | Path, split: str, out_dir: str | Path, device: str = "auto",
+                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Measure, write ef.csv and the two plots, add the ``ef`` block to out_dir/metrics.json; return the block."""
+    import json
+
+    from echoseg.data.dataset import detect_layout
+    from echoseg.data.frameset import DataError
+
+    if detect_layout(data) != "echonet":
+        raise DataError(f"{data}: --ef needs an EchoNet-Dynamic folder (FileList.csv with EF, Videos/)")
+    out = Path(out_dir)
+    rows = measure_videos(run, data, split, device, progress=progress)
+    block = ef_metrics(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    write_ef_csv(out / EF_CSV, rows)
+    plot_ef(out, rows, block)
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics["ef"] = block
+    write_json(metrics_path, metrics)
+    return block

@@ -1,0 +1,142 @@
+"""Scoring a trained model: per-frame Dice/IoU/pixel accuracy with bootstrap intervals.
+
+For a matae-unet every granularity is scored with its multiply-accumulate count; the
+top-level keys of metrics.json are the full granularity's.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from echoseg.atomic import atomic_path, write_json
+from echoseg.data.dataset import FrameSet, load_split
+
+from .checkpoint import build_from_checkpoint, load_checkpoint
+from .loop import pick_device, predict_logits
+from .metrics import METRICS, bootstrap_ci, per_frame
+
+
+def _scores(pred: np.ndarray, truth: np.ndarray, seed: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
+    frame = per_frame(pred, truth)
+    out: dict = {k: float(frame[k].mean()) for k in METRICS}
+    out["frames"] = int(len(frame["dice"]))
+    out["ci95"] = {k: list(bootstrap_ci(frame[k], seed=seed)) for k in METRICS}
+    return out, frame
+
+
+@dataclass
+class Scorer:
+    """What scoring needs of a model, whatever it is: a checkpoint in PyTorch or an exported graph."""
+
+    model: str
+    width: int
+    source: str  # the checkpoint or artifact scored
+    input_size: tuple[int, int]
+    granularities: tuple[float, ...]
+    predict: Callable[[np.ndarray, float], np.ndarray]  # uint8 N,H,W,3 frames, g -> bool masks N,H,W
+    gmacs: Callable[[float], float]
+    default_out: Path
+
+
+def checkpoint_scorer(run_or_checkpoint: str | Path, device: str = "auto") -> Scorer:
+    from echoseg.models import count_macs
+
+    ckpt = load_checkpoint(run_or_checkpoint)
+    model = build_from_checkpoint(ckpt)
+    dev = pick_device(device)
+    model.to(dev)
+
+    def gmacs(g: float) -> float:
+        n = count_macs(model.cpu(), g) / 1e9
+        model.to(dev)
+        return n
+
+    return Scorer(ckpt.model.name, ckpt.model.width, str(ckpt.path), (ckpt.input_spec.height, ckpt.input_spec.width),
+                  tuple(model.granularities), lambda x, g: predict_logits(model, x, ckpt.input_spec, g, dev) > 0,
+                  gmacs, ckpt.path.parent)
+
+
+def scorer_for(target: str | Path, device: str = "auto") -> Scorer:
+    """A checkpoint or run folder is scored in PyTorch; an export folder, an .onnx file or
+    ``pretrained`` (the bundled model) through the runtime, as echo-run runs it."""
+    from echoseg import pretrained
+    from echoseg.artifacts import ArtifactError, artifact_kind
+
+    if pretrained.is_name(target):
+        from .eval_artifact import artifact_scorer
+
+        return artifact_scorer(target)
+    try:
+        kind = artifact_kind(target) if Path(target).exists() else "checkpoint"
+    except ArtifactError:
+        kind = "checkpoint"
+    if kind in ("export-dir", "onnx"):
+        from .eval_artifact import artifact_scorer
+
+        return artifact_scorer(target)
+    return checkpoint_scorer(target, device)
+
+
+def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test",
+             out: str | Path | None = None, device: str = "auto", frames: FrameSet | None = None,
+             clean: bool = False) -> dict:
+    """Score a checkpoint, export or the bundled model on a split (or on the given ``frames``);
+    writes metrics.json, frames.csv and montage.png to ``out``. ``clean`` scores the masks after
+    echo-run's clean-up (largest blob, holes filled): what echo-run measures areas on."""
+    sc = scorer_for(run_or_checkpoint, device)
+    fs = frames if frames is not None else load_split(data, split, sc.input_size)
+    if len(fs) == 0:
+        raise ValueError(f"{data}: no usable {split} frames ({fs.skipped.summary()})")
+    out_dir = Path(out) if out else sc.default_out / f"eval-{split}"
+    result: dict = {"model": sc.model, "width": sc.width, "checkpoint": sc.source,
+                    "data": str(data), "split": split, "skipped": dict(fs.skipped.reasons),
+                    "clean_masks": bool(clean)}
+    per_g: dict[str, dict] = {}
+    frames_by_g: dict[float, dict[str, np.ndarray]] = {}
+    preds_full = None
+    for g in sorted(sc.granularities, reverse=True):
+        pred = sc.predict(fs.images, g)
+        if clean:
+            from echoseg.runtime.postprocess import clean_mask
+
+            pred = np.stack([clean_mask(m) for m in pred]) if len(pred) else pred
+        scores, frame = _scores(pred, fs.masks)
+        scores["gmacs"] = sc.gmacs(g)
+        per_g[f"{g:g}"] = scores
+        frames_by_g[g] = frame
+        if g == 1.0:
+            preds_full = pred
+            result.update({k: scores[k] for k in (*METRICS, "frames", "ci95", "gmacs")})
+    if len(sc.granularities) > 1:
+        result["granularities"] = per_g
+    phases = np.array(fs.phases)
+    if fs.layout == "echonet":
+        full = frames_by_g[1.0]
+        result["phases"] = {ph: {k: float(full[k][phases == ph].mean()) for k in METRICS} | {"frames": int((phases == ph).sum())}
+                            for ph in ("ED", "ES") if (phases == ph).any()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_frames_csv(out_dir / "frames.csv", fs, preds_full, frames_by_g)
+    from .plots import montage
+
+    montage(fs.images, fs.masks, preds_full, frames_by_g[1.0]["dice"], fs.names, out_dir / "montage.png")
+    write_json(out_dir / "metrics.json", result)
+    result["out"] = str(out_dir)
+    return result
+
+
+def _write_frames_csv(path: Path, fs, pred: np.ndarray, frames_by_g: dict[float, dict]) -> None:
+    full = frames_by_g[1.0]
+    extra = [g for g in sorted(frames_by_g) if g != 1.0]
+    header = ["name", "phase", *METRICS, "area_true_px", "area_pred_px"] + [f"dice_g{g:g}" for g in extra]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for i, name in enumerate(fs.names):
+            w.writerow([name, fs.phases[i], *(f"{full[k][i]:.6f}" for k in METRICS),
+                        int(fs.masks[i].sum()), int(pred[i].sum()),
+                        *(f"{frames_by_g[g]['dice'][i]:.6f}" for g in extra)])
