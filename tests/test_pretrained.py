@@ -118,6 +118,7 @@ def test_bundle_main_refuses_an_unreadable_metrics_file_in_one_line(monkeypatch,
     assert not dest.exists()  # nothing bundled when an input is bad
 
 
+@pytest.mark.shipped_bundle
 @pytest.mark.skipif(pretrained.bundled_dir() is None, reason="this source tree has no bundled model (make pretrained)")
 def test_the_shipped_bundle_runs_in_an_empty_folder_and_says_so_once(tmp_path):
     """The acceptance check, on the model that ships: a fresh folder, no --model."""
