@@ -34,7 +34,7 @@ demo: install
 	$(BIN)/echo-bench compare --out $(DEMO)/bench
 
 # The bundled model: synthetic data only (nothing under a data-use agreement may ship), fixed seeds.
-# About an hour on 2 CPU cores; minutes on a GPU. Writes echoseg/pretrained/echo-synth-matae-w16/.
+# About 30 minutes on 2 CPU cores; minutes on a GPU. Writes echoseg/pretrained/echo-synth-matae-w16/.
 PRE ?= pretrained-build
 PRE_VIDEOS ?= 500
 PRE_EPOCHS ?= 2
