@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from .synthetic import BASE_CUT, FPS, SIZE, Heart, SynthVideo, _cavity_volume, _extremes, solve_kb, tracing_lines
+from .synthetic import BASE_CUT, FPS, SIZE, Heart, SynthVideo, solve_kb, with_truth
 
 MARGIN = 32  # the echogenicity canvas extends this far past each image edge (fans wider than the picture)
 N_DEPTH, N_BEAMS = 176, 128  # the polar grid the image is formed on
@@ -361,16 +361,4 @@ def make_echo_video(seed: int, frames: int = 96, name: str | None = None, ef: fl
             ok, buf = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, scene["jpeg"]])
             grey = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
         out[i] = grey[:, :, None]
-    beat = np.floor(phi / (2 * math.pi))
-    ed, es = _extremes(phi, beat, frames)
-    ed = ed or [int(np.argmin(contraction))]
-    es = es or [int(np.argmax(contraction))]
-    edv = _cavity_volume(heart, 0.0) * heart.cm_per_px ** 3
-    esv = _cavity_volume(heart, 1.0) * heart.cm_per_px ** 3
-    video = SynthVideo(
-        name=name or f"SYN{seed:06d}", frames=out, masks=masks, contraction=contraction,
-        ed_frames=ed, es_frames=es, ef=100 * (1 - esv / edv), edv_ml=edv, esv_ml=esv,
-    )
-    video.tracings[ed[0]] = tracing_lines(heart, float(contraction[ed[0]]))
-    video.tracings[es[0]] = tracing_lines(heart, float(contraction[es[0]]))
-    return video
+    return with_truth(heart, out, masks, name or f"SYN{seed:06d}")

@@ -275,21 +275,28 @@ def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float |
         speckle = np.clip(1 + 0.55 * sp / (sp.std() + 1e-6), 0.05, None)
         grey, masks[i] = _render(heart, float(contraction[i]), speckle, rng, sector, atten)
         out[i] = grey[:, :, None]
-    # True ED/ES: the extremes of the contraction curve within the video.
+    return with_truth(heart, out, masks, name or f"SYN{seed:06d}")
+
+
+def with_truth(heart: Heart, frames: np.ndarray, masks: np.ndarray, name: str) -> SynthVideo:
+    """A rendered video with its truth: ED/ES (the extremes of the contraction curve within the
+    video), the area-length EF and volumes of the exact cavities, and ED/ES tracings."""
+    n = len(frames)
+    t = np.arange(n)
+    contraction = heart.contraction(t)
     phi = 2 * math.pi * t / heart.period + heart.phase0
     beat = np.floor(phi / (2 * math.pi))
-    ed, es = _extremes(phi, beat, frames)
+    ed, es = _extremes(phi, beat, n)
     ed = ed or [int(np.argmin(contraction))]
     es = es or [int(np.argmax(contraction))]
     edv = _cavity_volume(heart, 0.0) * heart.cm_per_px ** 3
     esv = _cavity_volume(heart, 1.0) * heart.cm_per_px ** 3
     video = SynthVideo(
-        name=name or f"SYN{seed:06d}", frames=out, masks=masks, contraction=contraction,
+        name=name, frames=frames, masks=masks, contraction=contraction,
         ed_frames=ed, es_frames=es, ef=100 * (1 - esv / edv), edv_ml=edv, esv_ml=esv,
     )
-    if ed and es:
-        video.tracings[ed[0]] = tracing_lines(heart, float(contraction[ed[0]]))
-        video.tracings[es[0]] = tracing_lines(heart, float(contraction[es[0]]))
+    video.tracings[ed[0]] = tracing_lines(heart, float(contraction[ed[0]]))
+    video.tracings[es[0]] = tracing_lines(heart, float(contraction[es[0]]))
     return video
 
 

@@ -1,3 +1,0 @@
-"""echoseg: left-ventricle segmentation of echocardiography video, from training to the edge."""
-
-__version__ = "0.1.0"
