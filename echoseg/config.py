@@ -138,8 +138,11 @@ class TrainConfig(_Record):
             raise ConfigError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.distill <= 1:
             raise ConfigError(f"TrainConfig: distill must be in [0, 1], got {self.distill}")
-        if self.augment_strength not in ("light", "heavy"):
-            raise ConfigError(f"TrainConfig: augment_strength must be light or heavy, got {self.augment_strength!r}")
+        from echoseg.data.augment import STRENGTHS  # the presets' one list (no torch at import)
+
+        if self.augment_strength not in STRENGTHS:
+            raise ConfigError(f"TrainConfig: augment_strength must be one of {', '.join(STRENGTHS)}, "
+                              f"got {self.augment_strength!r}")
         if self.select not in ("last", "smooth", "best"):
             raise ConfigError(f"TrainConfig: select must be last, smooth or best, got {self.select!r}")
 

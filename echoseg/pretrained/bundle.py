@@ -22,8 +22,11 @@ from . import FOLDER
 SHIPPED_PRECISION = "fp16"
 
 
-def bundle(export_dir: str | Path, dest: Path = FOLDER) -> list[Path]:
+def bundle(export_dir: str | Path, dest: Path | None = None) -> list[Path]:
+    """Copy the export's FP16 graphs, parity record and narrowed manifest into ``dest`` (default:
+    the package's bundle folder, looked up at call time)."""
     src = Path(export_dir)
+    dest = FOLDER if dest is None else dest
     man = artifacts.read_manifest(src)
     if not man.get("passed"):
         raise SystemExit(f"{src}: the export did not pass its parity gates; nothing bundled")
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             tc = cfg.to_dict() if cfg else None
         metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
         real = REAL_ECHO.read_text() if REAL_ECHO.is_file() else None
-        written = bundle(args.export_dir, FOLDER)
+        written = bundle(args.export_dir)
         card = model_card(artifacts.read_manifest(FOLDER), tc, metrics, real)
     except (OSError, ValueError) as exc:
         print(f"bundle: {exc}", file=sys.stderr)
