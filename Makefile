@@ -43,7 +43,7 @@ pretrained: install
 	$(BIN)/echo-synth $(PRE)/data --style echo --layout frames --every 6 --videos $(PRE_VIDEOS) --frames 48 --seed 13
 	$(BIN)/echo-train --data $(PRE)/data --model matae-unet --width 16 --epochs $(PRE_EPOCHS) --augment-strength heavy --seed 13 --overwrite --out $(PRE)/echo-synth-matae-w16
 	$(BIN)/echo-eval $(PRE)/echo-synth-matae-w16 --data $(PRE)/data --split test
-	$(BIN)/echo-export build $(PRE)/echo-synth-matae-w16 --fp16 -g 0.5 --out $(PRE)/exports
+	$(BIN)/echo-export build $(PRE)/echo-synth-matae-w16 --fp16 --int8 -g 0.5 --out $(PRE)/exports
 	$(BIN)/python -m echoseg.pretrained.bundle $(PRE)/exports/echo-synth-matae-w16 --run $(PRE)/echo-synth-matae-w16 --eval $(PRE)/echo-synth-matae-w16/eval-test/metrics.json
 
 test: install

@@ -92,6 +92,8 @@ def test_usage_errors(runs_dir, tmp_path):
     assert res.exit_code == 2 and "1 <= MIN <= OPT <= MAX" in res.output
     res = _invoke("build", "--calib-method", "best")
     assert res.exit_code == 2 and "--calib-method 'best' is not one of minmax" in res.output
+    res = _invoke("build", "--int8", "--int8-form", "gpu")
+    assert res.exit_code == 2 and "--int8-form 'gpu' is not one of cpu, tensorrt" in res.output
     res = _invoke("build", "--runs", str(tmp_path / "empty"))
     assert res.exit_code == 2 and "no checkpoint given" in res.output
     res = _invoke("build", "runs/nope")

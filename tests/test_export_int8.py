@@ -1,4 +1,4 @@
-"""INT8 QDQ graph: explicit symmetric quantization, calibration data, parity."""
+"""INT8 QDQ graph in both forms (cpu, tensorrt): explicit quantization, calibration data, parity."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from test_export_fixtures import (cached_checkpoint, export_base, exported, no_t
                                   quick_options, synthetic_batch)
 
 
-def test_int8_graph_has_explicit_symmetric_qdq(exported):
+def _check_qdq(path, fp32_path, form: str) -> None:
+    """The INT8 graph at ``path`` is explicit QDQ in ``form`` (export/int8.py), thin layers in float."""
     import onnx
     from onnx import TensorProto, numpy_helper
 
+    from echoseg.export.int8 import MIN_INT8_CHANNELS, form_of
     from echoseg.export.onnx import read_metadata
 
-    path = exported / "matae-unet" / "model.int8.onnx"
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
+    assert form_of(proto) == form
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 20
     inits = {i.name: i for i in proto.graph.initializer}
@@ -23,8 +25,6 @@ def test_int8_graph_has_explicit_symmetric_qdq(exported):
     convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
     assert len(convs) == 23
     assert convs[-1].output[0] == "logits" or producers["logits"].op_type == "DequantizeLinear"
-    from echoseg.export.int8 import MIN_INT8_CHANNELS
-
     quantized = 0
     for conv in convs:
         if conv.input[1] in inits:  # left in float: only a thin layer (width 8: level 1, the 3-channel input, the head)
@@ -37,24 +37,61 @@ def test_int8_graph_has_explicit_symmetric_qdq(exported):
         wdq = producers[conv.input[1]]
         assert wdq.op_type == "DequantizeLinear"
         w = inits[wdq.input[0]]
-        assert w.data_type == TensorProto.INT8
+        assert w.data_type == TensorProto.INT8 and not numpy_helper.to_array(inits[wdq.input[2]]).any()
         if len(conv.input) > 2:  # biases stay float (TensorRT fuses them in float)
             assert inits[conv.input[2]].data_type == TensorProto.FLOAT
         scale = numpy_helper.to_array(inits[wdq.input[1]])
         if conv.op_type == "Conv":
             assert scale.size == w.dims[0]  # per output channel (the 1-channel logit head has one scale)
-        else:  # TensorRT takes no per-channel scale on a deconvolution's axis 1: one scale per tensor
+        elif form == "tensorrt":  # TensorRT takes no per-channel scale on a deconvolution's axis 1
             assert scale.size == 1 and not any(a.name == "axis" for a in wdq.attribute)
-    fp32 = onnx.load(str(exported / "matae-unet" / "model.onnx"))
+        else:  # cpu: per output channel, which a ConvTranspose weight holds on axis 1
+            assert [a.i for a in wdq.attribute if a.name == "axis"] == [1] and scale.size == w.dims[1]
+    fp32 = onnx.load(str(fp32_path))
     dims = {i.name: i.dims for i in fp32.graph.initializer}
     wide = [n for n in fp32.graph.node if n.op_type in ("Conv", "ConvTranspose") and min(dims[n.input[1]][:2]) >= 16]
     assert quantized == len(wide) >= 10  # every layer of 16 channels or more is INT8
-    for node in proto.graph.node:  # symmetric: every zero point is 0 (TensorRT needs that)
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
-            zp = inits[node.input[2]]
-            assert zp.data_type == TensorProto.INT8 and not numpy_helper.to_array(zp).any()
-    assert read_metadata(path) == read_metadata(exported / "matae-unet" / "model.onnx")
-    assert path.stat().st_size < 0.5 * (exported / "matae-unet" / "model.onnx").stat().st_size
+    activations = [inits[n.input[2]] for n in proto.graph.node
+                   if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[0] not in inits]
+    assert activations
+    if form == "tensorrt":  # symmetric: every zero point is 0 and signed (TensorRT needs that)
+        for node in proto.graph.node:
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+                zp = inits[node.input[2]]
+                assert zp.data_type == TensorProto.INT8 and not numpy_helper.to_array(zp).any()
+        assert ops.count("Relu") == sum(n.op_type == "Relu" for n in fp32.graph.node)
+    else:  # uint8 activations; a ReLU after a quantized convolution folds into its quantizer
+        assert all(zp.data_type == TensorProto.UINT8 for zp in activations)
+        assert ops.count("Relu") < sum(n.op_type == "Relu" for n in fp32.graph.node) // 2
+    assert read_metadata(path) == read_metadata(fp32_path)
+    assert path.stat().st_size < 0.5 * fp32_path.stat().st_size
+
+
+def test_int8_graph_is_explicit_qdq_in_the_cpu_form_by_default(exported):
+    from echoseg.export.manifest import read_manifest
+
+    d = exported / "matae-unet"
+    _check_qdq(d / "model.int8.onnx", d / "model.onnx", "cpu")
+    sec = read_manifest(d)["exports"][0]
+    assert sec["steps"]["int8"]["form"] == "cpu" and "uint8" in sec["steps"]["int8"]["format"]
+    ms = sec["parity"]["int8_vs_fp32"]["onnxruntime_latency_ms_b1"]
+    assert set(ms) == {"fp32", "int8"} and all(v > 0 for v in ms.values())
+
+
+def test_int8_tensorrt_form_is_signed_symmetric_and_keeps_parity(exported, tmp_path):
+    from echoseg.artifacts import preprocess, read_onnx_meta
+    from echoseg.export.int8 import quantize_int8
+    from echoseg.export.parity import compare, run_onnx
+
+    d = exported / "matae-unet"
+    meta = read_onnx_meta(d / "model.onnx")
+    frames, _ = synthetic_batch(903, videos=2, frames=12)
+    x = preprocess(frames, meta)
+    out = tmp_path / "model.int8.onnx"
+    info = quantize_int8(d / "model.onnx", out, x[:16], meta, form="tensorrt")
+    assert info.form == "tensorrt" and info.to_dict()["form"] == "tensorrt"
+    _check_qdq(out, d / "model.onnx", "tensorrt")
+    assert compare(run_onnx(d / "model.onnx", x[16:]), run_onnx(out, x[16:]))["mask_dice"] >= 0.98
 
 
 def test_int8_parity_both_models(exported, export_base):

@@ -13,13 +13,44 @@ from test_export_fixtures import (cached_checkpoint, export_base, exported, no_t
                                   quick_options, synthetic_batch)
 
 
-def _graphs(tmp_path: Path, *names: str) -> dict[str, Path]:
+def _qdq_graph(path: Path, zero_point_type: int) -> None:
+    """A one-node QuantizeLinear graph whose zero point has ``zero_point_type`` (what form_of reads)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    zp = helper.make_tensor("zp", zero_point_type, [], [0])
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])
+    node = helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["y"])
+    graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", zero_point_type, [1])], [scale, zp])
+    onnx.save(helper.make_model(graph), str(path))
+
+
+def _graphs(tmp_path: Path, *names: str, int8_form: str = "tensorrt") -> dict[str, Path]:
+    from onnx import TensorProto
+
     out = {}
     for precision in names:
         p = tmp_path / {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}[precision]
-        p.write_bytes(b"x")
+        if precision == "int8":
+            _qdq_graph(p, TensorProto.INT8 if int8_form == "tensorrt" else TensorProto.UINT8)
+        else:
+            p.write_bytes(b"x")
         out[precision] = p
     return out
+
+
+def test_an_int8_engine_is_refused_the_cpu_form_graph(tmp_path):
+    from echoseg.export.onnx import ExportError
+    from echoseg.export.tensorrt import plan_engine
+
+    graphs = _graphs(tmp_path, "fp32", "int8", int8_form="cpu")
+    with pytest.raises(ExportError, match="cpu INT8 form .* re-export with --int8 --int8-form tensorrt"):
+        plan_engine("10.8.0", "int8", graphs)
+    graphs["int8"].write_bytes(b"not onnx")
+    with pytest.raises(ExportError, match="not a readable ONNX graph"):
+        plan_engine("10.8.0", "int8", graphs)
+    assert plan_engine("10.8.0", "fp32", graphs).onnx_path == graphs["fp32"]  # other precisions unaffected
 
 
 def test_plan_tensorrt_10_is_strongly_typed_from_the_fp16_graph_too(tmp_path):

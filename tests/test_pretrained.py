@@ -35,12 +35,33 @@ def test_without_a_bundle_the_error_says_how_to_get_a_model(no_bundle, tmp_path)
         choose("pretrained")
 
 
-def test_bundle_keeps_only_the_fp16_graphs_and_a_narrowed_manifest(bundled):
+def test_bundle_keeps_only_the_fp16_and_int8_graphs_and_a_narrowed_manifest(bundled):
+    graphs = ["model.fp16.onnx", "model.g0.5.fp16.onnx", "model.g0.5.int8.onnx", "model.int8.onnx"]
     names = sorted(p.name for p in bundled.iterdir())
-    assert names == ["manifest.json", "model.fp16.onnx", "model.g0.5.fp16.onnx", "parity.json"]
+    assert names == sorted(["manifest.json", "parity.json", *graphs])
     man = json.loads((bundled / "manifest.json").read_text())
-    assert sorted(f["file"] for f in man["files"]) == ["model.fp16.onnx", "model.g0.5.fp16.onnx", "parity.json"]
+    assert sorted(f["file"] for f in man["files"]) == sorted([*graphs, "parity.json"])
     assert man["passed"] is True and man["model"]["name"] == "matae-unet"
+
+
+def test_bundle_refuses_an_export_without_a_full_width_int8_graph(exported, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(exported / "matae-unet", src)
+    (src / "model.int8.onnx").unlink()
+    with pytest.raises(SystemExit, match="no full-width int8 graph; export with echo-export build --fp16 --int8"):
+        bundle(src, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.skipif(not __import__("echoseg.runtime.backends", fromlist=["x"]).importable("openvino"),
+                    reason="OpenVINO is not installed")
+def test_on_a_cpu_auto_runs_the_bundled_int8_graph_on_openvino(bundled):
+    rec = json.loads((bundled / "manifest.json").read_text())["exports"][0]["parity"]["openvino_int8_vs_fp32"]
+    c = choose("pretrained", "auto")
+    assert rec["passed"] is True  # the bundle carries OpenVINO's records: auto needs no FP32 graph to decide
+    assert (c.backend, c.path.name, c.options) == ("openvino", "model.int8.onnx", {"precision": "int8"})
 
 
 def test_no_model_found_falls_back_to_the_bundle_and_says_so(bundled, tmp_path, caplog):
@@ -82,6 +103,14 @@ def test_echo_eval_scores_the_bundle_through_the_runtime(bundled, synth_dir, tmp
     assert set(m["granularities"]) == {"1", "0.5"} and 0.0 <= m["dice"] <= 1.0 and m["frames"] > 0
     assert m["granularities"]["0.5"]["gmacs"] < m["gmacs"]
     assert (tmp_path / "ev" / "frames.csv").is_file()
+    from echoseg.runtime.discover import choose
+
+    for g, what in m["ran"].items():  # scored with what echo-run would run here, and said so
+        c = choose("pretrained", "auto", float(g))
+        assert what.split()[0] == c.backend and what.endswith(c.path.name)
+    ort = evaluate("pretrained", synth_dir, "test", tmp_path / "ev-ort", backend="onnxruntime")
+    assert ort["ran"] == {"1": "onnxruntime fp16 model.fp16.onnx", "0.5": "onnxruntime fp16 model.g0.5.fp16.onnx"}
+    assert abs(ort["dice"] - m["dice"]) < 0.02  # INT8 or FP16: the same model
 
 
 def test_bundle_main_writes_a_model_card_with_recipe_scores_and_intended_use(monkeypatch, tmp_path, exported):

@@ -41,14 +41,8 @@ def test_openvino_agrees_with_onnxruntime_at_every_batch_size(exported, name, g)
     tag = "" if g == 1.0 else f".g{g:g}"
     ort32 = open_session(d / f"model{tag}.onnx", "onnxruntime", providers=["CPUExecutionProvider"])
     ov32 = open_session(d / f"model{tag}.onnx", "openvino", precision="fp32")
-    rec8 = parity_record(d, g, "openvino_int8_vs_fp32")
-    if rec8["passed"]:
-        ov8 = open_session(d / f"model{tag}.int8.onnx", "openvino")
-        assert ov8.info.precision == "int8"
-    else:  # OpenVINO's integer kernels on this tiny QDQ graph missed the export's gate: refused, not run
-        ov8 = None
-        with pytest.raises(SessionError, match="missed the export's parity gate"):
-            open_session(d / f"model{tag}.int8.onnx", "openvino")
+    ov8 = open_session(d / f"model{tag}.int8.onnx", "openvino")  # the cpu form passed its gate (test below)
+    assert ov8.info.precision == "int8"
     assert ov32.info.backend == "openvino" and ov32.info.precision == "fp32"
     assert ov32.info.meta == ort32.info.meta and ov32.info.max_batch == 0
     assert ov32.info.extra["properties"]["INFERENCE_PRECISION_HINT"] == "f32"
@@ -61,8 +55,7 @@ def test_openvino_agrees_with_onnxruntime_at_every_batch_size(exported, name, g)
         y32 = ov32.run(x[:n])
         assert y32.shape == ref.shape == (n, 1, *x.shape[2:]) and y32.dtype == np.float32
         np.testing.assert_allclose(y32, ref, atol=1e-3, rtol=1e-3)
-        if ov8 is not None:
-            assert mask_agreement(ov8.run(x[:n]) > cut, ref > cut) >= 0.97
+        assert mask_agreement(ov8.run(x[:n]) > cut, ref > cut) >= 0.98
     if _bf16_here():
         ov16 = open_session(d / f"model{tag}.onnx", "openvino", precision="bf16")
         assert ov16.info.extra["properties"]["INFERENCE_PRECISION_HINT"] == "bf16"
@@ -78,7 +71,9 @@ def test_the_export_records_the_openvino_gates_with_their_latency(exported):
             rec = {p: parity_record(exported / name, g, f"openvino_{p}_vs_fp32") for p in ("fp32", "bf16", "int8")}
             assert rec["fp32"]["passed"] and rec["fp32"]["max_abs_logit"] <= 1e-3
             assert rec["int8"]["gate"] == {"mask_dice": 0.98}
-            assert rec["int8"]["passed"] is (rec["int8"]["mask_dice"] >= 0.98)
+            # the cpu INT8 form (uint8 activations) is what OpenVINO computes as written: it passes;
+            # the tensorrt form's signed activations once scored 0.32-0.96 here (README, "INT8 forms")
+            assert rec["int8"]["passed"] is True and rec["int8"]["mask_dice"] >= 0.98, rec["int8"]
             for r in rec.values():  # what passed was timed at batch 1 (auto ranks by it); what missed was not
                 assert (r.get("latency_ms_b1", 0) > 0) is bool(r.get("passed"))
             if _bf16_here():

@@ -9,6 +9,7 @@ from tiny_onnx import tiny_meta, write_tiny_onnx
 
 from echoseg.runtime.ort import CPU, CUDA, TRT, TRT_CACHE_DIR, provider_plan
 from echoseg.runtime.session import SessionError
+from test_export_fixtures import export_base, exported, no_tensorrt  # noqa: F401
 
 SPEC = tiny_meta().input_spec
 
@@ -54,3 +55,36 @@ def test_the_session_logs_and_reports_its_providers(tmp_path, caplog):
         import numpy as np
 
         sess.run(np.zeros((0, 3, 112, 112), np.float32))
+
+
+def test_auto_on_a_cpu_onnxruntime_takes_int8_only_where_the_export_measured_it_faster(exported, tmp_path,
+                                                                                       monkeypatch):
+    import json
+    import shutil
+
+    from echoseg.runtime import backends, openvino as ovb, ort
+    from echoseg.runtime.discover import choose
+
+    monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))  # OpenVINO out of the way
+    backends.register(backends.Backend(**{**ovb.BACKEND.__dict__, "defer": lambda: "not in this test"}))
+
+    def export_with(int8_ms: float, fp32_ms: float, name: str):
+        d = tmp_path / name
+        shutil.copytree(exported / "unet", d)
+        man = json.loads((d / "manifest.json").read_text())
+        rec = man["exports"][0]["parity"]["int8_vs_fp32"]
+        assert rec["passed"] and set(rec["onnxruntime_latency_ms_b1"]) == {"fp32", "int8"}  # what the export wrote
+        rec["onnxruntime_latency_ms_b1"] = {"fp32": fp32_ms, "int8": int8_ms}
+        (d / "manifest.json").write_text(json.dumps(man))
+        return d
+
+    monkeypatch.setattr(ort, "_cpu_only", lambda: True)
+    c = choose(export_with(2.0, 5.0, "fast"), "auto")
+    assert (c.backend, c.path.name) == ("onnxruntime", "model.int8.onnx")
+    assert "ran faster than FP32 at export (2.00 vs 5.00 ms" in c.reason
+    c = choose(export_with(6.0, 5.0, "slow"), "auto")
+    assert c.path.name == "model.onnx" and "INT8 was slower than FP32 at export" in c.reason
+    assert choose(tmp_path / "fast" / "model.onnx", "auto").path.name == "model.onnx"  # a file given is run as given
+    assert choose(tmp_path / "fast", "onnxruntime").path.name == "model.onnx"  # only auto chooses by speed
+    monkeypatch.setattr(ort, "_cpu_only", lambda: False)  # a GPU provider: the export's CPU timing says nothing
+    assert choose(tmp_path / "fast", "auto").path.name == "model.onnx"

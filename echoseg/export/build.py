@@ -35,7 +35,7 @@ from .int8 import quantize_int8
 from .manifest import MANIFEST, PARITY, build_manifest, write_sidecar
 from .onnx import ExportError, export_onnx, save_onnx, sub_network
 from . import openvino_gate
-from .parity import ExportParityError, check, compare, run_onnx, torch_logits
+from .parity import ExportParityError, batch1_latency_ms, check, compare, run_onnx, torch_logits
 from .tensorrt import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, TensorRTUnavailable, build_engine,
                        plan_engine, tensorrt_status)
 
@@ -58,6 +58,7 @@ class BuildOptions:
     profile: tuple[int, int, int] = DEFAULT_PROFILE
     calib_frames: int = 128
     calib_method: str = "minmax"
+    int8_form: str = "cpu"  # export/int8.py FORMS: cpu (ONNX Runtime, OpenVINO) or tensorrt
     parity_frames: int = 32
     parity: bool = True
     workspace_mb: int = DEFAULT_WORKSPACE_MB
@@ -211,7 +212,7 @@ def _export_granularity(ckpt, model, g: float, d: Path, opts: BuildOptions, x: n
     if opts.parity and openvino_gate.available():
         int8_path = d / artifact_name(g, "int8")
         parity.update(openvino_gate.gate_all(fp32_path, int8_path if files.get("int8") == int8_path.name else None,
-                                             x, y32, threshold, say))
+                                             x, y32, threshold, say, opts.int8_form))
     if opts.fp16 or opts.engine:
         _engine_step(d, g, meta, opts, section, say, result)
         if opts.parity and "engine" in section["files"]:
@@ -293,7 +294,8 @@ def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts:
                say: Report) -> None:
     frames, source = frame_source.checkpoint_frames(ckpt, "train", max(1, opts.calib_frames), frame_source.CALIB_SEED)
     calib = preprocess(frames, ckpt.meta())
-    info = quantize_int8(fp32_path, path, calib, meta, calib_source=source, method=opts.calib_method)
+    info = quantize_int8(fp32_path, path, calib, meta, calib_source=source, method=opts.calib_method,
+                         form=opts.int8_form)
     section["files"]["int8"] = path.name
     section["steps"]["int8"] = info.to_dict()
     if not opts.parity:
@@ -305,7 +307,23 @@ def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts:
         bad = _reject(path)
         section["files"]["int8"] = bad.name
         check(report, "int8", f"{bad} vs FP32 (try --calib-method entropy or more --calib frames)")
-    say(_line(f"INT8 ({info.calib_frames} {source} calibration frames) vs FP32", report))
+    ms = report["onnxruntime_latency_ms_b1"] = _ort_latency({"fp32": fp32_path, "int8": path}, x)
+    speed = ms["fp32"] / ms["int8"] if ms.get("int8") else float("nan")
+    say(_line(f"INT8, {info.form} form ({info.calib_frames} {source} calibration frames) vs FP32", report)
+        + f"; ONNX Runtime batch 1 here: {ms['int8']:.2f} ms vs FP32 {ms['fp32']:.2f} ms ({speed:.2f}x"
+        + (", slower: prefer FP32 or OpenVINO on this CPU)" if speed < 1 else ")"))
+
+
+def _ort_latency(graphs: dict[str, Path], x: np.ndarray) -> dict[str, float]:
+    """Batch-1 latency of each graph on ONNX Runtime as echo-run opens it (CPU provider, default threads)."""
+    from echoseg.runtime.ort import OrtSession
+
+    sessions = {k: OrtSession(p, providers=["CPUExecutionProvider"]) for k, p in graphs.items()}
+    try:
+        return batch1_latency_ms({k: s.run for k, s in sessions.items()}, x)
+    finally:
+        for s in sessions.values():
+            s.close()
 
 
 def _engine_step(d: Path, g: float, meta, opts: BuildOptions, section, say: Report, result: ExportResult) -> None:

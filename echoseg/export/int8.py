@@ -1,11 +1,18 @@
 """FP32 ONNX -> INT8 ONNX with explicit QuantizeLinear/DequantizeLinear (QDQ) nodes.
 
-Static quantization with ONNX Runtime's tools, calibrated on preprocessed training frames.
-Convolution weights are per output channel, ConvTranspose weights per tensor (TensorRT's
-explicit quantization does not take a per-channel scale on a deconvolution's axis 1), activations
-per tensor, all signed and symmetric (zero point 0); biases stay float: the form TensorRT needs
-for explicit quantization, and one that ONNX Runtime runs on x86 CPUs with its integer (VNNI
-where present) kernels.
+Static quantization with ONNX Runtime's tools, calibrated on preprocessed training frames, in
+one of two forms (``FORMS``), because no single graph serves every runtime:
+
+- ``cpu`` (the default): activations uint8 with a zero point (asymmetric, per tensor), weights
+  int8 symmetric per output channel, biases float. ONNX Runtime folds each ReLU into the
+  quantizer after it (fewer Q/DQ round trips) and OpenVINO's CPU plugin computes it exactly as
+  written. Measured (README, "INT8 forms"): ORT 2.4x FP32 at matae-unet width 16, OpenVINO 2.8x,
+  mask agreement 0.996 with FP32 on real frames.
+- ``tensorrt``: activations int8 symmetric (zero point 0), ConvTranspose weights per tensor
+  (TensorRT's explicit quantization takes only zero points of 0 and no per-channel scale on a
+  deconvolution's axis 1). ONNX Runtime runs it too (2.0x), but OpenVINO 2026.4 on a CPU without
+  AMX does not compute its signed activations as written (agreement 0.96 and below; its gate
+  then keeps auto off it).
 
 Convolutions with fewer than MIN_INT8_CHANNELS input or output channels stay in float (no Q/DQ
 around them): the first layer (3 input channels), the 1-channel head and every layer of a thin
@@ -32,6 +39,8 @@ from .onnx import INPUT_NAME, ExportError, set_metadata, save_onnx
 log = logging.getLogger(__name__)
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+#: INT8 graph forms: what each is for is in the module docstring
+FORMS = ("cpu", "tensorrt")
 #: Convolutions with fewer input or output channels than this are left in float.
 MIN_INT8_CHANNELS = 16
 
@@ -44,13 +53,21 @@ class Int8Info:
     quantized_nodes: int
     op_types: dict[str, int]
     float_convs: list[str]
+    form: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         return {"calib_frames": self.calib_frames, "calib_source": self.calib_source, "method": self.method,
                 "quantized_nodes": self.quantized_nodes, "op_types": dict(self.op_types),
-                "float_convs": list(self.float_convs),
-                "format": "QDQ, int8 symmetric, per-channel Conv / per-tensor ConvTranspose weights, float bias; "
-                          f"convolutions with fewer than {MIN_INT8_CHANNELS} channels in float"}
+                "float_convs": list(self.float_convs), "form": self.form, "format": FORMAT[self.form]}
+
+
+FORMAT = {
+    "cpu": "QDQ; activations uint8 asymmetric per tensor; weights int8 symmetric per output channel; float bias; "
+           f"convolutions with fewer than {MIN_INT8_CHANNELS} channels in float",
+    "tensorrt": "QDQ; activations int8 symmetric (zero point 0) per tensor; weights int8 symmetric, per output "
+                f"channel (Conv) / per tensor (ConvTranspose); float bias; convolutions with fewer than "
+                f"{MIN_INT8_CHANNELS} channels in float",
+}
 
 
 def frame_reader(batch: np.ndarray, batch_size: int = 8):
@@ -75,14 +92,16 @@ def frame_reader(batch: np.ndarray, batch_size: int = 8):
 
 
 def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndarray, meta: ArtifactMeta, *,
-                  calib_source: str = "", method: str = "minmax") -> Int8Info:
-    """Quantize the FP32 graph ``src`` to ``out`` using ``calib`` (float32 N,C,H,W) for ranges."""
+                  calib_source: str = "", method: str = "minmax", form: str = "cpu") -> Int8Info:
+    """Quantize the FP32 graph ``src`` to ``out`` in ``form`` using ``calib`` (float32 N,C,H,W) for ranges."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIB_METHODS:
         raise ExportError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    if form not in FORMS:
+        raise ExportError(f"unknown INT8 form {form!r}; choose one of {', '.join(FORMS)}")
     if len(calib) == 0:
         raise ExportError("INT8 calibration needs at least one frame; pass --calib N with N >= 1")
     out = Path(out)
@@ -93,14 +112,16 @@ def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndar
         thin = thin_convs(onnx.load(str(prepared)), MIN_INT8_CHANNELS)
         calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                         "percentile": CalibrationMethod.Percentile}[method]
+        trt = form == "tensorrt"
         quantize_static(
             str(prepared), str(raw), frame_reader(calib),
             quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=calib_method, nodes_to_exclude=thin,
-            # zero points 0 and float biases: what TensorRT's explicit quantization takes; ORT's CPU
-            # kernels still fuse each Conv with its Q/DQ into QLinearConv
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            # tensorrt: zero points 0, what TensorRT's explicit quantization takes; cpu: a zero point
+            # at the bottom of a ReLU's range lets ORT drop the ReLU. Biases float in both (TensorRT
+            # needs it; OpenVINO was no slower with it); ORT still fuses each Conv into QLinearConv
+            extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True, "QuantizeBias": False},
         )
         proto = onnx.load(str(raw))
     except ExportError:
@@ -112,7 +133,8 @@ def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndar
             p.unlink(missing_ok=True)
         for extra in out.parent.glob(f"{temp_for(out).stem}*.data"):
             extra.unlink(missing_ok=True)
-    per_tensor_conv_transpose(proto)
+    if form == "tensorrt":
+        per_tensor_conv_transpose(proto)
     set_metadata(proto, meta)
     onnx.checker.check_model(proto)
     save_onnx(proto, out)
@@ -120,9 +142,22 @@ def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndar
     for node in proto.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     q = ops.get("QuantizeLinear", 0)
-    log.info("wrote %s (%d QuantizeLinear nodes, %s calibration on %d frames)", out, q, method, len(calib))
+    log.info("wrote %s (%s form, %d QuantizeLinear nodes, %s calibration on %d frames)", out, form, q, method,
+             len(calib))
     return Int8Info(calib_frames=int(len(calib)), calib_source=calib_source, method=method,
-                    quantized_nodes=q, op_types=ops, float_convs=thin)
+                    quantized_nodes=q, op_types=ops, float_convs=thin, form=form)
+
+
+def form_of(proto) -> str:
+    """'cpu' when any QuantizeLinear of the graph has a uint8 zero point, else 'tensorrt' (all signed)."""
+    from onnx import TensorProto
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in inits:
+            if inits[node.input[2]].data_type == TensorProto.UINT8:
+                return "cpu"
+    return "tensorrt"
 
 
 def thin_convs(proto, min_channels: int) -> list[str]:

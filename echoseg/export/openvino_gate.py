@@ -12,8 +12,6 @@ the report says why it was skipped.
 from __future__ import annotations
 
 import importlib.util
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +20,7 @@ import numpy as np
 from echoseg import ovplan
 from echoseg.artifacts import precision_of
 
-from .parity import ExportParityError, check, compare
+from .parity import ExportParityError, batch1_latency_ms, check, compare
 
 
 def available() -> bool:
@@ -44,27 +42,8 @@ def run_openvino(path: str | Path, batch: np.ndarray, precision: str, chunk: int
                            for i in range(0, len(batch), chunk)])
 
 
-def batch1_latency_ms(requests: dict[str, Any], frame: np.ndarray, rounds: int = 7, calls: int = 3) -> dict[str, float]:
-    """Median batch-1 latency per precision, measured interleaved (A, B, C, A, B, C, ...) after warm-up.
-
-    What auto ranks the passed precisions by; a figure from the export machine, recorded beside
-    the parity numbers, not a benchmark (echo-bench compare is that).
-    """
-    x = np.ascontiguousarray(frame[:1], np.float32)
-    for req in requests.values():
-        ovplan.infer(req, x)
-    per: dict[str, list[float]] = {k: [] for k in requests}
-    for _ in range(rounds):
-        for k, req in requests.items():
-            t = time.perf_counter()
-            for _ in range(calls):
-                ovplan.infer(req, x)
-            per[k].append((time.perf_counter() - t) / calls * 1e3)
-    return {k: statistics.median(v) for k, v in per.items()}
-
-
 def gate_all(fp32_path: Path, int8_path: Path | None, x: np.ndarray, y32: np.ndarray, threshold: float,
-             say: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+             say: Callable[[str], None], int8_form: str = "cpu") -> dict[str, dict[str, Any]]:
     """{openvino_<precision>_vs_fp32: report} for fp32, bf16 and (with an INT8 graph) int8."""
     out: dict[str, dict[str, Any]] = {}
     live: dict[str, Any] = {}
@@ -87,12 +66,15 @@ def gate_all(fp32_path: Path, int8_path: Path | None, x: np.ndarray, y32: np.nda
             check(rep, gate, f"{path.name} on OpenVINO {prec} vs ONNX Runtime FP32")
         except ExportParityError as exc:
             rep["missed"] = str(exc).split(": parity gate missed ", 1)[-1]
-            say(f"OpenVINO {prec} missed its parity gate ({rep['missed']}); auto will not pick it")
+            hint = ("; OpenVINO does not compute the tensorrt form's signed activations as written on every CPU: "
+                    "export --int8-form cpu for OpenVINO" if prec == "int8" and int8_form == "tensorrt" else "")
+            say(f"OpenVINO {prec} missed its parity gate ({rep['missed']}); auto will not pick it{hint}")
         else:
             live[key] = (compiled, request)
         out[key] = rep
     if live and len(x):
-        for key, ms in batch1_latency_ms({k: r for k, (_, r) in live.items()}, x).items():
+        runners = {k: (lambda req: lambda f: ovplan.infer(req, f))(r) for k, (_, r) in live.items()}
+        for key, ms in batch1_latency_ms(runners, x).items():
             out[key]["latency_ms_b1"] = ms
     for key in live:
         r = out[key]

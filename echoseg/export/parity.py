@@ -9,7 +9,9 @@ log(t / (1 - t))``, with the checkpoint's threshold.
 from __future__ import annotations
 
 import os
-from typing import Any
+import statistics
+import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -100,6 +102,26 @@ def run_onnx(path: str | os.PathLike | bytes, batch: np.ndarray, *, optimize: bo
     outs = [sess.run(None, {name_in: np.ascontiguousarray(batch[i:i + chunk], dtype=np.float32)})[0]
             for i in range(0, len(batch), chunk)]
     return np.concatenate(outs).astype(np.float32)
+
+
+def batch1_latency_ms(runners: dict[str, Callable[[np.ndarray], Any]], frame: np.ndarray, rounds: int = 7,
+                      calls: int = 3) -> dict[str, float]:
+    """Median batch-1 latency of each runner, measured interleaved (A, B, C, A, B, C, ...) after warm-up.
+
+    What auto ranks passed precisions by, and what the export prints beside the parity numbers: a
+    figure from the export machine, not a benchmark (echo-bench compare is that).
+    """
+    x = np.ascontiguousarray(frame[:1], np.float32)
+    for run in runners.values():
+        run(x)
+    per: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, run in runners.items():
+            t = time.perf_counter()
+            for _ in range(calls):
+                run(x)
+            per[k].append((time.perf_counter() - t) / calls * 1e3)
+    return {k: statistics.median(v) for k, v in per.items()}
 
 
 def torch_logits(model, batch: np.ndarray, g: float, chunk: int = 16) -> np.ndarray:

@@ -106,10 +106,28 @@ def plan_engine(tensorrt_version: str, precision: str, graphs: dict[str, Path],
         need = {"fp32": "model.onnx", "fp16": "model.fp16.onnx (export with --fp16)",
                 "int8": "model.int8.onnx (export with --int8)"}[source]
         raise ExportError(f"a {precision} engine on TensorRT {major} is built from {need}, which is missing")
+    if precision == "int8":
+        _refuse_cpu_form(Path(graphs[source]))
     return EnginePlan(tensorrt_major=major, precision=precision, onnx_path=Path(graphs[source]),
                       strongly_typed=True, builder_flags=(), profile=profile,
                       workspace_bytes=int(workspace_mb) * (1 << 20),
                       notes=("strongly typed network: precision comes from the graph's types",))
+
+
+def _refuse_cpu_form(path: Path) -> None:
+    """TensorRT's explicit quantization takes signed, zero-point-0 Q/DQ only: refuse the cpu form."""
+    import onnx
+
+    from .int8 import form_of
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others
+        raise ExportError(f"{path}: not a readable ONNX graph ({str(exc).splitlines()[0][:160]}); "
+                          "re-export it with echo-export build --int8 --int8-form tensorrt") from exc
+    if form_of(proto) == "cpu":
+        raise ExportError(f"{path} is the cpu INT8 form (uint8 activations with zero points), which TensorRT's "
+                          "explicit quantization does not take; re-export with --int8 --int8-form tensorrt")
 
 
 def tensorrt_status() -> tuple[str, str]:

@@ -1,10 +1,12 @@
 """``python -m echoseg.pretrained.bundle EXPORT_DIR [--run RUN] [--eval METRICS]``: put an
-export's FP16 graphs into the package and write its model card.
+export's FP16 and INT8 graphs into the package and write its model card.
 
-The last step of ``make pretrained``. Only the FP16 graphs travel (a few MB: the wheel stays
-small; on a CPU ONNX Runtime computes them in FP32 with FP16-rounded weights, which the export's
-parity gate measured), with the export's manifest narrowed to the files that are there, its
-parity record, and MODEL_CARD.md: written from the manifest, the run's training options and the
+The last step of ``make pretrained``. Only the FP16 graphs (for a GPU: ONNX Runtime's CUDA
+provider, a TensorRT engine built on the spot; on a CPU ONNX Runtime computes them in FP32 with
+FP16-rounded weights) and the cpu-form INT8 graphs (OpenVINO's and ONNX Runtime's integer
+kernels: the fast CPU path) travel, a few MB, with the export's manifest narrowed to the files
+that are there, its parity record (OpenVINO's records included: auto runs the INT8 graph on
+OpenVINO only where its record passed), and MODEL_CARD.md: written from the manifest, the run's training options and the
 synthetic test scores of this build, plus REAL_ECHO.md beside this file (the team's measurement
 on real echo, which a rebuild cannot repeat without real data).
 """
@@ -19,11 +21,11 @@ from echoseg.atomic import copy_file, write_json
 
 from . import FOLDER
 
-SHIPPED_PRECISION = "fp16"
+SHIPPED_PRECISIONS = ("fp16", "int8")
 
 
 def bundle(export_dir: str | Path, dest: Path | None = None) -> list[Path]:
-    """Copy the export's FP16 graphs, parity record and narrowed manifest into ``dest`` (default:
+    """Copy the export's FP16 and INT8 graphs, parity record and narrowed manifest into ``dest`` (default:
     the package's bundle folder, looked up at call time)."""
     src = Path(export_dir)
     dest = FOLDER if dest is None else dest
@@ -31,9 +33,10 @@ def bundle(export_dir: str | Path, dest: Path | None = None) -> list[Path]:
     if not man.get("passed"):
         raise SystemExit(f"{src}: the export did not pass its parity gates; nothing bundled")
     graphs = [f.path for f in artifacts.index_export_dir(src).files
-              if f.kind == "onnx" and f.precision == SHIPPED_PRECISION]
-    if not any(artifacts.granularity_from_name(p) == 1.0 for p in graphs):
-        raise SystemExit(f"{src}: no full-width {SHIPPED_PRECISION} graph; export with echo-export build --fp16")
+              if f.kind == "onnx" and f.precision in SHIPPED_PRECISIONS]
+    for prec in SHIPPED_PRECISIONS:
+        if not any(artifacts.granularity_from_name(p) == 1.0 and artifacts.precision_of(p) == prec for p in graphs):
+            raise SystemExit(f"{src}: no full-width {prec} graph; export with echo-export build --fp16 --int8")
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("model*.onnx"):
         old.unlink()
@@ -62,8 +65,10 @@ def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_
         "**Not a medical device.** For research, teaching, demos and a first look at a clip. It has not",
         "been validated for diagnosis or any clinical decision; an EF from it is an estimate to check.", "",
         "## What it is",
-        f"- {m['name']} width {m['width']}, FP16 ONNX graphs at granularities "
-        f"{', '.join(f'{g:g}' for g in shipped)} (g = 0.5: the nested sub-network at a quarter of the MACs)",
+        f"- {m['name']} width {m['width']}, FP16 and INT8 (cpu form) ONNX graphs at granularities "
+        f"{', '.join(f'{g:g}' for g in shipped)} (g = 0.5: the nested sub-network at a quarter of the MACs); "
+        "on a CPU echo-run runs the INT8 graph on OpenVINO where its parity record passed, else the FP16 "
+        "graph on ONNX Runtime (computed in FP32)",
         f"- input {spec['height']}x{spec['width']} apical four-chamber frames (any size is resized), output the LV "
         f"cavity mask (threshold {man.get('threshold', 0.5)})",
         f"- exported {man.get('created', '?')} from `{man.get('checkpoint', '?')}` "
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     ap = argparse.ArgumentParser(prog="python -m echoseg.pretrained.bundle",
-                                 description="Bundle an export's FP16 graphs into the package with a model card.")
+                                 description="Bundle an export's FP16 and INT8 graphs into the package with a model card.")
     ap.add_argument("export_dir")
     ap.add_argument("--run", help="the training run (its options go into the model card)")
     ap.add_argument("--eval", dest="metrics", help="echo-eval's metrics.json for this model on synthetic test frames")

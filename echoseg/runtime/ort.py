@@ -5,6 +5,12 @@ provider only when asked for (``providers=[...]`` naming it, or ``tensorrt=True`
 engine cache in the export directory (``.ort-trt-cache/``, hidden so no index lists it) and
 profile shapes from the export's batch profile, so it builds once and never rebuilds when a
 video's last batch is shorter.
+
+``auto`` in an export directory: the FP32 graph (else FP16), except on a CPU-only ONNX Runtime
+where the INT8 graph passed its gate and the exporter measured it faster than FP32 at batch 1
+(``int8_vs_fp32.onnxruntime_latency_ms_b1`` in the manifest): then the INT8 graph, and the
+reason says so. An INT8 graph measured slower (a thin sub-network, where Q/DQ costs more than the
+integer kernels save) is never picked by itself.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from echoseg.artifacts import ArtifactError, manifest_profile, precision_of, read_onnx_meta
+from echoseg.artifacts import (ArtifactError, ExportIndex, manifest_profile, parity_record, precision_of,
+                               read_onnx_meta)
 from echoseg.config import InputSpec
 
 from .backends import Backend, importable as _importable, register
@@ -137,6 +144,38 @@ def _problem(path: Path) -> str | None:
     return None
 
 
+def pick(index: ExportIndex, granularity: float | None, precision: str | None = None,
+         only: Path | None = None) -> tuple[Path | None, dict[str, Any], str]:
+    """auto in an export directory (or on its file ``only``): (file, {}, why), or (None, {}, why not)."""
+    if only is not None:
+        return Path(only), {}, "the file given"
+    g = 1.0 if granularity is None else float(granularity)
+    default = index.select("onnx", granularity, ("fp32", "fp16"))
+    int8 = index.select("onnx", granularity, ("int8",))
+    if default is None and int8 is None:
+        return None, {}, f"no ONNX graph at granularity {g:g}"
+    rec = parity_record(index.dir, g, "int8_vs_fp32") if int8 is not None and not int8.problem else None
+    ms = (rec or {}).get("onnxruntime_latency_ms_b1") or {}
+    fast = rec is not None and rec.get("passed") is True and 0 < ms.get("int8", 0) < ms.get("fp32", 0)
+    if fast and _cpu_only():
+        return int8.path, {}, (f"INT8 passed its gate (mask agreement {rec['mask_dice']:.4f}) and ran faster than "
+                               f"FP32 at export ({ms['int8']:.2f} vs {ms['fp32']:.2f} ms at batch 1)")
+    if default is None:
+        return int8.path, {}, "the only graph at this granularity"
+    why = ("INT8 was slower than FP32 at export" if rec is not None and ms and not fast and rec.get("passed")
+           else "")
+    return default.path, {}, why or f"{default.precision} graph"
+
+
+def _cpu_only() -> bool:
+    """Whether this ONNX Runtime computes on the CPU only (no CUDA or TensorRT provider)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return True
+    return not {CUDA, TRT} & set(ort.get_available_providers())
+
+
 BACKEND = register(Backend(name="onnxruntime", artifact="onnx", rank=20, open=OrtSession, problem=_problem,
-                           options=("providers", "threads", "tensorrt"),
+                           options=("providers", "threads", "tensorrt"), pick=pick,
                            description="ONNX Runtime: CUDA provider on a GPU, else CPU; TensorRT provider when asked"))

@@ -205,6 +205,8 @@ def evaluate(
                             "(ef.csv, Bland-Altman and scatter PNGs, 'ef' in metrics.json)"),
     clean_masks: bool = typer.Option(False, "--clean-masks", help="Score the masks after echo-run's clean-up "
                                      "(largest blob, holes filled), as echo-run measures them"),
+    backend: str = typer.Option("auto", "--backend", "-b", help="Exports and pretrained: auto (what echo-run "
+                                "runs here) | tensorrt | openvino | onnxruntime; checkpoints run in PyTorch"),
 ) -> None:
     """Per-frame Dice, IoU, pixel accuracy (bootstrap 95% CI), ED/ES and granularity breakdowns."""
     from rich.console import Console
@@ -235,7 +237,7 @@ def evaluate(
             failed += 1
             continue
         try:
-            r = run_eval(run, data, split, target, device, clean=clean_masks)
+            r = run_eval(run, data, split, target, device, clean=clean_masks, backend=backend)
             if ef:
                 from .ef import evaluate_ef, summary_line
 
@@ -254,6 +256,8 @@ def evaluate(
                           f"{s['pixel_accuracy']:.4f}")
         if r.get("skipped"):
             console.print(f"{run}: skipped {r['skipped']}")
+        if r.get("ran"):
+            console.print(f"{run}: scored " + ", ".join(f"g={g}: {what}" for g, what in r["ran"].items()))
         console.print(f"{run}: wrote {r['out']}/metrics.json, frames.csv, montage.png")
         if compare:
             from .compare import read_frames_csv

@@ -7,7 +7,7 @@ top-level keys of metrics.json are the full granularity's.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ class Scorer:
     predict: Callable[[np.ndarray, float], np.ndarray]  # uint8 N,H,W,3 frames, g -> bool masks N,H,W
     gmacs: Callable[[float], float]
     default_out: Path
+    ran: dict[str, str] = field(default_factory=dict)  # exported graphs: g -> "backend precision file"
 
 
 def checkpoint_scorer(run_or_checkpoint: str | Path, device: str = "auto") -> Scorer:
@@ -61,16 +62,16 @@ def checkpoint_scorer(run_or_checkpoint: str | Path, device: str = "auto") -> Sc
                   gmacs, ckpt.path.parent)
 
 
-def scorer_for(target: str | Path, device: str = "auto") -> Scorer:
+def scorer_for(target: str | Path, device: str = "auto", backend: str = "auto") -> Scorer:
     """A checkpoint or run folder is scored in PyTorch; an export folder, an .onnx file or
-    ``pretrained`` (the bundled model) through the runtime, as echo-run runs it."""
+    ``pretrained`` (the bundled model) through the runtime with ``backend`` (auto: what echo-run runs)."""
     from echoseg import pretrained
     from echoseg.artifacts import ArtifactError, artifact_kind
 
     if pretrained.is_name(target):
         from .eval_artifact import artifact_scorer
 
-        return artifact_scorer(target)
+        return artifact_scorer(target, backend)
     try:
         kind = artifact_kind(target) if Path(target).exists() else "checkpoint"
     except ArtifactError:
@@ -78,17 +79,17 @@ def scorer_for(target: str | Path, device: str = "auto") -> Scorer:
     if kind in ("export-dir", "onnx"):
         from .eval_artifact import artifact_scorer
 
-        return artifact_scorer(target)
+        return artifact_scorer(target, backend)
     return checkpoint_scorer(target, device)
 
 
 def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test",
              out: str | Path | None = None, device: str = "auto", frames: FrameSet | None = None,
-             clean: bool = False) -> dict:
+             clean: bool = False, backend: str = "auto") -> dict:
     """Score a checkpoint, export or the bundled model on a split (or on the given ``frames``);
     writes metrics.json, frames.csv and montage.png to ``out``. ``clean`` scores the masks after
     echo-run's clean-up (largest blob, holes filled): what echo-run measures areas on."""
-    sc = scorer_for(run_or_checkpoint, device)
+    sc = scorer_for(run_or_checkpoint, device, backend)
     fs = frames if frames is not None else load_split(data, split, sc.input_size)
     if len(fs) == 0:
         raise ValueError(f"{data}: no usable {split} frames ({fs.skipped.summary()})")
@@ -96,6 +97,8 @@ def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test
     result: dict = {"model": sc.model, "width": sc.width, "checkpoint": sc.source,
                     "data": str(data), "split": split, "skipped": dict(fs.skipped.reasons),
                     "clean_masks": bool(clean)}
+    if sc.ran:
+        result["ran"] = dict(sc.ran)
     per_g: dict[str, dict] = {}
     frames_by_g: dict[float, dict[str, np.ndarray]] = {}
     preds_full = None

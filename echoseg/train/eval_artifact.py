@@ -1,5 +1,6 @@
 """Scoring an exported model (an export folder, an .onnx file, or the bundled ``pretrained`` one)
-through the runtime's sessions, exactly as echo-run runs it: no PyTorch involved."""
+through the runtime's sessions, chosen as echo-run chooses them (``auto``: e.g. the INT8 graph on
+OpenVINO on a CPU) unless a backend is named: no PyTorch involved. What ran is in metrics.json."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from echoseg.config import logit_cut
 
 
-def artifact_scorer(target: str | Path):
+def artifact_scorer(target: str | Path, backend: str = "auto"):
     from echoseg import pretrained
     from echoseg.artifacts import ArtifactError, index_export_dir, preprocess, read_manifest
     from echoseg.runtime.backends import open_session
@@ -24,10 +25,11 @@ def artifact_scorer(target: str | Path):
         gs = sorted({f.granularity for f in index_export_dir(path).files if f.kind == "onnx"}, reverse=True)
     else:
         gs = [None]  # one graph: its own granularity
-    sessions = {}
+    sessions, ran = {}, {}
     for g in gs:
-        sess = open_session(path, "onnxruntime", granularity=g)
+        sess = open_session(path, backend, granularity=g)
         sessions[float(sess.info.meta.granularity)] = sess
+        ran[f"{sess.info.meta.granularity:g}"] = f"{sess.info.backend} {sess.info.precision} {Path(sess.info.path).name}"
     first = next(iter(sessions.values())).info.meta
     try:
         macs = read_manifest(export_dir).get("macs_per_frame", {})
@@ -48,7 +50,7 @@ def artifact_scorer(target: str | Path):
     label = "pretrained" if pretrained.is_name(target) else str(path)
     default_out = Path("eval-pretrained") if pretrained.is_name(target) else export_dir
     scorer = Scorer(first.model.name, first.model.width, label, (first.input_spec.height, first.input_spec.width),
-                    tuple(sorted(sessions)), predict, gmacs, default_out)
+                    tuple(sorted(sessions)), predict, gmacs, default_out, ran)
     # a full-width graph must be among them: the top-level metrics are g = 1's
     if 1.0 not in sessions:
         raise ArtifactError(f"{path}: no full-width (g=1) graph to score; pass the export folder")
