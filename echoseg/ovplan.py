@@ -1,8 +1,8 @@
 """How an echoseg precision becomes an OpenVINO compile plan, written once (torch-free, openvino lazy).
 
 The OpenVINO backend (runtime/openvino.py) and the exporter's OpenVINO parity gate
-(export/openvino_gate.py) both compile through :func:`compile_onnx`, so the graph that passed the
-gate is compiled exactly as the runtime compiles it. Precisions:
+(export/openvino_gate.py) both run through :class:`Runner`, so the graph that passed the gate is
+compiled exactly as the runtime compiles it. Precisions:
 
 * ``fp32``: the FP32 graph with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO's CPU plugin would
   otherwise pick bf16 by itself on a CPU with AVX512-BF16 or AMX);
@@ -12,7 +12,10 @@ gate is compiled exactly as the runtime compiles it. Precisions:
   convolutions with integer kernels; the layers left in float run in bf16 where the CPU has it,
   else f32.
 
-The batch axis is made dynamic (``[-1, C, H, W]``) so one compiled model takes every batch size.
+:class:`Runner` compiles the graph for one batch size, the first one it is given (a static
+shape), zero-pads a smaller batch up to it and runs a larger one in pieces of it: measured on the
+shipped model (width 16, INT8), 12 MB less memory at batch 8 and 23 MB less at batch 16 than one
+compiled model with a dynamic batch axis, and no slower (README, "echo-run").
 """
 
 from __future__ import annotations
@@ -76,17 +79,47 @@ def compile_properties(precision: str, file_precision: str, threads: int = 0, de
     return props
 
 
-def compile_onnx(path: str | Path, precision: str, file_precision: str, threads: int = 0, device: str = "CPU"):
-    """(compiled model, properties used) for an ONNX file, batch axis dynamic."""
-    props = compile_properties(precision, file_precision, threads, device)
-    c = core()
-    try:
-        model = c.read_model(str(path))
-        shape = list(model.input(0).get_partial_shape())
-        model.reshape([-1, *[d.get_length() for d in shape[1:]]])
-        return c.compile_model(model, device, props), props
-    except RuntimeError as exc:  # OpenVINO raises RuntimeError subclasses for bad graphs and properties
-        raise OpenVinoError(f"{path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:200]})") from exc
+class Runner:
+    """``path`` at ``precision``, compiled for the first batch size it runs (see the module docstring)."""
+
+    def __init__(self, path: str | Path, precision: str, file_precision: str, threads: int = 0,
+                 device: str = "CPU") -> None:
+        self.path, self.device = Path(path), device
+        self.props = compile_properties(precision, file_precision, threads, device)  # refuses a wrong pairing
+        try:
+            self._model = core().read_model(str(path))
+        except RuntimeError as exc:
+            raise OpenVinoError(f"{path}: OpenVINO cannot read it ({str(exc).splitlines()[0][:200]})") from exc
+        self.size = 0  # the compiled batch size; 0 until the first run
+        self._request = None
+
+    def _compile(self, n: int) -> None:
+        shape = list(self._model.input(0).get_partial_shape())
+        try:
+            self._model.reshape([n, *[d.get_length() for d in shape[1:]]])
+            self._request = core().compile_model(self._model, self.device, self.props).create_infer_request()
+        except RuntimeError as exc:  # OpenVINO raises RuntimeError subclasses for bad graphs and properties
+            raise OpenVinoError(f"{self.path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:200]})") from exc
+        self.size = n
+
+    def run(self, batch):
+        """Logits (float32 copy) of a float32 N,C,H,W batch."""
+        import numpy as np
+
+        n = len(batch)
+        if not self.size:
+            self._compile(n)
+        outs = []
+        for i in range(0, n, self.size):
+            part = batch[i:i + self.size]
+            k = len(part)
+            if k < self.size:
+                part = np.concatenate([part, np.zeros((self.size - k, *part.shape[1:]), part.dtype)])
+            outs.append(infer(self._request, np.ascontiguousarray(part, np.float32))[:k])
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def close(self) -> None:
+        self._request = self._model = None
 
 
 def infer(request, batch) -> Any:

@@ -121,7 +121,7 @@ def test_run_videos_same_areas_on_onnxruntime_and_torch(unet_dir, video, tmp_pat
 
 
 def test_onnxruntime_path_does_not_import_torch(unet_dir, video, tmp_path):
-    """No torch and no onnx library on the edge path; matplotlib only once a plot is drawn (after the frames)."""
+    """No torch, no onnx library and no matplotlib on the edge path, not even once area.png is drawn."""
     code = (
         "import sys, json\n"
         "import echoseg.runtime.stream as st\n"
@@ -140,8 +140,9 @@ def test_onnxruntime_path_does_not_import_torch(unet_dir, video, tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     at_first_frame, at_end = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert at_first_frame == [] and at_end == ["matplotlib"]  # area.png drawn at the end, nothing else heavy
+    assert at_first_frame == [] and at_end == []  # area.png is drawn with OpenCV (runtime/plot.py)
     summary = json.loads((tmp_path / "o" / "clip" / "summary.json").read_text())
+    assert (tmp_path / "o" / "clip" / "area.png").stat().st_size > 10_000
     assert summary["backend"] == "onnxruntime" and summary["frames"] == 32
 
 

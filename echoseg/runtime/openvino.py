@@ -1,7 +1,8 @@
 """OpenVINO backend: the same ONNX exports on Intel's CPU runtime, in FP32, BF16 or INT8.
 
-One compiled model with a dynamic batch axis serves every batch size; the compile plan
-(precision hints, threads) comes from :mod:`echoseg.ovplan`, the module the exporter's OpenVINO
+The graph is compiled for the first batch size it runs, smaller batches padded up to it and larger
+ones run in pieces (:class:`echoseg.ovplan.Runner`: less memory than a dynamic batch axis); the
+compile plan (precision hints, threads) comes from :mod:`echoseg.ovplan`, the module the exporter's OpenVINO
 parity gate compiles through too. ``precision``: ``fp32`` or ``bf16`` on ``model.onnx``,
 ``int8`` on ``model.int8.onnx`` (the default is the file's own precision).
 
@@ -52,10 +53,10 @@ class OpenVinoSession:
         try:
             ovplan.compile_properties(precision, file_precision, threads, device)  # refuses a wrong pairing first
             _refuse_failed_gate(self.path, meta.granularity, precision)
-            self._compiled, props = ovplan.compile_onnx(self.path, precision, file_precision, threads, device)
+            self._runner = ovplan.Runner(self.path, precision, file_precision, threads, device)
         except ovplan.OpenVinoError as exc:
             raise SessionError(f"{self.path}: {exc}" if str(self.path) not in str(exc) else str(exc)) from exc
-        self._request = self._compiled.create_infer_request()
+        props = self._runner.props
         log.info("openvino on %s: precision %s, properties %s", self.path.name, precision, props)
         self.info = SessionInfo(
             backend="openvino", precision=precision, device=device, min_batch=1, max_batch=0, meta=meta,
@@ -69,14 +70,15 @@ class OpenVinoSession:
         if len(x) == 0:
             raise SessionError(f"{self.path}: empty batch (0 frames); give at least one frame")
         try:
-            return ovplan.infer(self._request, x)
+            return self._runner.run(x)
+        except ovplan.OpenVinoError as exc:
+            raise SessionError(str(exc)) from exc
         except RuntimeError as exc:
             raise SessionError(f"{self.path}: OpenVINO failed on a batch of shape {x.shape} "
                                f"({str(exc).splitlines()[0][:200]})") from exc
 
     def close(self) -> None:
-        self._request = None
-        self._compiled = None
+        self._runner.close()
 
 
 def _refuse_failed_gate(path: Path, g: float, precision: str) -> None:

@@ -157,28 +157,21 @@ def write_frames_csv(path: Path, area_px: np.ndarray, length_px: np.ndarray, fps
 
 
 def plot_area(path: Path, area_px: np.ndarray, fps: float, cardiac: CardiacResult, title: str) -> None:
-    """LV area over time, the smoothed curve, and ED/ES frames marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """LV area over time, the smoothed curve, and ED/ES frames marked (drawn with OpenCV: runtime/plot.py)."""
+    from .plot import BLUE, GREEN, GREY, RED, Series, line_chart
 
-    t = np.arange(len(area_px)) / fps
-    fig = Figure(figsize=(8, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(t, area_px, color="0.6", lw=1, label="LV area (mask)")
-    ax.plot(t, cardiac.smoothed_area_px, color="C0", lw=1.5, label="smoothed")
-    if cardiac.ed_frames:
-        ax.scatter(t[cardiac.ed_frames], np.asarray(area_px)[cardiac.ed_frames], color="C3", zorder=3, label="ED")
-    if cardiac.es_frames:
-        ax.scatter(t[cardiac.es_frames], np.asarray(area_px)[cardiac.es_frames], color="C2", marker="v",
-                   zorder=3, label="ES")
+    area = np.asarray(area_px, dtype=np.float64)
+    t = np.arange(len(area)) / fps
+    ed, es = list(cardiac.ed_frames), list(cardiac.es_frames)
+    series = [Series(t, area, "LV area (mask)", GREY, 1),
+              Series(t, np.asarray(cardiac.smoothed_area_px, np.float64), "smoothed", BLUE, 2)]
+    if ed:
+        series.append(Series(t[ed], area[ed], "ED", RED, 0, "o"))
+    if es:
+        series.append(Series(t[es], area[es], "ES", GREEN, 0, "v"))
     ef = cardiac.ef_estimate_pct
-    ax.set_title(title + (f"  (EF estimate {ef:.1f}%)" if ef is not None else "  (no full beat found)"), fontsize=9)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("LV area (px)")
-    ax.legend(fontsize=7, loc="best", framealpha=0.6)
-    fig.tight_layout()
-    fig.savefig(path)
+    line_chart(path, series, title + (f"  (EF estimate {ef:.1f}%)" if ef is not None else "  (no full beat found)"),
+               "time (s)", "LV area (px)")
 
 
 def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
