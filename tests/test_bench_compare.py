@@ -125,6 +125,20 @@ def test_discover_finds_onnx_files_and_the_source_checkpoint(bench_root):
     assert any(s.backend == "tensorrt" for s in plan.skipped)
 
 
+@pytest.mark.skipif(not has_module("openvino"), reason="OpenVINO is not installed")
+def test_openvino_rows_of_an_export_whose_first_file_is_fp16(bench_root, tmp_path):
+    """The bundled model's layout (FP16 and INT8 graphs, no FP32): OpenVINO still runs its INT8 graph."""
+    import shutil
+
+    d = tmp_path / "exports" / "bundle-like"
+    shutil.copytree(bench_root / "exports" / "unet-w8", d)
+    (d / "model.onnx").rename(d / "model.fp16.onnx")  # same metadata; an FP16 graph by its name
+    plan = discover([str(d)], tmp_path / "exports", bench_root / "runs", backends=("openvino",),
+                    precisions=("fp32", "int8"))
+    assert [(t.backend, t.precision, Path(t.artifact).name) for t in plan.targets] == [
+        ("openvino", "int8", "model.int8.onnx")]
+
+
 def test_discover_falls_back_to_runs_and_reports_bad_files(bench_root, tmp_path):
     plan = discover(None, tmp_path / "no-exports", bench_root / "runs", precisions=("fp32",))
     assert [(t.backend, t.model) for t in plan.targets] == [("torch", "unet-w8")]
