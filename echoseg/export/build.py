@@ -308,7 +308,7 @@ def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts:
         section["files"]["int8"] = bad.name
         check(report, "int8", f"{bad} vs FP32 (try --calib-method entropy or more --calib frames)")
     ms = report["onnxruntime_latency_ms_b1"] = _ort_latency({"fp32": fp32_path, "int8": path}, x)
-    speed = ms["fp32"] / ms["int8"] if ms.get("int8") else float("nan")
+    speed = ms["fp32"] / ms["int8"]
     say(_line(f"INT8, {info.form} form ({info.calib_frames} {source} calibration frames) vs FP32", report)
         + f"; ONNX Runtime batch 1 here: {ms['int8']:.2f} ms vs FP32 {ms['fp32']:.2f} ms ({speed:.2f}x"
         + (", slower: prefer FP32 or OpenVINO on this CPU)" if speed < 1 else ")"))

@@ -30,13 +30,9 @@ def available() -> bool:
         return False
 
 
-def _runner(path: Path, precision: str) -> ovplan.Runner:
-    return ovplan.Runner(path, precision, precision_of(path))
-
-
-def run_openvino(path: str | Path, batch: np.ndarray, precision: str, chunk: int = 16, runner=None) -> np.ndarray:
+def run_openvino(path: str | Path, batch: np.ndarray, precision: str, chunk: int = 16) -> np.ndarray:
     """Logits of ``path`` on OpenVINO (CPU) at ``precision``, ``chunk`` frames at a time (as the runtime runs it)."""
-    runner = runner or _runner(Path(path), precision)
+    runner = ovplan.Runner(path, precision, precision_of(path))
     return np.concatenate([runner.run(np.ascontiguousarray(batch[i:i + chunk], np.float32))
                            for i in range(0, len(batch), chunk)])
 
@@ -72,7 +68,7 @@ def gate_all(fp32_path: Path, int8_path: Path | None, x: np.ndarray, y32: np.nda
         out[key] = rep
     if live and len(x):
         # each timed at batch 1 on its own runner, compiled for batch 1 (what auto ranks by)
-        runners = {k: _runner(p, prec).run for k, (p, prec) in live.items()}
+        runners = {k: ovplan.Runner(p, prec, precision_of(p)).run for k, (p, prec) in live.items()}
         for key, ms in batch1_latency_ms(runners, x).items():
             out[key]["latency_ms_b1"] = ms
     for key in live:

@@ -156,24 +156,23 @@ def pick(index: ExportIndex, granularity: float | None, precision: str | None = 
         return None, {}, f"no ONNX graph at granularity {g:g}"
     rec = parity_record(index.dir, g, "int8_vs_fp32") if int8 is not None and not int8.problem else None
     ms = (rec or {}).get("onnxruntime_latency_ms_b1") or {}
-    fast = rec is not None and rec.get("passed") is True and 0 < ms.get("int8", 0) < ms.get("fp32", 0)
-    if fast and _cpu_only():
+    measured = rec is not None and rec.get("passed") is True and ms.get("int8", 0) > 0 and ms.get("fp32", 0) > 0
+    if measured and ms["int8"] < ms["fp32"] and _cpu_only():
         return int8.path, {}, (f"INT8 passed its gate (mask agreement {rec['mask_dice']:.4f}) and ran faster than "
                                f"FP32 at export ({ms['int8']:.2f} vs {ms['fp32']:.2f} ms at batch 1)")
     if default is None:
         return int8.path, {}, "the only graph at this granularity"
-    why = ("INT8 was slower than FP32 at export" if rec is not None and ms and not fast and rec.get("passed")
-           else "")
-    return default.path, {}, why or f"{default.precision} graph"
+    slower = measured and ms["int8"] >= ms["fp32"]
+    return default.path, {}, "INT8 was slower than FP32 at export" if slower else f"{default.precision} graph"
 
 
 def _cpu_only() -> bool:
-    """Whether this ONNX Runtime computes on the CPU only (no CUDA or TensorRT provider)."""
+    """Whether this ONNX Runtime computes on the CPU only: provider_plan takes CUDA whenever it is there."""
     try:
         import onnxruntime as ort
     except ImportError:
         return True
-    return not {CUDA, TRT} & set(ort.get_available_providers())
+    return CUDA not in ort.get_available_providers()
 
 
 BACKEND = register(Backend(name="onnxruntime", artifact="onnx", rank=20, open=OrtSession, problem=_problem,
