@@ -234,3 +234,38 @@ def test_an_inference_failure_fails_only_its_video(tmp_path, synth):
     assert "out of memory" in results[1].error and str(d / "b.avi") in results[1].error
     assert results[2].summary["frames"] == 20
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "c", "summary.csv"]
+
+
+class Recording(CyclingOracle):
+    """Records the batch size of every call."""
+
+    def __init__(self, masks: np.ndarray) -> None:
+        super().__init__(masks)
+        self.sizes: list[int] = []
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.sizes.append(len(x))
+        return super().run(x)
+
+
+def test_the_model_check_runs_the_batch_the_videos_will_run(tmp_path, synth, monkeypatch):
+    """The one-off work for the stream's batch shape (OpenVINO compiles for it) happens at session start-up,
+    not inside the first video's frames/s, and a backend that compiles for the largest batch seen is not
+    left at the check's size."""
+    from types import SimpleNamespace
+
+    from echoseg.runtime import api
+
+    opened: list[Recording] = []
+
+    def fake_open(path, backend, **options):
+        opened.append(Recording(synth.masks))
+        return opened[-1]
+
+    monkeypatch.setattr(api, "choose", lambda *a: SimpleNamespace(path=tmp_path / "m.onnx", backend="onnxruntime",
+                                                                 reason="test", options={}))
+    monkeypatch.setattr(api, "open_session", fake_open)
+    video = _write(tmp_path / "a.avi", synth.frames[:20])
+    results = run_videos([video], model=tmp_path / "m.onnx", out=tmp_path / "out", batch=6, video=False)
+    assert results[0].ok, results[0].error
+    assert opened[0].sizes == [6, 6, 6, 6, 2]  # the check, then 20 frames as 6 + 6 + 6 + 2

@@ -50,13 +50,13 @@ def test_openvino_agrees_with_onnxruntime_at_every_batch_size(exported, name, g)
     cut = np.log(ort32.info.meta.threshold / (1 - ort32.info.meta.threshold))
     ref_all = ort32.run(x)
     assert 0.05 < (ref_all > cut).mean() < 0.95  # masks far from empty or full: agreement means something
-    for n in (7, 3, 16, 1, 2):  # compiled for the first size (7): smaller ones padded, 16 run as 7 + 7 + 2
+    for n in (7, 3, 16, 1, 2):  # compiled for 7, 3 padded to it, 16 recompiles it, 1 and 2 padded to 16
         ref = ref_all[:n]
         y32 = ov32.run(x[:n])
         assert y32.shape == ref.shape == (n, 1, *x.shape[2:]) and y32.dtype == np.float32
         np.testing.assert_allclose(y32, ref, atol=1e-3, rtol=1e-3)
         assert mask_agreement(ov8.run(x[:n]) > cut, ref > cut) >= 0.98
-    assert ov32._runner.size == ov8._runner.size == 7  # one static shape each, whatever came after
+    assert ov32._runner.size == ov8._runner.size == 16  # one static shape each: the largest batch run
     if _bf16_here():
         ov16 = open_session(d / f"model{tag}.onnx", "openvino", precision="bf16")
         assert ov16.info.extra["properties"]["INFERENCE_PRECISION_HINT"] == "bf16"
@@ -138,6 +138,23 @@ def test_auto_picks_the_fastest_openvino_precision_that_passed(exported, tmp_pat
     assert c.backend == "onnxruntime" and "openvino passed over" in c.reason and "missed the parity gate" in c.reason
     with pytest.raises(SessionError, match="missed the export's parity gate"):
         open_session(failed / "model.onnx", "openvino", precision="bf16" if _bf16_here() else "fp32")
+
+
+@needs_openvino
+def test_openvino_batches_beyond_the_cap_run_in_pieces_of_it(exported, monkeypatch):
+    from echoseg import ovplan
+    from echoseg.runtime.backends import open_session
+
+    monkeypatch.setattr(ovplan, "MAX_COMPILED_BATCH", 4)
+    d = exported / "unet"
+    ort32 = open_session(d / "model.onnx", "onnxruntime", providers=["CPUExecutionProvider"])
+    ov32 = open_session(d / "model.onnx", "openvino", precision="fp32")
+    x = _frames(ort32.info.meta, 10)
+    ov32.run(x[:1])  # a one-frame probe first, as echo-run's model check does
+    assert ov32._runner.size == 1
+    y = ov32.run(x)  # grows to the cap, then 4 + 4 + 2 (padded)
+    assert ov32._runner.size == 4 and y.shape == (10, 1, *x.shape[2:])
+    np.testing.assert_allclose(y, ort32.run(x), atol=1e-3, rtol=1e-3)
 
 
 @needs_openvino

@@ -19,7 +19,7 @@ from .backends import get as _backend, open_session
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
 from .session import Session, SessionError
-from .stream import StreamStats, stream_video
+from .stream import StreamStats, stream_batch, stream_video
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     reason = "session given"
     if choice is not None:
         log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
-        session = _open_checked(choice.path, choice.backend, granularity, threads, choice.options)
+        session = _open_checked(choice.path, choice.backend, granularity, threads, choice.options, batch)
         reason = choice.reason
     videos, results, any_dir = expand_inputs(inputs)
     taken: set[str] = set()
@@ -129,11 +129,12 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
 
 
 def _open_checked(path: Path, backend: str, granularity: float | None, threads: int,
-                  chosen: dict[str, Any] | None = None) -> Session:
+                  chosen: dict[str, Any] | None = None, batch: int = 1) -> Session:
     """open_session, with any failure to describe or load the model as a SessionError, then check_session.
 
     ``chosen``: the open options auto picked with the file (e.g. OpenVINO's precision), passed on so
-    the session runs what the choice says; ``threads`` goes to every backend that takes it."""
+    the session runs what the choice says; ``threads`` goes to every backend that takes it. ``batch``:
+    the batch the videos will run at, which the check runs too (see check_session)."""
     options: dict[str, Any] = dict(chosen or {})
     if backend == "torch":
         options["granularity"] = granularity
@@ -147,22 +148,25 @@ def _open_checked(path: Path, backend: str, granularity: float | None, threads: 
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SessionError(f"{path}: cannot open this model ({why})") from exc
     try:
-        check_session(session)
+        check_session(session, batch)
     except BaseException:
         session.close()
         raise
     return session
 
 
-def check_session(session: Session) -> None:
+def check_session(session: Session, batch: int = 1) -> None:
     """Run one zero batch of the artifact's own input spec; raise SessionError if it does not fit.
 
     An artifact whose graph contradicts its input spec (size or channels) would otherwise open
-    fine and then fail every video; this finds it once, before any video is touched.
+    fine and then fail every video; this finds it once, before any video is touched. The batch is
+    the one stream_video will run (``batch`` clamped into the session's range), so the backend's
+    one-off work for that shape (OpenVINO compiles for it, ONNX Runtime sizes its buffers) is done
+    here, in the session's start-up, and not inside the first video's frames/s.
     """
     info = session.info
     spec = info.meta.input_spec
-    n = max(1, info.min_batch)
+    n = stream_batch(info, batch)
     shape = (n, spec.channels, spec.height, spec.width)
     want = "x".join(str(v) for v in shape)
     fix = "re-export it with echo-export build"

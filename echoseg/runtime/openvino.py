@@ -1,7 +1,7 @@
 """OpenVINO backend: the same ONNX exports on Intel's CPU runtime, in FP32, BF16 or INT8.
 
-The graph is compiled for the first batch size it runs, smaller batches padded up to it and larger
-ones run in pieces (:class:`echoseg.ovplan.Runner`: less memory than a dynamic batch axis); the
+The graph is compiled for the largest batch size it has run (up to a cap), smaller batches padded up
+to it and longer ones run in pieces (:class:`echoseg.ovplan.Runner`: less memory than a dynamic batch axis); the
 compile plan (precision hints, threads) comes from :mod:`echoseg.ovplan`, the module the exporter's OpenVINO
 parity gate compiles through too. ``precision``: ``fp32`` or ``bf16`` on ``model.onnx``,
 ``int8`` on ``model.int8.onnx`` (the default is the file's own precision).

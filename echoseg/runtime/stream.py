@@ -23,7 +23,7 @@ from echoseg.data.video import VideoError, VideoReader
 
 from .cardiac import mask_area_px, mask_length_px
 from .postprocess import clean_mask
-from .session import Session, preprocess
+from .session import Session, SessionInfo, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,13 @@ def mask_at(logits_hw: np.ndarray, height: int, width: int, cut: float) -> np.nd
     return m > cut
 
 
+def stream_batch(info: SessionInfo, batch: int) -> int:
+    """The batch stream_video runs on a session: ``batch`` clamped into its range (a fixed one taken as is)."""
+    if info.max_batch:
+        batch = min(batch, info.max_batch)
+    return max(1, batch, info.min_batch if info.min_batch == info.max_batch else 1)
+
+
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     """Put unless asked to stop; False when stopped."""
     while not stop.is_set():
@@ -120,9 +127,7 @@ def stream_video(source: str | os.PathLike | VideoReader, session: Session, batc
     video = source if isinstance(source, VideoReader) else VideoReader(source)  # VideoError: missing / not a video
     path, info = video.path, video.info
     sinfo = session.info
-    if sinfo.max_batch:
-        batch = min(batch, sinfo.max_batch)
-    batch = max(1, batch, sinfo.min_batch if sinfo.min_batch == sinfo.max_batch else 1)
+    batch = stream_batch(sinfo, batch)
     meta = sinfo.meta
     cut = logit_cut(meta.threshold, meta.output)
     stats = StreamStats(path=str(path), frames=0, height=info.height, width=info.width, fps=info.fps,
