@@ -153,3 +153,28 @@ def test_sink_failure_propagates(avi, synth):
 
     with pytest.raises(OSError, match="disk full"):
         stream_video(avi, OracleSession(synth.masks), batch=4, sink=sink)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_opencv_runs_without_its_worker_threads_during_a_stream_and_gets_its_setting_back(avi, synth, fails):
+    import cv2
+
+    prior = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        during: list[int] = []
+
+        def sink(i, frame, mask):
+            during.append(cv2.getNumThreads())
+            if fails and i == 20:
+                raise OSError("disk full")
+
+        if fails:
+            with pytest.raises(OSError, match="disk full"):
+                stream_video(avi, OracleSession(synth.masks), batch=8, sink=sink)
+        else:
+            stream_video(avi, OracleSession(synth.masks), batch=8, sink=sink)
+        assert during and set(during) == {1}  # setNumThreads(0): sequential, reported as one thread
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(prior)
