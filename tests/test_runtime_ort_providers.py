@@ -57,6 +57,31 @@ def test_the_session_logs_and_reports_its_providers(tmp_path, caplog):
         sess.run(np.zeros((0, 3, 112, 112), np.float32))
 
 
+def test_on_the_cpu_provider_a_batch_runs_in_pieces_with_the_same_logits(tmp_path):
+    import numpy as np
+
+    from echoseg.runtime import ort as ort_backend
+
+    path = write_tiny_onnx(tmp_path / "model.onnx")
+    sess = ort_backend.OrtSession(path, providers=[CPU])
+    sizes: list[int] = []
+    real = sess._sess
+
+    class Recording:
+        def run(self, names, feeds):
+            sizes.append(len(next(iter(feeds.values()))))
+            return real.run(names, feeds)
+
+    x = np.random.default_rng(0).normal(size=(10, 3, 112, 112)).astype(np.float32)
+    sess._sess = Recording()
+    y = sess.run(x)
+    assert ort_backend.CPU_PIECE == 4 and sizes == [4, 4, 2]
+    sess._sess = real
+    sess._piece = 0  # the whole batch in one call, as on a GPU provider
+    np.testing.assert_array_equal(y, sess.run(x))
+    assert y.shape == (10, 1, 112, 112) and y.dtype == np.float32
+
+
 def test_auto_on_a_cpu_onnxruntime_takes_int8_only_where_the_export_measured_it_faster(exported, tmp_path,
                                                                                        monkeypatch):
     import json
