@@ -12,13 +12,12 @@ compiled exactly as the runtime compiles it. Precisions:
   convolutions with integer kernels; the layers left in float run in bf16 where the CPU has it,
   else f32.
 
-:class:`Runner` compiles the graph for one static batch size: the largest it has been given so far,
-up to :data:`MAX_COMPILED_BATCH`. A smaller batch is zero-padded up to it, a larger one recompiles it
-once (the old compiled model is released), and one beyond the cap runs in pieces. Measured on the
-shipped model (width 16, INT8): 12 MB less memory at batch 8 and 23 MB less at batch 16 than one
-compiled model with a dynamic batch axis, and no slower (README, "echo-run"). Growing matters: a
-stream's first call is often a one-frame probe (echo-run checks the model on one zero frame), and a
-graph kept at that size would run every later batch of 8 as eight one-frame calls.
+:class:`Runner` compiles the graph for static batch shapes (at most two at a time): the batch it
+is given when none compiled so far holds it (up to :data:`MAX_COMPILED_BATCH`; longer ones run in
+pieces), a smaller batch zero-padded up to the smallest shape that holds it. Measured on the shipped
+model (width 16, INT8): 12 MB less memory at batch 8 and 23 MB less at batch 16 than one compiled
+model with a dynamic batch axis, and no slower (README, "echo-run"). The rules for when a smaller
+batch gets a shape of its own are in the class docstring.
 """
 
 from __future__ import annotations
@@ -30,6 +29,10 @@ from typing import Any
 OV_PRECISIONS = ("fp32", "bf16", "int8")
 #: The largest batch a Runner compiles; longer batches run in pieces of this size (memory stays bounded).
 MAX_COMPILED_BATCH = 32
+#: Compiled batch shapes a Runner keeps at once.
+MAX_SHAPES = 2
+#: Calls in a row that a compiled shape would pad to more than twice their size before one is compiled for them.
+REFIT_AFTER = 3
 
 
 class OpenVinoError(RuntimeError):
@@ -85,7 +88,15 @@ def compile_properties(precision: str, file_precision: str, threads: int = 0, de
 
 
 class Runner:
-    """``path`` at ``precision``, compiled for the largest batch it has run, up to MAX_COMPILED_BATCH (module docstring)."""
+    """``path`` at ``precision`` behind static batch shapes (module docstring): at most MAX_SHAPES compiled.
+
+    A batch runs on the smallest compiled shape that holds it, zero-padded. A batch larger than
+    every shape compiles one for it (up to MAX_COMPILED_BATCH; beyond that it runs in pieces). A
+    batch that would be padded to more than twice its size runs padded the first times, and gets a
+    shape of its own after REFIT_AFTER such calls in a row: a stream's short last batch is padded
+    once, while single frames after a batch of 8 stop costing eight frames each. The least recently
+    used shape goes when a third is compiled.
+    """
 
     def __init__(self, path: str | Path, precision: str, file_precision: str, threads: int = 0,
                  device: str = "CPU") -> None:
@@ -95,37 +106,58 @@ class Runner:
             self._model = core().read_model(str(path))
         except RuntimeError as exc:
             raise OpenVinoError(f"{path}: OpenVINO cannot read it ({str(exc).splitlines()[0][:200]})") from exc
-        self.size = 0  # the compiled batch size; 0 until the first run
-        self._request = None
+        self._requests: dict[int, Any] = {}  # batch size -> infer request, least recently used first
+        self._misfit = (0, 0)  # (batch size, calls in a row padded to more than twice their size)
 
-    def _compile(self, n: int) -> None:
+    @property
+    def sizes(self) -> list[int]:
+        """The compiled batch sizes, smallest first (empty until the first run)."""
+        return sorted(self._requests)
+
+    def _compile(self, n: int):
+        if len(self._requests) >= MAX_SHAPES:
+            del self._requests[next(iter(self._requests))]  # freed before the new one is built
         shape = list(self._model.input(0).get_partial_shape())
-        self._request, self.size = None, 0  # the smaller compiled model goes before the larger one is built
         try:
             self._model.reshape([n, *[d.get_length() for d in shape[1:]]])
-            self._request = core().compile_model(self._model, self.device, self.props).create_infer_request()
+            request = core().compile_model(self._model, self.device, self.props).create_infer_request()
         except RuntimeError as exc:  # OpenVINO raises RuntimeError subclasses for bad graphs and properties
             raise OpenVinoError(f"{self.path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:200]})") from exc
-        self.size = n
+        self._requests[n] = request
+        return n
+
+    def _shape_for(self, k: int) -> int:
+        fits = [s for s in self._requests if s >= k]
+        if not fits:
+            return self._compile(k)
+        size = min(fits)
+        if size > 2 * k:
+            calls = self._misfit[1] + 1 if self._misfit[0] == k else 1
+            self._misfit = (k, calls)
+            if calls >= REFIT_AFTER:
+                self._misfit = (0, 0)
+                return self._compile(k)
+        else:
+            self._misfit = (0, 0)
+        self._requests[size] = self._requests.pop(size)  # most recently used last
+        return size
 
     def run(self, batch):
         """Logits (float32 copy) of a float32 N,C,H,W batch."""
         import numpy as np
 
-        n = len(batch)
-        if n > self.size and self.size < MAX_COMPILED_BATCH:
-            self._compile(min(n, MAX_COMPILED_BATCH))
         outs = []
-        for i in range(0, n, self.size):
-            part = batch[i:i + self.size]
+        for i in range(0, len(batch), MAX_COMPILED_BATCH):
+            part = batch[i:i + MAX_COMPILED_BATCH]
             k = len(part)
-            if k < self.size:
-                part = np.concatenate([part, np.zeros((self.size - k, *part.shape[1:]), part.dtype)])
-            outs.append(infer(self._request, np.ascontiguousarray(part, np.float32))[:k])
+            size = self._shape_for(k)
+            if k < size:
+                part = np.concatenate([part, np.zeros((size - k, *part.shape[1:]), part.dtype)])
+            outs.append(infer(self._requests[size], np.ascontiguousarray(part, np.float32))[:k])
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def close(self) -> None:
-        self._request = self._model = None
+        self._requests, self._model = {}, None
 
 
 def infer(request, batch) -> Any:

@@ -50,13 +50,13 @@ def test_openvino_agrees_with_onnxruntime_at_every_batch_size(exported, name, g)
     cut = np.log(ort32.info.meta.threshold / (1 - ort32.info.meta.threshold))
     ref_all = ort32.run(x)
     assert 0.05 < (ref_all > cut).mean() < 0.95  # masks far from empty or full: agreement means something
-    for n in (7, 3, 16, 1, 2):  # compiled for 7, 3 padded to it, 16 recompiles it, 1 and 2 padded to 16
+    for n in (7, 3, 16, 1, 2):  # compiled for 7, 3 padded to it, 16 compiled too, 1 and 2 padded to 7
         ref = ref_all[:n]
         y32 = ov32.run(x[:n])
         assert y32.shape == ref.shape == (n, 1, *x.shape[2:]) and y32.dtype == np.float32
         np.testing.assert_allclose(y32, ref, atol=1e-3, rtol=1e-3)
         assert mask_agreement(ov8.run(x[:n]) > cut, ref > cut) >= 0.98
-    assert ov32._runner.size == ov8._runner.size == 16  # one static shape each: the largest batch run
+    assert ov32._runner.sizes == ov8._runner.sizes == [7, 16]  # static shapes; no shape for one odd call
     if _bf16_here():
         ov16 = open_session(d / f"model{tag}.onnx", "openvino", precision="bf16")
         assert ov16.info.extra["properties"]["INFERENCE_PRECISION_HINT"] == "bf16"
@@ -141,7 +141,9 @@ def test_auto_picks_the_fastest_openvino_precision_that_passed(exported, tmp_pat
 
 
 @needs_openvino
-def test_openvino_batches_beyond_the_cap_run_in_pieces_of_it(exported, monkeypatch):
+def test_openvino_batch_shapes_follow_the_calls(exported, monkeypatch):
+    """A one-frame probe, then batches beyond the cap (pieces), then single frames (a shape of their own
+    after REFIT_AFTER padded calls), then a third shape (the least recently used one goes)."""
     from echoseg import ovplan
     from echoseg.runtime.backends import open_session
 
@@ -149,12 +151,23 @@ def test_openvino_batches_beyond_the_cap_run_in_pieces_of_it(exported, monkeypat
     d = exported / "unet"
     ort32 = open_session(d / "model.onnx", "onnxruntime", providers=["CPUExecutionProvider"])
     ov32 = open_session(d / "model.onnx", "openvino", precision="fp32")
+    runner = ov32._runner
     x = _frames(ort32.info.meta, 10)
-    ov32.run(x[:1])  # a one-frame probe first, as echo-run's model check does
-    assert ov32._runner.size == 1
-    y = ov32.run(x)  # grows to the cap, then 4 + 4 + 2 (padded)
-    assert ov32._runner.size == 4 and y.shape == (10, 1, *x.shape[2:])
-    np.testing.assert_allclose(y, ort32.run(x), atol=1e-3, rtol=1e-3)
+    ref = ort32.run(x)
+    ov32.run(x[:1])  # a one-frame probe first
+    assert runner.sizes == [1]
+    y = ov32.run(x)  # a shape for the cap, then 4 + 4 + 2 (the 2 padded to 4: not over twice its size)
+    assert runner.sizes == [1, 4] and y.shape == (10, 1, *x.shape[2:])
+    np.testing.assert_allclose(y, ref, atol=1e-3, rtol=1e-3)
+    ov32.run(x[:3])  # 3 -> 4: padded, no new shape
+    assert runner.sizes == [1, 4]
+    monkeypatch.setattr(ovplan, "MAX_COMPILED_BATCH", 32)
+    ov32.run(x[:8])  # a third shape: the least recently used (1) goes
+    assert runner.sizes == [4, 8]
+    for i in range(ovplan.REFIT_AFTER):  # single frames padded to 4 until they get their own shape
+        assert runner.sizes == [4, 8]
+        np.testing.assert_allclose(ov32.run(x[i:i + 1]), ref[i:i + 1], atol=1e-3, rtol=1e-3)
+    assert runner.sizes == [1, 4]  # 8 went: the padded single frames ran on 4, so 8 was the least recently used
 
 
 @needs_openvino
