@@ -23,7 +23,7 @@ def run(
                                                 help="MatAE-U-Net width fraction (0.125, 0.25, 0.5, 1)"),
     out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the per-video outputs"),
     no_video: bool = typer.Option(False, "--no-video", help="Skip the overlay video (faster)"),
-    threads: int = typer.Option(0, "--threads", min=0, help="ONNX Runtime intra-op threads (0: its default)"),
+    threads: int = typer.Option(0, "--threads", min=0, help="Inference threads for ONNX Runtime or OpenVINO (0: the library default)"),
     clean_masks: bool = typer.Option(True, "--clean-masks/--no-clean-masks", help="Largest blob, holes filled, before measuring"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log which backend was chosen and why, and timings"),
 ) -> None:
