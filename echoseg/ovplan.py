@@ -26,6 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 OV_PRECISIONS = ("fp32", "bf16", "int8")
 #: The largest batch a Runner compiles; longer batches run in pieces of this size (memory stays bounded).
 MAX_COMPILED_BATCH = 32
@@ -144,8 +146,6 @@ class Runner:
 
     def run(self, batch):
         """Logits (float32 copy) of a float32 N,C,H,W batch."""
-        import numpy as np
-
         outs = []
         for i in range(0, len(batch), MAX_COMPILED_BATCH):
             part = batch[i:i + MAX_COMPILED_BATCH]
@@ -162,7 +162,5 @@ class Runner:
 
 def infer(request, batch) -> Any:
     """Run one infer request on a float32 N,C,H,W batch; a copy of output 0 (the request reuses its buffer)."""
-    import numpy as np
-
     request.infer({0: batch})
     return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)

@@ -270,24 +270,3 @@ def test_the_model_check_runs_the_batch_the_videos_will_run(tmp_path, synth, mon
     assert results[0].ok, results[0].error
     assert opened[0].sizes == [6, 6, 6, 6, 2]  # the check, then 20 frames as 6 + 6 + 6 + 2
 
-
-def test_videos_are_opened_with_opencv_sequential(tmp_path, synth, monkeypatch):
-    """FFmpeg's decoder takes OpenCV's thread setting when the capture opens: run_one opens it sequential."""
-    import cv2
-
-    at_open: list[int] = []
-    real = cv2.VideoCapture
-
-    def recording(*args, **kwargs):
-        at_open.append(cv2.getNumThreads())
-        return real(*args, **kwargs)
-
-    prior = cv2.getNumThreads()
-    cv2.setNumThreads(2)
-    try:
-        monkeypatch.setattr(cv2, "VideoCapture", recording)
-        res = run_one(_write(tmp_path / "a.avi", synth.frames[:10]), CyclingOracle(synth.masks), tmp_path / "o" / "a")
-        assert res.ok, res.error
-        assert at_open == [1] and cv2.getNumThreads() == 2
-    finally:
-        cv2.setNumThreads(prior)

@@ -2,8 +2,9 @@
 that name the file and the cause.
 
 Readers: ``VideoReader`` (a video opened once: its info, then its frames), ``probe`` (frame
-rate, size, pixel spacing where the file says), ``iter_frames`` (every frame, one at a time) and ``read_frames`` (only some frames, by seeking where seeking
-has been checked to be exact, else by a sequential decode that keeps only those frames).
+rate, size, pixel spacing where the file says), ``iter_frames`` (every frame, one at a time)
+and ``read_frames`` (only some frames, by seeking where seeking has been checked to be exact,
+else by a sequential decode that keeps only those frames).
 Still images renamed to a video suffix are refused rather than run as a one-frame video.
 """
 

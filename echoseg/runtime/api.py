@@ -19,7 +19,7 @@ from .backends import get as _backend, open_session
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
 from .session import Session, SessionError
-from .stream import StreamStats, opencv_sequential, stream_batch, stream_video
+from .stream import StreamStats, stream_batch, stream_video
 
 log = logging.getLogger(__name__)
 
@@ -183,16 +183,7 @@ def check_session(session: Session, batch: int = 1) -> None:
 
 def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: bool = True,
             progress: RunProgress | None = None, reason: str = "", clean_masks: bool = True) -> VideoResult:
-    """One video through ``session``; its outputs appear in ``out_dir`` complete, or not at all.
-
-    OpenCV runs without its own worker threads from the video's opening (its FFmpeg decoder takes
-    the setting then) to the last output (stream.opencv_sequential)."""
-    with opencv_sequential():
-        return _run_one(path, session, out_dir, batch, video, progress, reason, clean_masks)
-
-
-def _run_one(path: Path, session: Session, out_dir: Path, batch: int, video: bool,
-             progress: RunProgress | None, reason: str, clean_masks: bool) -> VideoResult:
+    """One video through ``session``; its outputs appear in ``out_dir`` complete, or not at all."""
     name = out_dir.name
     staging: StagingDir | None = None
     sink: OverlaySink | None = None

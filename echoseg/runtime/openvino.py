@@ -1,9 +1,8 @@
 """OpenVINO backend: the same ONNX exports on Intel's CPU runtime, in FP32, BF16 or INT8.
 
-The graph is compiled for the largest batch size it has run (up to a cap), smaller batches padded up
-to it and longer ones run in pieces (:class:`echoseg.ovplan.Runner`: less memory than a dynamic batch axis); the
-compile plan (precision hints, threads) comes from :mod:`echoseg.ovplan`, the module the exporter's OpenVINO
-parity gate compiles through too. ``precision``: ``fp32`` or ``bf16`` on ``model.onnx``,
+The graph runs through :class:`echoseg.ovplan.Runner` (static batch shapes, at most two; less memory
+than a dynamic batch axis), the compile plan (precision hints, threads) from :mod:`echoseg.ovplan`,
+the module the exporter's OpenVINO parity gate runs through too. ``precision``: ``fp32`` or ``bf16`` on ``model.onnx``,
 ``int8`` on ``model.int8.onnx`` (the default is the file's own precision).
 
 ``auto`` on a CPU: in an export directory this backend picks the fastest precision whose OpenVINO
@@ -51,9 +50,8 @@ class OpenVinoSession:
         file_precision = precision_of(self.path)
         precision = precision or file_precision
         try:
-            ovplan.compile_properties(precision, file_precision, threads, device)  # refuses a wrong pairing first
+            self._runner = ovplan.Runner(self.path, precision, file_precision, threads, device)  # refuses a wrong pairing
             _refuse_failed_gate(self.path, meta.granularity, precision)
-            self._runner = ovplan.Runner(self.path, precision, file_precision, threads, device)
         except ovplan.OpenVinoError as exc:
             raise SessionError(f"{self.path}: {exc}" if str(self.path) not in str(exc) else str(exc)) from exc
         props = self._runner.props

@@ -6,6 +6,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .postprocess import bounding_box
+
 FILL_BGR = (0, 200, 0)
 CONTOUR_BGR = (0, 255, 255)
 FILL_ALPHA = 0.35
@@ -31,19 +33,17 @@ def overlay_frame(frame: np.ndarray, mask: np.ndarray, alpha: float = FILL_ALPHA
     out[:, :w] = frame
     out[:, w:] = frame
     m = mask.astype(bool, copy=False)
-    rows = np.flatnonzero(m.any(axis=1))
-    if rows.size:
+    bb = bounding_box(m)
+    if bb is not None:
         # only the mask's bounding box is touched (padded by one background pixel for the contour
         # tracer), and the contour points are shifted back: the same pixels as on the whole frame
-        cols = np.flatnonzero(m.any(axis=0))
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         right = out[:, w:]
-        box, mb = right[y0:y1, x0:x1], m[y0:y1, x0:x1]
+        box, mb = right[bb], m[bb]
         np.copyto(box, cv2.LUT(box, _blend_table(alpha, tuple(fill_bgr))), where=mb[:, :, None])
-        padded = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)
+        padded = np.zeros((mb.shape[0] + 2, mb.shape[1] + 2), np.uint8)
         padded[1:-1, 1:-1] = mb
         contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
-                                       offset=(int(x0) - 1, int(y0) - 1))
+                                       offset=(int(bb[1].start) - 1, int(bb[0].start) - 1))
         thickness = max(1, round(min(frame.shape[:2]) / 200))
         cv2.drawContours(right, contours, -1, contour_bgr, thickness, cv2.LINE_AA)
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _box(m: np.ndarray) -> tuple[slice, slice] | None:
+def bounding_box(m: np.ndarray) -> tuple[slice, slice] | None:
     """The bounding box of a bool mask's pixels (None when empty)."""
     rows = np.flatnonzero(m.any(axis=1))
     if rows.size == 0:
@@ -28,7 +28,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     import cv2
 
     m = np.asarray(mask, dtype=bool)
-    box = _box(m)
+    box = bounding_box(m)
     if box is None:
         return m.copy()
     crop = np.ascontiguousarray(m[box], dtype=np.uint8)
@@ -53,7 +53,7 @@ def fill_holes(mask: np.ndarray, max_fraction: float = 0.5) -> np.ndarray:
     import cv2
 
     m = np.asarray(mask, dtype=bool)
-    box = _box(m)
+    box = bounding_box(m)
     if box is None:
         return m.copy()
     inv = np.ones((box[0].stop - box[0].start + 2, box[1].stop - box[1].start + 2), np.uint8)

@@ -97,12 +97,13 @@ def mask_at(logits_hw: np.ndarray, height: int, width: int, cut: float) -> np.nd
 def opencv_sequential() -> Iterator[None]:
     """OpenCV without its own worker threads while this runs (its previous setting restored after).
 
-    The stream's parallelism is its three threads beside the model's own; OpenCV's worker pool (and
-    the FFmpeg decoder and encoder threads it starts by the same setting) only competes with the
-    model for the cores. Measured on the 600-frame 112x112 clip with a model that costs nothing
-    (2-core Zen 4): 1.7 -> 1.05 ms of CPU per frame with the overlay video, 0.95 -> 0.6 without.
-    OpenCV's thread count is process-wide: other threads of the same process calling OpenCV
-    meanwhile run sequentially too.
+    The stream's parallelism is its three threads beside the model's own; OpenCV's worker pool
+    (its parallel loops in resizing, colour conversion, the overlay's drawing and the writer's
+    conversions) only competes with the model for the cores. FFmpeg's own decoder threads do not
+    follow this setting. Measured on the 600-frame 112x112 clip with a model that costs nothing
+    (2-core Zen 4): 1.7 -> 1.05-1.3 ms of CPU per frame with the overlay video, 0.95 -> 0.6-0.8
+    without. OpenCV's thread count is process-wide: other threads of the same process calling
+    OpenCV meanwhile run sequentially too.
     """
     import cv2
 
