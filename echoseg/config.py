@@ -120,6 +120,7 @@ class TrainConfig(_Record):
     out: str = "runs/unet"
     granularities: tuple[float, ...] = ()  # matae-unet; () = what the width can hold (recipe.granularities_for)
     max_train_frames: int = 0
+    train_every: int = 1  # train on every k-th frame of each video (screening runs); 1 = all
     warmup_epochs: int = 1
     ema_decay: float = 0.995  # 0 = no EMA weights
     distill: float = 0.5  # matae-unet: share of a smaller granularity's loss taken from the full one's soft masks
@@ -129,7 +130,7 @@ class TrainConfig(_Record):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "train_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:

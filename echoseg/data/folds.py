@@ -68,6 +68,15 @@ def subset(fs: FrameSet, indices: Sequence[int]) -> FrameSet:
                     fs.skipped, fs.layout)
 
 
+def every_kth(fs: FrameSet, k: int) -> FrameSet:
+    """Every ``k``-th frame of each video (its first, k+1-th, ...): neighbouring frames of one
+    video are near-copies, so a screening run can train on a fraction at little cost in signal."""
+    if k <= 1:
+        return fs
+    keep = [i for idx in group_by_video(fs.names).values() for i in idx[::k]]
+    return subset(fs, keep)
+
+
 def pool(sets: Sequence[FrameSet]) -> FrameSet:
     """Several FrameSets as one (e.g. every split of a dataset, for cross-validation)."""
     sets = [s for s in sets if len(s)]

@@ -77,10 +77,10 @@ class Collate:
     """Builds one batch in a worker: stacks, augments, adds unlabelled frames (float 0..255)."""
 
     def __init__(self, frames: Frames, seed: int, augment: bool, unlabelled=None, unlabelled_per_step: int = 0,
-                 strength: str = "light") -> None:
+                 strength: str = "light", device: str = "cpu") -> None:
         from echoseg.data.augment import augment_config
 
-        self.frames, self.seed, self.augment = frames, seed, augment
+        self.frames, self.seed, self.augment, self.device = frames, seed, augment, device
         self.aug_cfg = augment_config(strength)
         self.unlabelled, self.per_step = unlabelled, unlabelled_per_step
 
@@ -91,14 +91,16 @@ class Collate:
 
         (epoch, step, idx), = item
         gen = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, epoch, step]).integers(2**62)))
-        x = torch.from_numpy(np.stack([self.frames[i][0] for i in idx])).permute(0, 3, 1, 2).float()
-        y = torch.from_numpy(np.stack([self.frames[i][1] for i in idx]).astype(np.float32))[:, None]
+        # the uint8 frames travel to the device first: there (a GPU) the augmentation costs no CPU
+        x = torch.from_numpy(np.stack([self.frames[i][0] for i in idx])).to(self.device).permute(0, 3, 1, 2).float()
+        y = torch.from_numpy(np.stack([self.frames[i][1] for i in idx])).to(self.device)[:, None].float()
         if self.augment:
             x, y = augment_batch(x, y, gen, self.aug_cfg)
         batch = {"x": x, "y": y, "u": None}
         if self.unlabelled is not None and len(self.unlabelled) and self.per_step:
             pick = np.random.default_rng([self.seed, epoch, step, 1]).integers(0, len(self.unlabelled), self.per_step)
-            u = torch.from_numpy(np.stack([np.asarray(self.unlabelled[int(i)]) for i in pick])).permute(0, 3, 1, 2).float()
+            u = torch.from_numpy(np.stack([np.asarray(self.unlabelled[int(i)]) for i in pick])).to(self.device)
+            u = u.permute(0, 3, 1, 2).float()
             if self.augment:
                 u, _ = augment_batch(u, torch.zeros_like(u[:, :1]), gen, self.aug_cfg)
             batch["u"] = u
@@ -107,14 +109,19 @@ class Collate:
 
 def make_loader(images: np.ndarray, masks: np.ndarray, *, batch_size: int, seed: int, augment: bool,
                 workers: int, pin_memory: bool, rank: int = 0, world: int = 1, unlabelled=None,
-                unlabelled_per_step: int = 0, augment_strength: str = "light"):
-    """(DataLoader, BatchPlan): set ``plan.epoch`` before iterating the loader for an epoch."""
+                unlabelled_per_step: int = 0, augment_strength: str = "light", device: str = "cpu"):
+    """(DataLoader, BatchPlan): set ``plan.epoch`` before iterating the loader for an epoch.
+
+    With no workers the batch is built in the training process and augmented on ``device``
+    (on a GPU: no CPU spent on augmentation, so many runs can share one machine); workers always
+    augment on the CPU. The random draws are the same either way (CPU generators)."""
     from torch.utils.data import DataLoader
 
+    on = device if workers == 0 else "cpu"
     plan = BatchPlan(len(images), batch_size, seed, rank, world)
-    collate = Collate(Frames(images, masks), seed, augment, unlabelled, unlabelled_per_step, augment_strength)
+    collate = Collate(Frames(images, masks), seed, augment, unlabelled, unlabelled_per_step, augment_strength, on)
     loader = DataLoader(_PlanDataset(plan), batch_size=1, shuffle=False, num_workers=workers,
-                        collate_fn=collate, pin_memory=pin_memory, persistent_workers=False)
+                        collate_fn=collate, pin_memory=pin_memory and on == "cpu", persistent_workers=False)
     return loader, plan
 
 

@@ -72,6 +72,10 @@ def train(
                                                         "labelled frames; K = number of videos is leave-one-patient-out"),
     fold: Optional[List[int]] = typer.Option(None, "--fold", help="With --folds: run only these folds (0-based, repeatable)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="With --folds: comma-separated seeds (default: --seed)"),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="With --folds: train this many runs at once in separate "
+                                                     "processes (a GPU holds many small runs)"),
+    train_every: int = typer.Option(1, "--train-every", min=1, help="Train on every k-th frame of each video (a "
+                                    "screening run: neighbouring frames are near-copies); 1 = all"),
 ) -> None:
     """Train one model; writes best.pt, last.pt, log.csv and curves.png to the run folder.
 
@@ -98,7 +102,7 @@ def train(
                           augment=augment, augment_strength=augment_strength, device=device, seed=seed,
                           out=str(out or Path("runs") / model),
                           max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
-                          select=select, workers=workers)
+                          select=select, workers=workers, train_every=train_every)
         gs = cfg.granularities or DEFAULT_GRANULARITIES
         if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
             raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
@@ -107,7 +111,7 @@ def train(
         preflight(cfg.out, resume, overwrite, _weight_bytes(model, width))
         if folds:
             seed_list = _parse_seeds(seeds, seed)
-            _cross_validate(console, cfg, folds, seed_list, fold or [])
+            _cross_validate(console, cfg, folds, seed_list, fold or [], jobs)
             return
         from .dist import world_from_env
 
@@ -144,7 +148,7 @@ def _parse_seeds(text: str | None, default: int) -> list[int]:
         raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 1,2,3") from None
 
 
-def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], only: list[int]) -> None:
+def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], only: list[int], jobs: int = 1) -> None:
     from rich.table import Table
 
     from .cv import run_cv
@@ -156,12 +160,20 @@ def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], onl
             f"  epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  val Dice {row['val_dice']:.4f}  "
             f"{row['seconds']:.1f}s"))
 
-    summary = run_cv(cfg, folds, seeds, only, on_run=on_run)
+    def on_done(rows: list[dict]) -> None:
+        r = rows[0]
+        console.print(f"fold {r['fold']} seed {r['seed']} ({r['test_videos']}): "
+                      + "  ".join(f"g={x['g']:g} Dice {x['dice']:.4f}" for x in rows))
+
+    if jobs > 1:
+        console.print(f"{len(only or range(folds)) * len(seeds)} runs, {jobs} at a time")
+    summary = run_cv(cfg, folds, seeds, only, on_run=on_run, jobs=jobs, on_done=on_done)
     table = Table(title=f"{cfg.model} w{cfg.width}: {folds}-fold cross-validation by video, seeds {seeds}")
-    for col in ("g", "Dice mean", "sd over seeds", "worst fold", "per fold"):
+    for col in ("g", "Dice mean", "sd over seeds", "worst patient (fold mean)", "per fold"):
         table.add_column(col, justify="right")
     for g, s in summary.items():
-        table.add_row(g, f"{s['dice_mean']:.4f}", f"{s['dice_sd']:.4f}", f"{s['min_fold_dice']:.4f}",
+        table.add_row(g, f"{s['dice_mean']:.4f}", f"{s['dice_sd']:.4f}",
+                      f"{s['worst_fold_dice']:.4f} (fold {s['worst_fold']}: {s['worst_fold_videos']})",
                       " ".join(f"{k}:{v:.3f}" for k, v in s["dice_per_fold"].items()))
     console.print(table)
     console.print(f"wrote {cfg.out}/cv.csv and cv.json")

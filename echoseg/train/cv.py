@@ -47,41 +47,98 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 
 def run_cv(cfg: TrainConfig, folds: int, seeds: Sequence[int], only: Sequence[int] = (),
-           on_run: Callable[[int, int, TrainConfig], object] | None = None) -> dict:
+           on_run: Callable[[int, int, TrainConfig], object] | None = None, jobs: int = 1,
+           on_done: Callable[[list[dict]], None] | None = None) -> dict:
     """Train and score every (fold, seed); write OUT/cv.csv and OUT/cv.json; return the summary.
 
     ``on_run(fold, seed, cfg)`` may return training callbacks (a progress bar) for that run.
+    ``jobs`` > 1 trains that many runs at once in separate processes (one GPU holds many small
+    runs; on a CPU each process gets cores // jobs threads); ``on_done(rows)`` hears each
+    finished run.
     """
-    from .eval import evaluate
-    from .loop import train
-
     out = Path(cfg.out)
     fs = load_pool(cfg.data)
     pick = sorted(set(only)) if only else list(range(folds))
-    rows: list[dict] = []
     for fold in pick:
-        tr, va, te = fold_sets(fs, folds, fold, seed=0)
-        for seed in seeds:
-            run_cfg = replace(cfg, seed=int(seed), out=str(out / f"fold{fold}-seed{seed}"))
-            cbs = on_run(fold, seed, run_cfg) if on_run else None
-            result = train(run_cfg, callbacks=cbs, data=(tr, va))
-            m = evaluate(result.out, cfg.data, "test", Path(result.out) / "eval-test", cfg.device, frames=te)
-            per_g = m.get("granularities") or {"1": m}
-            for g, s in per_g.items():
-                rows.append({"fold": fold, "seed": int(seed), "g": float(g), "dice": s["dice"], "iou": s["iou"],
-                             "pixel_accuracy": s["pixel_accuracy"], "frames": s["frames"],
-                             "videos": len({video_of(n) for n in te.names}),
-                             "best_epoch": result.best.get("epoch")})
-            _write_rows(out / "cv.csv", rows)
+        fold_sets(fs, folds, fold, seed=0)  # a bad fold number or too many folds fails before any run
+    todo = [(fold, int(seed)) for fold in pick for seed in seeds]
+    rows: list[dict] = []
+
+    def done(new: list[dict]) -> None:
+        rows.extend(new)
+        rows.sort(key=lambda r: (r["fold"], r["seed"], -r["g"]))
+        _write_rows(out / "cv.csv", rows)
+        if on_done:
+            on_done(new)
+
+    if jobs <= 1:
+        for fold, seed in todo:
+            run_cfg = replace(cfg, seed=seed, out=str(out / f"fold{fold}-seed{seed}"))
+            done(_one_run(run_cfg, fs, folds, fold, on_run(fold, seed, run_cfg) if on_run else None))
+    else:
+        _parallel(cfg, folds, todo, jobs, done)
     summary = summarize_cv(rows)
     write_json(out / "cv.json", {"model": cfg.model, "width": cfg.width, "folds": folds, "seeds": list(seeds),
-                                 "evaluated_folds": pick, "rows": rows, "summary": summary})
+                                 "evaluated_folds": pick, "train_every": cfg.train_every, "epochs": cfg.epochs,
+                                 "rows": rows, "summary": summary})
     return summary
+
+
+def _one_run(run_cfg: TrainConfig, fs, folds: int, fold: int, callbacks=None) -> list[dict]:
+    """Train fold ``fold`` with ``run_cfg`` and score it on its held-out videos: the cv rows."""
+    from .eval import evaluate
+    from .loop import train
+
+    tr, va, te = fold_sets(fs, folds, fold, seed=0)
+    result = train(run_cfg, callbacks=callbacks, data=(tr, va))
+    m = evaluate(result.out, run_cfg.data, "test", Path(result.out) / "eval-test", run_cfg.device, frames=te)
+    videos = sorted({video_of(n) for n in te.names})
+    rows = []
+    for g, s in (m.get("granularities") or {"1": m}).items():
+        rows.append({"fold": fold, "seed": run_cfg.seed, "g": float(g), "dice": s["dice"], "iou": s["iou"],
+                     "pixel_accuracy": s["pixel_accuracy"], "frames": s["frames"], "videos": len(videos),
+                     "test_videos": " ".join(videos), "best_epoch": result.best.get("epoch")})
+    return rows
+
+
+def _child(cfg_dict: dict, folds: int, fold: int, threads: int) -> list[dict]:
+    """One (fold, seed) run in a worker process (spawned: no state shared with the parent)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    cfg = TrainConfig.from_dict(cfg_dict)
+    return _one_run(cfg, load_pool(cfg.data), folds, fold)
+
+
+def _parallel(cfg: TrainConfig, folds: int, todo: list[tuple[int, int]], jobs: int,
+              done: Callable[[list[dict]], None]) -> None:
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    failures = []
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool_:
+        futures = {}
+        for fold, seed in todo:
+            run_cfg = replace(cfg, seed=seed, out=str(Path(cfg.out) / f"fold{fold}-seed{seed}"))
+            futures[pool_.submit(_child, run_cfg.to_dict(), folds, fold, threads)] = (fold, seed)
+        for fut in as_completed(futures):
+            fold, seed = futures[fut]
+            try:
+                done(fut.result())
+            except Exception as exc:  # one failed run must not lose the others: reported, then raised
+                log.error("fold %d seed %d failed: %s", fold, seed, exc)
+                failures.append((fold, seed, exc))
+    if failures:
+        fold, seed, exc = failures[0]
+        raise RuntimeError(f"{len(failures)} of {len(todo)} cross-validation runs failed; first: fold {fold} "
+                           f"seed {seed}: {exc}") from exc
 
 
 def summarize_cv(rows: Sequence[dict]) -> dict:
     """Per granularity: Dice mean +- sd over seeds (each seed's Dice pooled over its folds'
-    frames), and the per-fold means."""
+    frames), the per-fold means over seeds, and the worst fold (patient) by that mean."""
     out: dict = {}
     for g in sorted({r["g"] for r in rows}, reverse=True):
         rg = [r for r in rows if r["g"] == g]
@@ -90,10 +147,14 @@ def summarize_cv(rows: Sequence[dict]) -> dict:
             rs = [r for r in rg if r["seed"] == seed]
             n = sum(r["frames"] for r in rs)
             per_seed.append(sum(r["dice"] * r["frames"] for r in rs) / max(n, 1))
-        per_fold = {str(f): mean_sd([r["dice"] for r in rg if r["fold"] == f])[0] for f in sorted({r["fold"] for r in rg})}
+        folds = sorted({r["fold"] for r in rg})
+        per_fold = {str(f): mean_sd([r["dice"] for r in rg if r["fold"] == f])[0] for f in folds}
+        names = {str(r["fold"]): r.get("test_videos", "") for r in rg}
+        worst = min(per_fold, key=lambda f: per_fold[f])
         m, sd = mean_sd(per_seed)
         out[f"{g:g}"] = {"dice_mean": m, "dice_sd": sd, "dice_per_seed": per_seed, "dice_per_fold": per_fold,
-                         "min_fold_dice": min(r["dice"] for r in rg)}
+                         "fold_videos": names, "worst_fold": int(worst), "worst_fold_dice": per_fold[worst],
+                         "worst_fold_videos": names[worst], "min_fold_dice": min(r["dice"] for r in rg)}
     return out
 
 

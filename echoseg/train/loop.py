@@ -17,7 +17,7 @@ import numpy as np
 
 from echoseg.config import InputSpec, ModelConfig, TrainConfig
 from echoseg.data.dataset import FrameSet, load_split, load_unlabelled
-from echoseg.data.folds import subset
+from echoseg.data.folds import every_kth, subset
 
 from .checkpoint import load_checkpoint
 from .metrics import summarize
@@ -175,6 +175,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
     torch.manual_seed(cfg.seed)
 
     train_set, val_set = data if data is not None else _load_data(cfg, np.random.default_rng(cfg.seed))
+    train_set = every_kth(train_set, cfg.train_every)
     if len(val_set) == 0:
         log.warning("no validation frames; validating on the training frames")
         val_set = train_set
@@ -211,7 +212,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
                                seed=cfg.seed, augment=cfg.augment, workers=workers,
                                augment_strength=cfg.augment_strength,
                                pin_memory=device.startswith("cuda"), rank=world.rank, world=world.size,
-                               unlabelled=unlabelled, unlabelled_per_step=cfg.unlabelled_per_step)
+                               unlabelled=unlabelled, unlabelled_per_step=cfg.unlabelled_per_step, device=device)
     steps = len(plan)
     total_steps, warmup = cfg.epochs * steps, cfg.warmup_epochs * steps
     step_no = start_epoch * steps
@@ -248,10 +249,11 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
                 if ema is not None:
                     ema.update(model)
                 step_no += 1
-                losses.append(float(loss.detach()))
+                losses.append(loss.detach())  # no host sync per step: read once per epoch
                 if cb.on_step and world.is_main:
-                    cb.on_step(epoch, step, losses[-1])
+                    cb.on_step(epoch, step, float(losses[-1]))
             if ends is not None:
+                losses = [float(v) for v in torch.stack(losses).float().cpu()] if losses else []
                 row = ends(epoch, model, ema, opt, scaler, losses, lr, rw, t0, rows)
                 if cb.on_epoch:
                     cb.on_epoch(row)

@@ -72,11 +72,13 @@ class EMA:
 
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        with torch.no_grad():
-            for e, p in zip(self.model.parameters(), model.parameters()):
-                e.mul_(d).add_(p.detach(), alpha=1 - d)
-            for e, b in zip(self.model.buffers(), model.buffers()):
-                e.copy_(b)
+        with torch.no_grad():  # one fused update over all tensors, not two kernels per tensor
+            ema_p = list(self.model.parameters())
+            torch._foreach_mul_(ema_p, d)
+            torch._foreach_add_(ema_p, [p.detach() for p in model.parameters()], alpha=1 - d)
+            bufs = list(self.model.buffers())
+            if bufs:
+                torch._foreach_copy_(bufs, list(model.buffers()))
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "updates": self.updates, "model": self.model.state_dict()}
