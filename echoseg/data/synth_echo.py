@@ -47,7 +47,7 @@ _RANGES = {
     2: dict(ef=(15, 80), half=(33, 52), probe_x=8, probe_y=(-14, 4), depth=(100, 175), scale=(0.55, 1.3),
             apex_r=(8, 30), apex_ang=(-6, 16), axis=(-28, 12), ka=(0.78, 0.96), wall=(2.5, 8.5),
             septum_db=(-26, -4), tissue_db=(-44, -16), dropout_db=(6, 24), rv_width=(0.6, 2.6),
-            rv_start=(0.0, 0.3), dr=(30, 60), gain_db=(-9, 8), gamma=(0.6, 1.5), psf_a=(0.35, 1.1),
+            rv_start=(0.0, 0.3), dr=(30, 60), gain_db=(-7, 8), gamma=(0.6, 1.5), psf_a=(0.35, 1.1),
             psf_l=(0.5, 1.8), shadow=0.35, la_bag=0.7, haze=0.6, haze_db=(-58, -22)),
 }
 
