@@ -126,3 +126,111 @@ def test_echo_eval_clean_masks_scores_what_echo_run_measures(tmp_path, monkeypat
     clean = ev.evaluate("fake", root, "test", tmp_path / "clean", clean=True)
     assert raw["dice"] < 0.99 and clean["dice"] == pytest.approx(1.0)
     assert clean["clean_masks"] is True and raw["clean_masks"] is False
+
+
+# --- the echo2 style (generator version 2) ---------------------------------------------------------
+
+
+def test_echo2_is_deterministic_per_seed_differs_from_echo_and_keeps_shapes():
+    a, b, c = (make_video(s, frames=10, style="echo2") for s in (4, 4, 5))
+    assert a.frames.shape == (10, 112, 112, 3) and a.frames.dtype == np.uint8
+    assert a.masks.shape == (10, 112, 112) and a.masks.dtype == bool
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.masks, b.masks)
+    assert not np.array_equal(a.frames, c.frames)
+    assert not np.array_equal(a.frames, make_video(4, frames=10, style="echo").frames)
+
+
+def test_echo_style_still_draws_what_version_1_drew():
+    """The shipped model's recipe (--style echo) must mean what it meant: version 2's extra scene
+    keys never reach it, and its ranges are the first ones."""
+    from echoseg.data.synth_echo import random_echo_heart
+
+    h1, s1 = random_echo_heart(np.random.default_rng([3, 0xEC40]), None, 1)
+    h2, s2 = random_echo_heart(np.random.default_rng([3, 0xEC40]), None, 2)
+    assert "haze_reach" not in s1 and "tilt" not in s1 and "la_pump" not in s1
+    assert {"haze_reach", "tilt", "la_pump", "rv_db", "chords"} <= set(s2)
+    for seed in range(40):
+        h, s = random_echo_heart(np.random.default_rng([seed, 0xEC40]), None, 1)
+        assert 34 <= np.degrees(h.sector_half_angle) <= 48 and -24 <= s["septum_db"] <= -6
+    with pytest.raises(ValueError, match="unknown echo generator version"):
+        random_echo_heart(np.random.default_rng(0), None, 7)
+
+
+def test_echo2_masks_lie_inside_the_fan_at_every_phase():
+    from echoseg.data.synth_echo import _Imager, random_echo_heart
+    from echoseg.data.synthetic import cavity_outline
+
+    for seed in range(60):
+        rng = np.random.default_rng([seed, 0xEC40])
+        heart, scene = random_echo_heart(rng, None, 2)
+        fan = _Imager(heart, scene, rng).fan
+        for c in (0.0, 0.5, 1.0):
+            m = np.zeros((112, 112), np.uint8)
+            cv2.fillPoly(m, [np.round(cavity_outline(heart, c) * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+            assert m.sum() > 50 and not (m.astype(bool) & ~fan).any(), (seed, c)
+    v = make_video(11, frames=6, style="echo2")
+    assert (v.frames[:, :, :, 0][v.masks] >= 0).all() and v.masks.any(axis=(1, 2)).all()
+
+
+def test_echo2_widens_the_ranges_real_scanners_show():
+    from echoseg.data.synth_echo import random_echo_heart
+
+    draws = [random_echo_heart(np.random.default_rng([s, 0xEC40]), None, 2) for s in range(200)]
+    halves = np.degrees([h.sector_half_angle for h, _ in draws])
+    assert halves.max() > 50 and halves.min() < 35
+    assert sum(sc["tilt"] != 0 for _, sc in draws) > 60  # steered fans
+    assert max(h.a_ed for h, _ in draws) > 1.6 * min(h.a_ed for h, _ in draws)  # small to large LVs
+    # a second chamber darker than the LV blood is common, and black basal blood under apical haze too
+    assert sum(sc["rv_db"] < sc["blood_db"] for _, sc in draws) > 80
+    assert sum(sc["lv_haze_db"] is not None and sc["haze_reach"] < 0.8 for _, sc in draws) > 30
+
+
+def test_echo2_haze_leaves_the_basal_blood_dark_and_inside_the_mask():
+    """A hazy apex over black basal blood: in the echogenicity map the basal cavity is darker than
+    the apical one, and the mask holds both (the first model drew C-shaped masks that left such
+    blood out)."""
+    from echoseg.data import synth_echo
+
+    rng = np.random.default_rng([5, 0xEC40])
+    heart, scene = synth_echo.random_echo_heart(rng, None, 2)
+    scene.update(lv_haze_db=-30.0, haze_reach=0.5, haze_var=0.0, blood_db=-60.0, apical_clutter_db=None)
+    n_c = 112 + 2 * synth_echo.MARGIN
+    flat = np.full((n_c, n_c), -35.0, np.float32)
+    blobs = {"papillary": [], "trabeculae": [], "chords": [], "haze": np.zeros((n_c, n_c), np.float32)}
+    db, mask = synth_echo._anatomy(heart, scene, 0.0, 0.0, flat, np.zeros_like(flat), blobs)
+    lv = db[synth_echo.MARGIN:-synth_echo.MARGIN, synth_echo.MARGIN:-synth_echo.MARGIN]
+    d, _ = heart.frame_axes()
+    ys, xs = np.nonzero(cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)))
+    u = (xs - heart.apex[0]) * d[0] + (ys - heart.apex[1]) * d[1]
+    apical, basal = lv[ys, xs][u < np.quantile(u, 0.2)], lv[ys, xs][u > np.quantile(u, 0.8)]
+    assert apical.mean() > -40 and np.median(basal) <= -59  # hazy apex, echo-free base
+    scene["lv_haze_db"] = None  # no haze: the whole cavity is black
+    db, mask2 = synth_echo._anatomy(heart, scene, 0.0, 0.0, flat, np.zeros_like(flat), blobs)
+    assert np.array_equal(mask, mask2)
+    lv = db[synth_echo.MARGIN:-synth_echo.MARGIN, synth_echo.MARGIN:-synth_echo.MARGIN]
+    assert np.median(lv[ys, xs]) <= -59
+
+
+def test_echo2_la_grows_in_systole():
+    from echoseg.data import synth_echo
+
+    rng = np.random.default_rng([21, 0xEC40])
+    heart, scene = synth_echo.random_echo_heart(rng, None, 2)
+    scene.update(la_pump=0.3, la_bag=False, la_db=-80.0, lv_haze_db=None)
+    n_c = 112 + 2 * synth_echo.MARGIN
+    flat = np.full((n_c, n_c), -30.0, np.float32)
+    blobs = {"papillary": [], "trabeculae": [], "chords": [], "haze": np.zeros((n_c, n_c), np.float32)}
+    ed, _ = synth_echo._anatomy(heart, scene, 0.0, 0.0, flat, np.zeros_like(flat), blobs)
+    es, _ = synth_echo._anatomy(heart, scene, 1.0, np.pi, flat, np.zeros_like(flat), blobs)
+    assert (es <= -79).sum() > 1.15 * (ed <= -79).sum()
+
+
+def test_write_frames_is_the_same_with_several_workers(tmp_path):
+    one = write_frames(tmp_path / "one", videos=5, frames=8, seed=3, every=4, style="echo2")
+    two = write_frames(tmp_path / "two", videos=5, frames=8, seed=3, every=4, style="echo2", workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*.png"))
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*.png")) and len(files) == 2 * 10
+    for f in files:
+        assert (one / f).read_bytes() == (two / f).read_bytes()
+    with pytest.raises(ValueError, match="--workers"):
+        write_frames(tmp_path / "three", videos=2, frames=8, workers=0)

@@ -16,10 +16,14 @@ def synth(
     frames: int = typer.Option(96, "--frames", min=8, help="Frames per video (50 fps)"),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same dataset"),
     style: str = typer.Option("classic", "--style", help="classic: simple and fast (tests, demo); echo: imaged "
-                              "like a scanner (speckle, depth gain, dropout, valves...), for models meant for real echo"),
+                              "like a scanner (speckle, depth gain, dropout, valves...), for models meant for real echo "
+                              "(the first bundled model's data); echo2: its second version (wider pose, fan, gain and "
+                              "speckle; darker RV/LA, haze, chords)"),
     layout: str = typer.Option("echonet", "--layout", help="echonet: Videos/ + FileList.csv + VolumeTracings.csv "
                                "(ED/ES traced); frames: train|val|test/images|masks/ PNGs with exact masks"),
     every: int = typer.Option(4, "--every", min=1, help="frames layout: keep every N-th frame of each video"),
+    workers: int = typer.Option(1, "--workers", min=1, help="frames layout: render videos in this many processes "
+                                "(the same files for any number)"),
 ) -> None:
     """Synthesise apical four-chamber echo videos with ED/ES tracings and true EF."""
     from rich.progress import Progress
@@ -35,7 +39,8 @@ def synth(
         tick = lambda i, n: bar.update(task, completed=i)  # noqa: E731
         try:
             if layout == "frames":
-                write_frames(out, videos=videos, frames=frames, seed=seed, every=every, style=style, progress=tick)
+                write_frames(out, videos=videos, frames=frames, seed=seed, every=every, style=style, progress=tick,
+                             workers=workers)
             else:
                 write_dataset(out, videos=videos, frames=frames, seed=seed, style=style, progress=tick)
         except (FileExistsError, OSError) as exc:

@@ -34,24 +34,45 @@ N_DEPTH, N_BEAMS = 176, 128  # the polar grid the image is formed on
 FLOOR_DB = -60.0
 
 
-def random_echo_heart(rng: np.random.Generator, ef: float | None = None) -> tuple[Heart, dict]:
+# Ranges of the scene, by generator version. Version 1 is the first ``echo`` style (the shipped
+# model's data, kept bit for bit); version 2 (``echo2``) widens pose, fan, depth, gain, dropout and
+# speckle towards what real scanners show and adds the scenes the first model failed on (see
+# _SCENE_V2). Draws happen in the same order in both, so version 1 draws what it always drew.
+_RANGES = {
+    1: dict(ef=(20, 75), half=(34, 48), probe_x=4, probe_y=(-16, 2), depth=(102, 150), scale=(0.68, 1.22),
+            apex_r=(10, 30), apex_ang=(-2, 14), axis=(-22, 8), ka=(0.84, 0.96), wall=(3.0, 7.5),
+            septum_db=(-24, -6), tissue_db=(-42, -24), dropout_db=(6, 18), rv_width=(0.7, 2.1),
+            rv_start=(0.04, 0.3), dr=(34, 52), gain_db=(-6, 5), gamma=(0.75, 1.35), psf_a=(0.5, 1.1),
+            psf_l=(0.7, 1.7), shadow=0.3, la_bag=0.6, haze=0.5, haze_db=(-60, -26)),
+    2: dict(ef=(15, 80), half=(33, 52), probe_x=8, probe_y=(-14, 4), depth=(100, 175), scale=(0.55, 1.3),
+            apex_r=(8, 30), apex_ang=(-6, 16), axis=(-28, 12), ka=(0.78, 0.96), wall=(2.5, 8.5),
+            septum_db=(-26, -4), tissue_db=(-44, -16), dropout_db=(6, 24), rv_width=(0.6, 2.6),
+            rv_start=(0.0, 0.3), dr=(30, 60), gain_db=(-7, 8), gamma=(0.6, 1.5), psf_a=(0.35, 1.1),
+            psf_l=(0.5, 1.8), shadow=0.35, la_bag=0.7, haze=0.6, haze_db=(-58, -22)),
+}
+
+
+def random_echo_heart(rng: np.random.Generator, ef: float | None = None, version: int = 1) -> tuple[Heart, dict]:
     """A heart with a varied LV shape, and the scene around it (probe, fan, imaging settings)."""
-    ef = float(rng.uniform(20, 75)) if ef is None else float(ef)
-    half = math.radians(rng.uniform(34, 48))
-    probe = np.array([SIZE / 2 + rng.uniform(-4, 4), rng.uniform(-16, 2)])
-    depth = rng.uniform(102, 150) - probe[1]
-    scale = rng.uniform(0.68, 1.22)
-    apex_r = rng.uniform(10, 30) - probe[1]
-    apex_ang = math.radians(rng.uniform(-2, 14))
+    if version not in _RANGES:
+        raise ValueError(f"unknown echo generator version {version}; use one of {sorted(_RANGES)}")
+    R = _RANGES[version]
+    ef = float(rng.uniform(*R["ef"])) if ef is None else float(ef)
+    half = math.radians(rng.uniform(*R["half"]))
+    probe = np.array([SIZE / 2 + rng.uniform(-R["probe_x"], R["probe_x"]), rng.uniform(*R["probe_y"])])
+    depth = rng.uniform(*R["depth"]) - probe[1]
+    scale = rng.uniform(*R["scale"])
+    apex_r = rng.uniform(*R["apex_r"]) - probe[1]
+    apex_ang = math.radians(rng.uniform(*R["apex_ang"]))
     apex = probe + apex_r * np.array([math.sin(apex_ang), math.cos(apex_ang)])
     heart = Heart(
         apex=apex,
-        axis_angle=math.radians(rng.uniform(-22, 8)),
+        axis_angle=math.radians(rng.uniform(*R["axis"])),
         a_ed=33 * scale * rng.uniform(0.85, 1.12),
         b_ed=16.5 * scale * rng.uniform(0.82, 1.18),
-        ka=rng.uniform(0.84, 0.96),
+        ka=rng.uniform(*R["ka"]),
         kb=1.0,
-        wall=rng.uniform(3.0, 7.5),
+        wall=rng.uniform(*R["wall"]),
         period=FPS * 60 / rng.uniform(50, 110),
         phase0=rng.uniform(0, 2 * math.pi),
         gain=0.0,
@@ -68,19 +89,19 @@ def random_echo_heart(rng: np.random.Generator, ef: float | None = None) -> tupl
     solve_kb(heart, ef)
     scene = dict(
         lateral_wall=rng.uniform(0.5, 1.5),  # lateral myocardium thickness relative to the septum
-        septum_db=rng.uniform(-24, -6), myo_db=rng.uniform(-30, -20), tissue_db=rng.uniform(-42, -24),
+        septum_db=rng.uniform(*R["septum_db"]), myo_db=rng.uniform(-30, -20), tissue_db=rng.uniform(*R["tissue_db"]),
         blood_db=rng.uniform(-62, -46), peri_db=rng.uniform(-12, -2), valve_db=rng.uniform(-16, -4),
-        dropout=rng.uniform(0, 1), dropout_db=rng.uniform(6, 18),
-        rv_width=rng.uniform(0.7, 2.1), rv_start=rng.uniform(0.04, 0.3),
+        dropout=rng.uniform(0, 1), dropout_db=rng.uniform(*R["dropout_db"]),
+        rv_width=rng.uniform(*R["rv_width"]), rv_start=rng.uniform(*R["rv_start"]),
         la=(rng.uniform(0.42, 0.7), rng.uniform(0.95, 1.35)), ra=(rng.uniform(0.38, 0.6), rng.uniform(0.75, 1.1)),
         groove_db=rng.uniform(-16, -4), la_gap=rng.uniform(-1.0, 2.5), annulus_db=rng.uniform(-14, -2),
         papillary=int(rng.integers(0, 3)), trabeculae=int(rng.integers(0, 14)),
         clutter_db=rng.uniform(-50, -22), clutter_depth=rng.uniform(8, 45),
-        dr=rng.uniform(34, 52), gain_db=rng.uniform(-6, 5), gamma=rng.uniform(0.75, 1.35),
+        dr=rng.uniform(*R["dr"]), gain_db=rng.uniform(*R["gain_db"]), gamma=rng.uniform(*R["gamma"]),
         tgc=rng.uniform(-5, 5, 4), edge_falloff=rng.uniform(0, 10),
-        psf=(rng.uniform(0.5, 1.1), rng.uniform(0.7, 1.7)), persistence=rng.uniform(0.8, 0.97),
+        psf=(rng.uniform(*R["psf_a"]), rng.uniform(*R["psf_l"])), persistence=rng.uniform(0.8, 0.97),
         noise_db=rng.uniform(-58, -44),
-        shadow=(rng.uniform() < 0.3, rng.uniform(-1, 1), rng.uniform(0.05, 0.2), rng.uniform(0.3, 0.8),
+        shadow=(rng.uniform() < R["shadow"], rng.uniform(-1, 1), rng.uniform(0.05, 0.2), rng.uniform(0.3, 0.8),
                 rng.uniform(6, 18)),
         markers=rng.uniform() < 0.75, probe_mark=rng.uniform() < 0.6,
         jpeg=int(rng.integers(35, 95)) if rng.uniform() < 0.5 else 0,
@@ -90,12 +111,55 @@ def random_echo_heart(rng: np.random.Generator, ef: float | None = None) -> tupl
         inset=rng.uniform(0.5, 2.0),
         # the LA as its own ellipse behind a wall, or as a bag continuing the LV's walls past the
         # annulus (the commoner picture, where only the valve plane says where the LV ends)
-        la_bag=rng.uniform() < 0.6,
+        la_bag=rng.uniform() < R["la_bag"],
         # blood in the LV is often not black: slow flow, clutter and haze; the other chambers can be
         # darker than the LV, so darkness alone never says which chamber is the LV
-        lv_haze_db=rng.uniform(-60, -26) if rng.uniform() < 0.5 else None,
+        lv_haze_db=rng.uniform(*R["haze_db"]) if rng.uniform() < R["haze"] else None,
     )
+    if version >= 2:
+        scene.update(_scene_v2(rng, scene))
+        _fan_covers_heart(heart, scene)
     return heart, scene
+
+
+def _fan_covers_heart(heart: Heart, scene: dict) -> None:
+    """Widen and deepen the fan until it holds the LV with its walls, as a sonographer sets it
+    (version 2's wider poses and steering would otherwise put part of the mask outside the image)."""
+    from .synthetic import cavity_outline
+
+    pts = cavity_outline(heart, 0.0, grow=heart.wall + 2.0) - heart.sector_apex
+    ang = np.abs(np.arctan2(pts[:, 0], pts[:, 1]) - scene["tilt"]).max()
+    heart.sector_half_angle = float(min(max(heart.sector_half_angle, ang + math.radians(2)), math.radians(62)))
+    heart.depth_px = float(max(heart.depth_px, np.hypot(pts[:, 0], pts[:, 1]).max() + 6))
+
+
+def _scene_v2(rng: np.random.Generator, scene: dict) -> dict:
+    """What version 2 adds, aimed at where the first bundled model failed on real patients:
+
+    * a second dark chamber: the RV and LA as dark as the LV or darker, the LA growing through
+      systole (largest at ES, beside the smallest LV) and joined to the LV through an open mitral
+      valve whose leaflets can be faint;
+    * hazy, small ventricles: haze that varies over the cavity and reaches from the apex down a
+      random share of it, so the basal blood is often black and echo-free (and still LV: the
+      model that read it as outside drew C-shaped masks);
+    * ES: walls that thicken by a varied amount, bright papillary muscles and chords that crowd
+      the cavity in systole (inside the mask, as tracers draw it);
+    * the fan steered a few degrees off vertical, near-field clutter over the apex.
+    """
+    blood = scene["blood_db"]
+    return dict(
+        rv_db=blood + rng.uniform(-8, 3), la_db=blood + rng.uniform(-8, 3), ra_db=blood + rng.uniform(-8, 3),
+        la_pump=rng.uniform(0.0, 0.35),  # the LA's growth from ED to ES, relative
+        valve_fade=rng.uniform(0, 14) if rng.uniform() < 0.5 else 0.0,  # faint leaflets (dB down)
+        haze_reach=rng.uniform(0.25, 1.1),  # haze from the apex down to this share of the long axis
+        haze_var=rng.uniform(0, 8),  # dB of smooth variation of the haze over the cavity
+        thicken=rng.uniform(0.15, 0.8),  # systolic wall thickening
+        chords=int(rng.integers(0, 4)), chord_db=rng.uniform(-26, -8),
+        papillary_db=rng.uniform(-6, 8),  # brighter (or dimmer) papillary muscles than version 1 drew
+        tilt=math.radians(rng.uniform(-8, 8)) if rng.uniform() < 0.5 else 0.0,
+        apical_clutter_db=rng.uniform(-44, -20) if rng.uniform() < 0.45 else None,
+        apical_clutter_depth=rng.uniform(0.25, 0.6),  # share of the LV length the clutter reaches
+    )
 
 
 class _Canvas:
@@ -135,7 +199,7 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
     d, nrm = heart.frame_axes()
     a, b = heart.axes(c)
     u_c = a * (1 + BASE_CUT)
-    wall = heart.wall * (1 + 0.35 * c)
+    wall = heart.wall * (1 + scene.get("thicken", 0.35) * c)
     cavity = cavity_outline(heart, c)
 
     # Where each canvas pixel lies in the LV frame: u along the axis from the apex, v towards the septum.
@@ -165,13 +229,16 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
     rv_w = scene["rv_width"] * heart.b_ed * np.clip((us - us[0]) / (u_c - us[0]), 0, 1) ** 0.4 + 1
     inner = heart.apex + np.outer(us, d) + np.outer(ws + t_s, nrm)
     outer = heart.apex + np.outer(us, d) + np.outer(ws + t_s + rv_w, nrm)
-    canvas.poly(np.concatenate([inner, outer[::-1]]), scene["blood_db"])
+    canvas.poly(np.concatenate([inner, outer[::-1]]), scene.get("rv_db", scene["blood_db"]))
     # RV free wall
     for p, q in zip(outer[:-1], outer[1:]):
         canvas.line(p, q, scene["myo_db"] + 4, 2)
 
     # Atria below the valve planes, split by the interatrial septum.
     la_a, la_b = scene["la"][0] * heart.a_ed, scene["la"][1] * heart.b_ed
+    if "la_pump" in scene:  # the LA fills through systole: largest at ES
+        la_a, la_b = la_a * (1 + scene["la_pump"] * c), la_b * (1 + 0.5 * scene["la_pump"] * c)
+    la_db, ra_db = scene.get("la_db", scene["blood_db"]), scene.get("ra_db", scene["blood_db"])
     gap = scene["la_gap"]
     la_c = heart.apex + d * (u_c + gap + la_a) - nrm * 1.5
     ang = math.degrees(math.atan2(d[1], d[0]))
@@ -179,25 +246,30 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
     canvas.ellipse(la_c + d * 5, (la_a + 3, la_b + 4), ang, scene["groove_db"])
     if scene["la_bag"]:
         ws_c, wl_c = lv_halfwidths(heart, c, np.array([u_c]))
-        for grow, value in ((2.5, scene["myo_db"]), (0.0, scene["blood_db"])):
+        for grow, value in ((2.5, scene["myo_db"]), (0.0, la_db)):
             canvas.poly(_la_bag(heart, u_c, ws_c[0] + grow, wl_c[0] + grow, 2 * la_a + grow, la_b + grow),
                         value)
     else:
         canvas.ellipse(la_c, (la_a + 2.5, la_b + 2.5), ang, scene["myo_db"])
-        canvas.ellipse(la_c, (la_a, la_b), ang, scene["blood_db"])
+        canvas.ellipse(la_c, (la_a, la_b), ang, la_db)
     ra_a, ra_b = scene["ra"][0] * heart.a_ed, scene["ra"][1] * heart.b_ed
     ra_c = heart.apex + d * (u_c + gap + 1 + ra_a) + nrm * (0.85 * (la_b + ra_b) + 3)
-    canvas.ellipse(ra_c, (ra_a, ra_b), ang, scene["blood_db"])
+    canvas.ellipse(ra_c, (ra_a, ra_b), ang, ra_db)
 
     # The LV cavity: blood, with papillary muscles and trabeculae inside its mask.
-    lv_blood = scene["blood_db"] if scene["lv_haze_db"] is None else max(scene["blood_db"], scene["lv_haze_db"])
-    canvas.poly(cavity, lv_blood)
-    canvas.db[(dist <= 0) & above_base] = lv_blood
+    if "haze_reach" in scene:
+        _lv_blood_v2(canvas, scene, (dist <= 0) & above_base, cavity, u / u_c, blobs["haze"])
+    else:
+        lv_blood = scene["blood_db"] if scene["lv_haze_db"] is None else max(scene["blood_db"], scene["lv_haze_db"])
+        canvas.poly(cavity, lv_blood)
+        canvas.db[(dist <= 0) & above_base] = lv_blood
+    papillary_tips = []
     for (s, off, size, lvl) in blobs["papillary"]:
         uu = s * u_c
         _, wl = lv_halfwidths(heart, c, np.array([uu]))
         centre = heart.apex + d * uu - nrm * (wl[0] - off * (1 + 0.6 * c))
-        canvas.ellipse(centre, (size[0] * (1 + 0.3 * c), size[1]), ang, lvl)
+        canvas.ellipse(centre, (size[0] * (1 + 0.3 * c), size[1]), ang, lvl + scene.get("papillary_db", 0.0))
+        papillary_tips.append(centre + d * size[0])
     for (s, sgn, r, lvl) in blobs["trabeculae"]:
         uu = s * u_c
         wsv, wlv = lv_halfwidths(heart, c, np.array([uu]))
@@ -220,10 +292,26 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
     opening = math.sin(math.pi * (ph - lo) / (hi - lo)) if lo < ph < hi else 0.0
     hinges = [(hinge_s, -1), (hinge_l, 1)]
     leaflet = 0.55 * (ws_c[0] + wl_c[0]) * 0.55
+    valve_db = scene["valve_db"] - scene.get("valve_fade", 0.0)
+    tips = []
     for hinge, sgn in hinges:
         across = nrm * sgn  # closed: pointing across the annulus
         direction = across * math.cos(1.25 * opening) - d * math.sin(1.25 * opening)
-        canvas.line(hinge, hinge + direction * leaflet, scene["valve_db"], 1)
+        canvas.line(hinge, hinge + direction * leaflet, valve_db, 1)
+        tips.append(hinge + direction * leaflet)
+    # chordae: thin bright strands from the papillary muscles (or the wall) to the leaflet tips
+    for k, (s, across, lvl) in enumerate(blobs.get("chords", [])):
+        if papillary_tips:
+            start = papillary_tips[k % len(papillary_tips)]
+        else:
+            _, wl = lv_halfwidths(heart, c, np.array([s * u_c]))
+            start = heart.apex + d * s * u_c - nrm * (wl[0] - 1.5)
+        canvas.line(start, tips[1] + (tips[0] - tips[1]) * across, lvl, 1)
+    if scene.get("apical_clutter_db") is not None:  # reverberation in the near field, over the apex
+        near = u < scene["apical_clutter_depth"] * u_c
+        ramp = np.clip(1 - u[near] / (scene["apical_clutter_depth"] * u_c), 0, 1)
+        clutter = scene["apical_clutter_db"] - 12 * (1 - ramp) + 3 * blobs["haze"][near]
+        canvas.db[near] = np.maximum(canvas.db[near], clutter)
     tv_hinge = heart.apex + d * u_c + nrm * (ws_c[0] + t_s)
     direction = nrm * math.cos(1.2 * opening) - d * math.sin(1.2 * opening)
     canvas.line(tv_hinge, tv_hinge + direction * scene["rv_width"] * heart.b_ed * 0.7, scene["valve_db"] - 3, 1)
@@ -231,6 +319,20 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
     mask = np.zeros((SIZE, SIZE), np.uint8)
     cv2.fillPoly(mask, [np.round(cavity * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
     return canvas.db, mask.astype(bool)
+
+
+def _lv_blood_v2(canvas: _Canvas, scene: dict, inside: np.ndarray, cavity: np.ndarray, s: np.ndarray,
+                 haze_noise: np.ndarray) -> None:
+    """Version 2's LV blood: black, or hazy from the apex down ``haze_reach`` of the long axis
+    (s: the share of it at each canvas pixel), the haze varying smoothly over the cavity."""
+    blood = scene["blood_db"]
+    canvas.poly(cavity, blood)
+    if scene["lv_haze_db"] is None:
+        canvas.db[inside] = blood
+        return
+    w = np.clip((scene["haze_reach"] - s[inside]) / 0.4, 0, 1)
+    haze = np.maximum(scene["lv_haze_db"] + scene["haze_var"] * haze_noise[inside], blood)
+    canvas.db[inside] = blood + w * (haze - blood)
 
 
 def _la_bag(heart: Heart, u_c: float, ws: float, wl: float, length: float, half: float) -> np.ndarray:
@@ -253,7 +355,9 @@ class _Imager:
         half, depth, probe = heart.sector_half_angle, heart.depth_px, heart.sector_apex
         self.r = np.linspace(0, depth, N_DEPTH, dtype=np.float32)
         self.th = np.linspace(-half, half, N_BEAMS, dtype=np.float32)
-        rr, tt = np.meshgrid(self.r, self.th, indexing="ij")
+        tilt = scene.get("tilt", 0.0)
+        beams = self.th + np.float32(tilt) if tilt else self.th  # steered: beam angles from vertical
+        rr, tt = np.meshgrid(self.r, beams, indexing="ij")
         # polar sample -> canvas pixel
         self.map_x = (probe[0] + rr * np.sin(tt) + MARGIN).astype(np.float32)
         self.map_y = (probe[1] + rr * np.cos(tt) + MARGIN).astype(np.float32)
@@ -261,7 +365,7 @@ class _Imager:
         yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
         dx, dy = xx - probe[0], yy - probe[1]
         rad = np.hypot(dx, dy)
-        theta = np.arctan2(dx, dy)
+        theta = np.arctan2(dx, dy) - tilt if tilt else np.arctan2(dx, dy)
         self.inv_r = (rad / depth * (N_DEPTH - 1)).astype(np.float32)
         self.inv_t = ((theta + half) / (2 * half) * (N_BEAMS - 1)).astype(np.float32)
         self.fan = (np.abs(theta) <= half) & (rad <= depth)
@@ -313,7 +417,7 @@ def _overlays(img: np.ndarray, heart: Heart, scene: dict) -> np.ndarray:
     if scene["markers"]:  # depth-marker dots just outside the right edge of the fan
         step = 10 + 4 * (depth > 125)
         for r in np.arange(step, depth, step):
-            ang = half + 0.06
+            ang = half + 0.06 + scene.get("tilt", 0.0)
             x, y = probe[0] + r * math.sin(ang), probe[1] + r * math.cos(ang)
             if 0 <= x < SIZE and 0 <= y < SIZE:
                 cv2.circle(img, (int(x), int(y)), 0, 0.85, -1)
@@ -324,14 +428,16 @@ def _overlays(img: np.ndarray, heart: Heart, scene: dict) -> np.ndarray:
     return img
 
 
-def make_echo_video(seed: int, frames: int = 96, name: str | None = None, ef: float | None = None) -> SynthVideo:
-    """One ``echo``-style video with its exact masks, ED/ES frames, EF and EchoNet tracings."""
+def make_echo_video(seed: int, frames: int = 96, name: str | None = None, ef: float | None = None,
+                    version: int = 1) -> SynthVideo:
+    """One ``echo``-style video with its exact masks, ED/ES frames, EF and EchoNet tracings
+    (``version`` 2: the ``echo2`` style, with wider ranges and the scenes the first model failed on)."""
     import cv2
 
     from .synthetic import _smooth_noise
 
     rng = np.random.default_rng([seed, 0xEC40])
-    heart, scene = random_echo_heart(rng, ef)
+    heart, scene = random_echo_heart(rng, ef, version)
     heart.period = min(heart.period, max(6.0, frames - 4.0))
     n_c = SIZE + 2 * MARGIN
     tissue = (scene["tissue_db"] + 3.0 * _smooth_noise(rng, (n_c, n_c), 7) / 0.06).astype(np.float32)
@@ -347,6 +453,11 @@ def make_echo_video(seed: int, frames: int = 96, name: str | None = None, ef: fl
         "trabeculae": [(rng.uniform(0.05, 0.6), rng.choice([-1, 1]), rng.uniform(0.6, 1.6), rng.uniform(-34, -20))
                        for _ in range(scene["trabeculae"])],
     }
+    if version >= 2:
+        blobs["chords"] = [(rng.uniform(0.5, 0.75), rng.uniform(0, 1), scene["chord_db"] + rng.uniform(-4, 4))
+                           for _ in range(scene["chords"])]
+        haze = _smooth_noise(rng, (n_c, n_c), 6)
+        blobs["haze"] = (haze / (haze.std() + 1e-6)).astype(np.float32)
     imager = _Imager(heart, scene, rng)
     t = np.arange(frames)
     contraction = heart.contraction(t)

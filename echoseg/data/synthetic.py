@@ -236,7 +236,7 @@ def _render(heart: Heart, c: float, speckle: np.ndarray, rng: np.random.Generato
     return (img * 255).astype(np.uint8), mask.astype(bool)
 
 
-STYLES = ("classic", "echo")
+STYLES = ("classic", "echo", "echo2")
 
 
 def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float | None = None,
@@ -245,12 +245,13 @@ def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float |
 
     ``style`` "classic" is the simple, fast renderer the tests and the demo use; "echo"
     (synth_echo.py) images the scene like a scanner and is what a model meant for real echo
-    should learn from.
+    should learn from (the first bundled model's data); "echo2" is its second version, with
+    wider pose, fan, gain and speckle ranges and the scenes that model failed on.
     """
-    if style == "echo":
+    if style in ("echo", "echo2"):
         from .synth_echo import make_echo_video
 
-        return make_echo_video(seed, frames=frames, name=name, ef=ef)
+        return make_echo_video(seed, frames=frames, name=name, ef=ef, version=2 if style == "echo2" else 1)
     if style != "classic":
         raise ValueError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
     rng = np.random.default_rng(seed)
@@ -346,38 +347,42 @@ def _split_of(i: int, videos: int, splits: tuple[float, float]) -> str:
 
 def write_frames(out: str | os.PathLike, videos: int = 40, frames: int = 48, seed: int = 0, every: int = 4,
                  splits: tuple[float, float] = (0.7, 0.15), style: str = "classic",
-                 progress: Callable[[int, int], None] | None = None) -> Path:
+                 progress: Callable[[int, int], None] | None = None, workers: int = 1) -> Path:
     """Write every ``every``-th frame of ``videos`` synthetic videos, each with its exact LV mask,
     as the frame-folder layout ``echo-train --data`` reads: OUT/{train,val,test}/{images,masks}/
     <video>_<frame>.png, split by video.
 
     Everything is written under a staging folder inside OUT and moved into place at the end,
     so OUT holds a complete dataset or none; an OUT that already holds split folders is refused.
+    ``workers`` > 1 renders videos in that many processes; each video depends on its seed alone,
+    so the files are the same for any number of workers.
     """
-    import cv2
-
     root = Path(out)
     taken = [s for s in ("train", "val", "test") if (root / s).exists()]
     if taken:
         raise FileExistsError(f"{root} already holds {'/'.join(taken)}/; write to a new folder or remove it")
     if every < 1:
         raise ValueError(f"--every must be at least 1 (got {every})")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1 (got {workers})")
+    if style not in STYLES:
+        raise ValueError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
     root.mkdir(parents=True, exist_ok=True)
     stage = root / f".partial-{os.getpid()}"
+    jobs = [(stage, seed, i, videos, frames, every, splits, style) for i in range(videos)]
     try:
-        for i in range(videos):
-            v = make_video(seed * 100_003 + i, frames=frames, name=f"SYN{seed:03d}_{i:05d}", style=style)
-            split = _split_of(i, videos, splits)
-            for sub in ("images", "masks"):
-                (stage / split / sub).mkdir(parents=True, exist_ok=True)
-            offset = (seed + i) % every  # the kept frames fall at every phase of the beat across videos
-            for f in range(offset, frames, every):
-                stem = f"{v.name}_{f:04d}.png"
-                if not (cv2.imwrite(str(stage / split / "images" / stem), v.frames[f, :, :, 0])
-                        and cv2.imwrite(str(stage / split / "masks" / stem), v.masks[f].astype(np.uint8) * 255)):
-                    raise OSError(f"could not write {stage / split / 'images' / stem}")
-            if progress:
-                progress(i + 1, videos)
+        if workers == 1:
+            for i, job in enumerate(jobs):
+                _write_video_frames(job)
+                if progress:
+                    progress(i + 1, videos)
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=min(workers, videos)) as pool:
+                for i, _ in enumerate(pool.map(_write_video_frames, jobs, chunksize=4)):
+                    if progress:
+                        progress(i + 1, videos)
         for split in sorted(p.name for p in stage.iterdir()):
             os.replace(stage / split, root / split)
     finally:
@@ -385,6 +390,23 @@ def write_frames(out: str | os.PathLike, videos: int = 40, frames: int = 48, see
 
         shutil.rmtree(stage, ignore_errors=True)
     return root
+
+
+def _write_video_frames(job: tuple) -> None:
+    """Render video ``i`` and write its kept frames and masks under the staging folder."""
+    import cv2
+
+    stage, seed, i, videos, frames, every, splits, style = job
+    v = make_video(seed * 100_003 + i, frames=frames, name=f"SYN{seed:03d}_{i:05d}", style=style)
+    split = _split_of(i, videos, splits)
+    for sub in ("images", "masks"):
+        (stage / split / sub).mkdir(parents=True, exist_ok=True)
+    offset = (seed + i) % every  # the kept frames fall at every phase of the beat across videos
+    for f in range(offset, frames, every):
+        stem = f"{v.name}_{f:04d}.png"
+        if not (cv2.imwrite(str(stage / split / "images" / stem), v.frames[f, :, :, 0])
+                and cv2.imwrite(str(stage / split / "masks" / stem), v.masks[f].astype(np.uint8) * 255)):
+            raise OSError(f"could not write {stage / split / 'images' / stem}")
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:

@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""Train and score candidates for the bundled model: choose on some real patients, report on others.
+
+For each candidate (generator style, number of videos, epochs, augmentation) and each seed, in
+parallel: echo-synth's frame-folder data (the layout of ``make pretrained``: 48-frame videos,
+every 6th frame labelled; the seed is the data's and the training's), matae-unet training, and
+scoring on the real frames in REAL_DIR: its ``train`` and ``val`` splits are the patients the
+choice is made on ("old"), its ``test`` split the patients only reported ("unseen"). Per patient
+Dice at g = 1 and g = 1/2, and on each patient's largest and smallest thirds of true LV areas
+(near ED and near ES: the frame layout has no ED/ES labels).
+
+The candidate chosen is the one with the highest old-patient Dice (g = 1, mean over frames, mean
+over seeds); of its seeds, the one with the higher old-patient Dice gives ``chosen.pt``. Unseen
+patients never enter the choice. Writes to OUT only small files: summary.json (every number),
+summary.csv (one row per candidate, seed and patient), chosen.pt, chosen-other-seed.pt and
+run.log; summary.json is rewritten as each job ends, so a run cut short still leaves what it did.
+
+    PYTHONPATH=$PWD python3 scripts/bundle_candidates.py --real .real --out "$OUT"
+    # dry run on a CPU: tiny data, one epoch, width 8
+    PYTHONPATH=$PWD python3 scripts/bundle_candidates.py --real /tmp/fake-real --out /tmp/o --tiny --device cpu
+
+Needs numpy, opencv and torch only (not typer, rich or matplotlib: training curves are skipped
+where matplotlib is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> generator style, videos, epochs, augmentation (the shipped model: v1-500-e2). Style "mix":
+# the echo and echo2 datasets of the same seed and size together (twice the frames, no new rendering).
+CANDIDATES = {
+    "v1-500-e2": dict(style="echo", videos=500, epochs=2, augment="heavy"),
+    "v2-500-e2": dict(style="echo2", videos=500, epochs=2, augment="heavy"),
+    "v2-1000-e2": dict(style="echo2", videos=1000, epochs=2, augment="heavy"),
+    "v2-500-e4": dict(style="echo2", videos=500, epochs=4, augment="heavy"),
+    "v2-500-e2-light": dict(style="echo2", videos=500, epochs=2, augment="light"),
+    "mix-500-e2": dict(style="mix", videos=500, epochs=2, augment="heavy"),
+}
+DEFAULT = ("v1-500-e2", "v2-500-e2", "v2-500-e4", "mix-500-e2")
+MIX = ("echo", "echo2")
+OLD, UNSEEN = ("train", "val"), ("test",)
+
+log = logging.getLogger("bundle_candidates")
+
+
+# --------------------------------------------------------------------------------- one job
+
+
+def run_job(spec: dict) -> dict:
+    """Train one candidate at one seed and score it on the real splits (in this process)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(spec.get("threads", 2))))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # curves.png is a picture for people; the run does not need it
+        from echoseg.train import plots
+
+        plots.plot_curves = lambda *a, **k: None
+    from echoseg.config import TrainConfig
+    from echoseg.train.eval import evaluate
+    from echoseg.train.loop import train
+
+    run = Path(spec["run"])
+    if run.exists():
+        shutil.rmtree(run)
+    t0 = time.perf_counter()
+    cfg = TrainConfig(data=spec["data"], model="matae-unet", width=spec["width"], epochs=spec["epochs"],
+                      augment_strength=spec["augment"], seed=spec["seed"], out=str(run), device=spec["device"],
+                      workers=spec["loader_workers"])
+    train(cfg)
+    train_s = time.perf_counter() - t0
+    frames = []
+    for split in (*OLD, *UNSEEN):
+        if not (Path(spec["real"]) / split / "images").is_dir():
+            continue
+        r = evaluate(run / "best.pt", spec["real"], split, run / f"real-{split}", spec["device"])
+        frames += [dict(row, split=split) for row in _read_csv(Path(r["out"]) / "frames.csv")]
+    result = {"candidate": spec["candidate"], "seed": spec["seed"], "train_s": round(train_s, 1),
+              "eval_s": round(time.perf_counter() - t0 - train_s, 1), "checkpoint": str(run / "best.pt"),
+              **score(frames)}
+    (run / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def score(frames: list[dict]) -> dict:
+    """Dice per patient (g = 1 and 1/2; near-ED and near-ES thirds by true area) and per group."""
+    from echoseg.data.folds import video_of
+
+    by_patient: dict[str, list[dict]] = {}
+    for row in frames:
+        by_patient.setdefault(video_of(row["name"]), []).append(row)
+    patients = {}
+    for pid, rows in sorted(by_patient.items()):
+        d1 = [float(r["dice"]) for r in rows]
+        dh = [float(r["dice_g0.5"]) for r in rows if r.get("dice_g0.5") not in (None, "")]
+        order = sorted(range(len(rows)), key=lambda i: int(rows[i]["area_true_px"]))
+        k = max(1, len(rows) // 3)
+        patients[pid] = {"split": rows[0]["split"], "frames": len(rows), "dice": _mean(d1), "dice_g0.5": _mean(dh),
+                         "dice_large": _mean([d1[i] for i in order[-k:]]),
+                         "dice_small": _mean([d1[i] for i in order[:k]])}
+    groups = {}
+    for group, splits in (("old", OLD), ("unseen", UNSEEN)):
+        rows = [r for r in frames if r["split"] in splits]
+        pats = [p for p in patients.values() if p["split"] in splits]
+        if not rows:
+            continue
+        worst = min(pats, key=lambda p: p["dice"])
+        groups[group] = {"frames": len(rows), "dice": _mean([float(r["dice"]) for r in rows]),
+                         "dice_g0.5": _mean([float(r["dice_g0.5"]) for r in rows if r.get("dice_g0.5")]),
+                         "patient_mean": _mean([p["dice"] for p in pats]), "worst_patient": worst["dice"],
+                         "dice_large": _mean([p["dice_large"] for p in pats]),
+                         "dice_small": _mean([p["dice_small"] for p in pats])}
+    return {"groups": groups, "patients": patients}
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+# --------------------------------------------------------------------------------- the driver
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--real", help="real frames: REAL/{train,val,test}/{images,masks}/<video>_<frame>.png")
+    ap.add_argument("--out", help="where the small result files go (e.g. $OUT)")
+    ap.add_argument("--work", default=".bundle-work", help="data and runs (large; not copied to --out)")
+    ap.add_argument("--candidates", default=",".join(DEFAULT), help=f"comma-separated, of: {', '.join(CANDIDATES)}")
+    ap.add_argument("--seeds", default="13,14")
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--jobs", type=int, default=0, help="trainings at once (0: all)")
+    ap.add_argument("--synth-workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--loader-workers", type=int, default=1, help="DataLoader workers per training")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per training")
+    ap.add_argument("--budget-s", type=float, default=450, help="stop waiting for trainings after this many "
+                    "seconds from the start; what finished is summarised")
+    ap.add_argument("--tiny", action="store_true", help="dry run: 6 videos, 12 frames, every 4th, 1 epoch, width 8")
+    ap.add_argument("--job", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if args.job:
+        run_job(json.loads(args.job))
+        return 0
+    if not args.real or not args.out:
+        ap.error("--real and --out are needed")
+    names = [c for c in args.candidates.split(",") if c]
+    unknown = [c for c in names if c not in CANDIDATES]
+    if unknown:
+        ap.error(f"unknown candidates {unknown}; use some of {', '.join(CANDIDATES)}")
+    if not any((Path(args.real) / s / "images").is_dir() for s in OLD):
+        ap.error(f"{args.real} has no train/images or val/images: the real frames to choose on")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    logfile = open(out / "run.log", "a", buffering=1)
+
+    def say(msg: str) -> None:
+        line = f"[{time.perf_counter() - t_start:6.1f}s] {msg}"
+        print(line, flush=True)
+        logfile.write(line + "\n")
+
+    frames, every = (12, 4) if args.tiny else (48, 6)
+    width = 8 if args.tiny else args.width
+    say(f"candidates {names}, seeds {seeds}, width {width}, device {args.device}, real {args.real}")
+
+    # 1. data: one dataset per (style, videos, seed), all cores each
+    from echoseg.data.synthetic import write_frames
+
+    datasets: dict[tuple, str] = {}
+
+    def dataset(style: str, videos: int, seed: int) -> str:
+        key = (style, videos, seed)
+        if key in datasets:
+            return datasets[key]
+        path = work / "data" / f"{style}-{videos}-s{seed}"
+        if path.exists():
+            shutil.rmtree(path)
+        t0 = time.perf_counter()
+        if style == "mix":
+            link_union(path, [Path(dataset(part, videos, seed)) for part in MIX])
+        else:
+            write_frames(path, videos=videos, frames=frames, seed=seed, every=every, style=style,
+                         workers=args.synth_workers)
+        datasets[key] = str(path)
+        say(f"synth {path.name}: {videos} videos in {time.perf_counter() - t0:.1f}s")
+        return datasets[key]
+
+    for name in names:
+        for seed in seeds:
+            dataset(CANDIDATES[name]["style"], 6 if args.tiny else CANDIDATES[name]["videos"], seed)
+
+    # 2. train + score, in parallel, each in its own process
+    specs = []
+    for name in names:
+        c = CANDIDATES[name]
+        for seed in seeds:
+            specs.append(dict(candidate=name, seed=seed, data=datasets[(c["style"], 6 if args.tiny else c["videos"],
+                                                                         seed)],
+                              run=str(work / "runs" / f"{name}-s{seed}"), width=width,
+                              epochs=1 if args.tiny else c["epochs"], augment=c["augment"], device=args.device,
+                              real=str(Path(args.real).resolve()), loader_workers=args.loader_workers,
+                              threads=args.threads))
+    results: list[dict] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    procs: list[subprocess.Popen] = []
+    stopping = threading.Event()
+
+    def one(spec: dict) -> None:
+        tag = f"{spec['candidate']}-s{spec['seed']}"
+        if stopping.is_set():
+            return
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        job_log = Path(spec["run"] + ".log")
+        job_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(job_log, "w") as fh:
+            p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--job", json.dumps(spec)],
+                                 stdout=fh, stderr=subprocess.STDOUT, env=env)
+            with lock:
+                procs.append(p)
+            rc = p.wait()
+        res = Path(spec["run"]) / "result.json"
+        with lock:
+            if rc == 0 and res.is_file():
+                r = json.loads(res.read_text())
+                results.append(r)
+                g = r["groups"]
+                say(f"{tag}: old Dice {g['old']['dice']} (worst patient {g['old']['worst_patient']}), unseen "
+                    f"{g.get('unseen', {}).get('dice')}; train {r['train_s']}s, eval {r['eval_s']}s")
+                write_summary(out, results, failures, names, seeds, time.perf_counter() - t_start, say)
+            else:
+                tail = job_log.read_text()[-1500:] if job_log.is_file() else ""
+                failures.append(f"{tag}: exit {rc}: {tail.strip().splitlines()[-1] if tail.strip() else ''}")
+                say(f"{tag} FAILED (exit {rc}); last lines:\n{tail}")
+
+    pool = ThreadPoolExecutor(max_workers=args.jobs or len(specs))
+    futures = [pool.submit(one, s) for s in specs]
+    deadline = t_start + args.budget_s
+    while not all(f.done() for f in futures):
+        if time.perf_counter() > deadline:
+            stopping.set()
+            say(f"budget of {args.budget_s:.0f}s spent: stopping the trainings still running")
+            with lock:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+            break
+        time.sleep(1)
+    pool.shutdown(wait=True)
+    summary = write_summary(out, results, failures, names, seeds, time.perf_counter() - t_start, say)
+    say(f"chosen: {summary.get('chosen')}; wrote {', '.join(sorted(p.name for p in out.iterdir()))}")
+    logfile.close()
+    return 0 if results else 1
+
+
+def link_union(dest: Path, parts: list[Path]) -> None:
+    """A frame-folder dataset of links to the files of ``parts``, each part's names prefixed by a
+    letter (the parts share video names), so each video stays one video of one split."""
+    for letter, part in zip("ABCDEFGH", parts):
+        for f in sorted(part.glob("*/*/*.png")):
+            split, kind = f.parent.parent.name, f.parent.name
+            (dest / split / kind).mkdir(parents=True, exist_ok=True)
+            os.symlink(f.resolve(), dest / split / kind / f"{letter}{f.name}")
+
+
+def write_summary(out: Path, results: list[dict], failures: list[str], names: list[str], seeds: list[int],
+                  elapsed_s: float, say) -> dict:
+    """summary.json/csv from the jobs done so far, and the chosen candidate's checkpoints."""
+    per: dict[str, list[dict]] = {}
+    for r in results:
+        per.setdefault(r["candidate"], []).append(r)
+    table = {}
+    for name, rs in per.items():
+        row = {"seeds": sorted(r["seed"] for r in rs)}
+        for group in ("old", "unseen"):
+            vals = [r["groups"][group] for r in rs if group in r["groups"]]
+            if not vals:
+                continue
+            for key in ("dice", "dice_g0.5", "patient_mean", "worst_patient", "dice_large", "dice_small"):
+                xs = [v[key] for v in vals if v.get(key) is not None]
+                if xs:
+                    row[f"{group}_{key}"] = _mean(xs)
+            ds = [v["dice"] for v in vals]
+            row[f"{group}_dice_spread"] = round(max(ds) - min(ds), 4)
+        table[name] = row
+    chosen = max(table, key=lambda n: table[n].get("old_dice") or -1) if table else None
+    summary = {"elapsed_s": round(elapsed_s, 1), "candidates": {n: CANDIDATES[n] for n in names}, "seeds": seeds,
+               "rule": "chosen: highest old-patient (train+val splits) Dice at g=1, mean over seeds; "
+                       "its seed with the higher old Dice gives chosen.pt; unseen (test) patients never enter",
+               "table": table, "chosen": chosen, "runs": results, "failures": failures}
+    if chosen:
+        rs = sorted(per[chosen], key=lambda r: -r["groups"]["old"]["dice"])
+        summary["chosen_seed"] = rs[0]["seed"]
+        for r, name in zip(rs, ("chosen.pt", "chosen-other-seed.pt")):
+            _copy_weights(Path(r["checkpoint"]), out / name, say)
+    for name, text in (("summary.json", json.dumps(summary, indent=1)), ("summary.csv", _csv(results))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    return summary
+
+
+def _copy_weights(src: Path, dest: Path, say) -> None:
+    """The checkpoint without its optimizer state (best.pt can be a copy of last.pt), if small."""
+    import torch
+
+    if not src.is_file():
+        return
+    raw = torch.load(src, map_location="cpu", weights_only=True)
+    raw["optimizer"] = None
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    torch.save(raw, tmp)
+    if tmp.stat().st_size > 15 * 2**20:
+        tmp.unlink()
+        say(f"{src}: over 15 MB without its optimizer state; not copied")
+        return
+    os.replace(tmp, dest)
+
+
+def _csv(results: list[dict]) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["candidate", "seed", "patient", "split", "frames", "dice", "dice_g0.5", "dice_large", "dice_small"])
+    for r in sorted(results, key=lambda r: (r["candidate"], r["seed"])):
+        for pid, p in r["patients"].items():
+            w.writerow([r["candidate"], r["seed"], pid, p["split"], p["frames"], p["dice"], p["dice_g0.5"],
+                        p["dice_large"], p["dice_small"]])
+        for group, g in r["groups"].items():
+            w.writerow([r["candidate"], r["seed"], f"ALL-{group}", group, g["frames"], g["dice"], g["dice_g0.5"],
+                        g["dice_large"], g["dice_small"]])
+    return buf.getvalue()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""scripts/bundle_candidates.py: the per-patient scoring and the mixed dataset (the GPU run itself is a
+measurement, dry-run by hand with --tiny)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bundle_candidates.py"
+
+
+@pytest.fixture(scope="module")
+def bc():
+    spec = importlib.util.spec_from_file_location("bundle_candidates", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rows(video: str, split: str, dices: list[float], areas: list[int]) -> list[dict]:
+    return [{"name": f"{video}_{i:04d}", "split": split, "dice": str(d), "dice_g0.5": str(d - 0.1),
+             "area_true_px": str(a)} for i, (d, a) in enumerate(zip(dices, areas))]
+
+
+def test_score_per_patient_groups_worst_and_phase_thirds(bc):
+    frames = (_rows("PA", "train", [0.9, 0.8, 0.7], [300, 200, 100])
+              + _rows("PB", "val", [0.5, 0.5, 0.5], [10, 20, 30])
+              + _rows("PC", "test", [0.6, 0.8, 1.0], [1, 2, 3]))
+    s = bc.score(frames)
+    assert s["patients"]["PA"] == {"split": "train", "frames": 3, "dice": 0.8, "dice_g0.5": 0.7,
+                                   "dice_large": 0.9, "dice_small": 0.7}
+    old = s["groups"]["old"]
+    assert old["frames"] == 6 and old["dice"] == pytest.approx(0.65) and old["worst_patient"] == 0.5
+    assert old["patient_mean"] == pytest.approx(0.65)
+    assert s["groups"]["unseen"]["dice_large"] == 1.0 and s["groups"]["unseen"]["dice_small"] == 0.6
+
+
+def test_summary_chooses_on_old_patients_only(bc, tmp_path):
+    def result(cand, seed, old, unseen):
+        return {"candidate": cand, "seed": seed, "checkpoint": str(tmp_path / "missing.pt"),
+                "groups": {"old": {"frames": 1, "dice": old, "dice_g0.5": old, "patient_mean": old,
+                                   "worst_patient": old, "dice_large": old, "dice_small": old},
+                           "unseen": {"frames": 1, "dice": unseen, "dice_g0.5": unseen, "patient_mean": unseen,
+                                      "worst_patient": unseen, "dice_large": unseen, "dice_small": unseen}},
+                "patients": {}}
+    results = [result("v1-500-e2", 13, 0.80, 0.95), result("v1-500-e2", 14, 0.82, 0.95),
+               result("v2-500-e2", 13, 0.84, 0.60), result("v2-500-e2", 14, 0.83, 0.60)]
+    s = bc.write_summary(tmp_path, results, [], ["v1-500-e2", "v2-500-e2"], [13, 14], 1.0, lambda m: None)
+    assert s["chosen"] == "v2-500-e2" and s["chosen_seed"] == 13  # the unseen scores never enter
+    assert s["table"]["v2-500-e2"]["old_dice_spread"] == pytest.approx(0.01)
+    assert (tmp_path / "summary.json").is_file() and (tmp_path / "summary.csv").read_text().count("ALL-old") == 4
+
+
+def test_link_union_keeps_videos_apart(bc, tmp_path):
+    for part in ("a", "b"):
+        for split in ("train", "test"):
+            for kind in ("images", "masks"):
+                d = tmp_path / part / split / kind
+                d.mkdir(parents=True)
+                (d / f"SYN013_00000_{split == 'test':04d}.png").write_bytes(part.encode())
+    bc.link_union(tmp_path / "mix", [tmp_path / "a", tmp_path / "b"])
+    names = sorted(p.name for p in (tmp_path / "mix" / "train" / "images").iterdir())
+    assert names == ["ASYN013_00000_0000.png", "BSYN013_00000_0000.png"]
+    assert (tmp_path / "mix" / "test" / "masks" / "BSYN013_00000_0001.png").read_bytes() == b"b"
