@@ -191,7 +191,11 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
         state, spec, start_epoch, rows = _resume_from(out, mcfg, model)
     model.to(device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 and world.is_main else None
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest convolutions once
+    # on a GPU the fused Adam is one kernel per step instead of a dozen (small models are launch-bound)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cuda or None)
     amp_dtype = None
     if device.startswith("cuda"):
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
