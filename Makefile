@@ -35,13 +35,17 @@ demo: install
 
 # The bundled model: synthetic data only (nothing under a data-use agreement may ship), fixed seeds.
 # About 30 minutes on 2 CPU cores; minutes on a GPU. Writes echoseg/pretrained/echo-synth-matae-w16/.
+# PRE_STYLE echo is the first generator (bit for bit what it always drew), echo2 its second version.
 PRE ?= pretrained-build
+PRE_STYLE ?= echo
 PRE_VIDEOS ?= 500
 PRE_EPOCHS ?= 2
+PRE_SEED ?= 13
+PRE_WORKERS ?= 2
 pretrained: install
 	rm -rf $(PRE)/data
-	$(BIN)/echo-synth $(PRE)/data --style echo --layout frames --every 6 --videos $(PRE_VIDEOS) --frames 48 --seed 13
-	$(BIN)/echo-train --data $(PRE)/data --model matae-unet --width 16 --epochs $(PRE_EPOCHS) --augment-strength heavy --seed 13 --overwrite --out $(PRE)/echo-synth-matae-w16
+	$(BIN)/echo-synth $(PRE)/data --style $(PRE_STYLE) --layout frames --every 6 --videos $(PRE_VIDEOS) --frames 48 --seed $(PRE_SEED) --workers $(PRE_WORKERS)
+	$(BIN)/echo-train --data $(PRE)/data --model matae-unet --width 16 --epochs $(PRE_EPOCHS) --augment-strength heavy --seed $(PRE_SEED) --overwrite --out $(PRE)/echo-synth-matae-w16
 	$(BIN)/echo-eval $(PRE)/echo-synth-matae-w16 --data $(PRE)/data --split test
 	$(BIN)/echo-export build $(PRE)/echo-synth-matae-w16 --fp16 --int8 -g 0.5 --out $(PRE)/exports
 	$(BIN)/python -m echoseg.pretrained.bundle $(PRE)/exports/echo-synth-matae-w16 --run $(PRE)/echo-synth-matae-w16 --eval $(PRE)/echo-synth-matae-w16/eval-test/metrics.json

@@ -127,6 +127,7 @@ class TrainConfig(_Record):
     bn_recal_frames: int = 256
     select: str = "last"  # last | smooth | best (echoseg.train.select)
     workers: int = -1  # DataLoader workers; -1 = echoseg.train.batches.default_workers
+    init: str = ""  # start from these weights: "pretrained", a run folder or a checkpoint (echoseg.train.init)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))

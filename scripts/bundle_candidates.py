@@ -15,6 +15,10 @@ patients never enter the choice. Writes to OUT only small files: summary.json (e
 summary.csv (one row per candidate, seed and patient), chosen.pt, chosen-other-seed.pt and
 run.log; summary.json is rewritten as each job ends, so a run cut short still leaves what it did.
 
+With ``--finetune-epochs N``, if time is left: leave-one-patient-out over all real frames
+(matae-unet, seed 1), from scratch and from chosen.pt (``echo-train --init``), per patient in
+summary.json's "finetune" (no weights of these runs leave the work folder: they saw real data).
+
     PYTHONPATH=$PWD python3 scripts/bundle_candidates.py --real .real --out "$OUT"
     # dry run on a CPU: tiny data, one epoch, width 8
     PYTHONPATH=$PWD python3 scripts/bundle_candidates.py --real /tmp/fake-real --out /tmp/o --tiny --device cpu
@@ -62,15 +66,6 @@ log = logging.getLogger("bundle_candidates")
 
 def run_job(spec: dict) -> dict:
     """Train one candidate at one seed and score it on the real splits (in this process)."""
-    import torch
-
-    torch.set_num_threads(max(1, int(spec.get("threads", 2))))
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:  # curves.png is a picture for people; the run does not need it
-        from echoseg.train import plots
-
-        plots.plot_curves = lambda *a, **k: None
     from echoseg.config import TrainConfig
     from echoseg.train.eval import evaluate
     from echoseg.train.loop import train
@@ -95,6 +90,18 @@ def run_job(spec: dict) -> dict:
               **score(frames)}
     (run / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _job_setup(spec: dict) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(spec.get("threads", 2))))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # curves.png is a picture for people; the run does not need it
+        from echoseg.train import plots
+
+        plots.plot_curves = lambda *a, **k: None
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -155,12 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per training")
     ap.add_argument("--budget-s", type=float, default=450, help="stop waiting for trainings after this many "
                     "seconds from the start; what finished is summarised")
+    ap.add_argument("--finetune-epochs", type=int, default=0, help="then, if time is left: leave-one-patient-out "
+                    "on all real frames, matae-unet from scratch vs from chosen.pt, this many epochs (0: skip)")
+    ap.add_argument("--finetune-folds", type=int, default=9, help="folds of that cross-validation (9: one patient each)")
     ap.add_argument("--tiny", action="store_true", help="dry run: 6 videos, 12 frames, every 4th, 1 epoch, width 8")
     ap.add_argument("--job", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.job:
-        run_job(json.loads(args.job))
+        spec = json.loads(args.job)
+        _job_setup(spec)
+        (run_finetune if spec.get("kind") == "finetune" else run_job)(spec)
         return 0
     if not args.real or not args.out:
         ap.error("--real and --out are needed")
@@ -225,12 +237,60 @@ def main(argv: list[str] | None = None) -> int:
                               threads=args.threads))
     results: list[dict] = []
     failures: list[str] = []
+    deadline = t_start + args.budget_s
+
+    def done(spec: dict, r: dict | None, why: str) -> None:
+        tag = f"{spec['candidate']}-s{spec['seed']}"
+        if r is None:
+            failures.append(f"{tag}: {why}")
+            say(f"{tag} FAILED: {why}")
+            return
+        results.append(r)
+        g = r["groups"]
+        say(f"{tag}: old Dice {g['old']['dice']} (worst patient {g['old']['worst_patient']}), unseen "
+            f"{g.get('unseen', {}).get('dice')}; train {r['train_s']}s, eval {r['eval_s']}s")
+        write_summary(out, results, failures, names, seeds, time.perf_counter() - t_start, say)
+
+    run_parallel(specs, args.jobs, deadline, done, say)
+    summary = write_summary(out, results, failures, names, seeds, time.perf_counter() - t_start, say)
+    say(f"chosen: {summary.get('chosen')}")
+
+    # 3. optional: leave-one-patient-out on the real frames, from scratch vs from the chosen weights
+    if args.finetune_epochs and (out / "chosen.pt").is_file() and time.perf_counter() < deadline - 60:
+        chosen = str((work / "chosen-init.pt").resolve())
+        shutil.copyfile(out / "chosen.pt", chosen)
+        folds = args.finetune_folds
+        ft_specs = [dict(kind="finetune", arm=arm, fold=f, folds=folds, init=chosen if arm == "init" else "",
+                         data=str(Path(args.real).resolve()), run=str(work / "ft" / f"{arm}-f{f}"),
+                         width=width, epochs=1 if args.tiny else args.finetune_epochs, device=args.device,
+                         loader_workers=args.loader_workers, threads=args.threads)
+                    for f in range(folds) for arm in ("scratch", "init")]
+        ft: list[dict] = []
+
+        def ft_done(spec: dict, r: dict | None, why: str) -> None:
+            if r is None:
+                say(f"finetune {spec['arm']} fold {spec['fold']} FAILED: {why}")
+                return
+            ft.append(r)
+            say(f"finetune {r['arm']} fold {r['fold']} ({r['patient']}): Dice {r['dice']} g=1/2 {r['dice_g0.5']}")
+            summary["finetune"] = summarize_finetune(ft)
+            _write_json(out / "summary.json", summary)
+
+        say(f"fine-tuning: {folds} folds x (scratch, init) at {ft_specs[0]['epochs']} epochs")
+        run_parallel(ft_specs, args.jobs, deadline, ft_done, say)
+    say(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))}")
+    logfile.close()
+    return 0 if results else 1
+
+
+def run_parallel(specs: list[dict], jobs: int, deadline: float, done, say) -> None:
+    """Each spec in its own process (``--job``), ``jobs`` at once (0: all); ``done(spec, result or None,
+    why)`` as each ends. At ``deadline`` the processes still running are killed."""
     lock = threading.Lock()
     procs: list[subprocess.Popen] = []
     stopping = threading.Event()
 
     def one(spec: dict) -> None:
-        tag = f"{spec['candidate']}-s{spec['seed']}"
         if stopping.is_set():
             return
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -245,24 +305,18 @@ def main(argv: list[str] | None = None) -> int:
         res = Path(spec["run"]) / "result.json"
         with lock:
             if rc == 0 and res.is_file():
-                r = json.loads(res.read_text())
-                results.append(r)
-                g = r["groups"]
-                say(f"{tag}: old Dice {g['old']['dice']} (worst patient {g['old']['worst_patient']}), unseen "
-                    f"{g.get('unseen', {}).get('dice')}; train {r['train_s']}s, eval {r['eval_s']}s")
-                write_summary(out, results, failures, names, seeds, time.perf_counter() - t_start, say)
+                done(spec, json.loads(res.read_text()), "")
             else:
-                tail = job_log.read_text()[-1500:] if job_log.is_file() else ""
-                failures.append(f"{tag}: exit {rc}: {tail.strip().splitlines()[-1] if tail.strip() else ''}")
-                say(f"{tag} FAILED (exit {rc}); last lines:\n{tail}")
+                tail = job_log.read_text()[-1500:].strip() if job_log.is_file() else ""
+                say(f"{spec['run']}: exit {rc}; last lines:\n{tail}")
+                done(spec, None, f"exit {rc}: {tail.splitlines()[-1] if tail else ''}")
 
-    pool = ThreadPoolExecutor(max_workers=args.jobs or len(specs))
+    pool = ThreadPoolExecutor(max_workers=jobs or len(specs) or 1)
     futures = [pool.submit(one, s) for s in specs]
-    deadline = t_start + args.budget_s
     while not all(f.done() for f in futures):
         if time.perf_counter() > deadline:
             stopping.set()
-            say(f"budget of {args.budget_s:.0f}s spent: stopping the trainings still running")
+            say("budget spent: stopping the trainings still running")
             with lock:
                 for p in procs:
                     if p.poll() is None:
@@ -270,10 +324,51 @@ def main(argv: list[str] | None = None) -> int:
             break
         time.sleep(1)
     pool.shutdown(wait=True)
-    summary = write_summary(out, results, failures, names, seeds, time.perf_counter() - t_start, say)
-    say(f"chosen: {summary.get('chosen')}; wrote {', '.join(sorted(p.name for p in out.iterdir()))}")
-    logfile.close()
-    return 0 if results else 1
+
+
+def run_finetune(spec: dict) -> dict:
+    """One leave-one-patient-out fold of matae-unet on the real frames, from scratch or from weights."""
+    from echoseg.config import TrainConfig
+    from echoseg.train.cv import run_cv
+
+    run = Path(spec["run"])
+    if run.exists():
+        shutil.rmtree(run)
+    cfg = TrainConfig(data=spec["data"], model="matae-unet", width=spec["width"], epochs=spec["epochs"], seed=1,
+                      out=str(run), device=spec["device"], workers=spec["loader_workers"], init=spec["init"])
+    run_cv(cfg, spec["folds"], [1], [spec["fold"]])
+    rows = _read_csv(run / f"fold{spec['fold']}-seed1" / "eval-test" / "frames.csv")
+    from echoseg.data.folds import video_of
+
+    result = {"arm": spec["arm"], "fold": spec["fold"], "patient": ",".join(sorted({video_of(r["name"]) for r in rows})),
+              "frames": len(rows), "dice": _mean([float(r["dice"]) for r in rows]),
+              "dice_g0.5": _mean([float(r["dice_g0.5"]) for r in rows if r.get("dice_g0.5")])}
+    (run / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def summarize_finetune(rows: list[dict]) -> dict:
+    """Per arm: mean over folds (patients), worst fold, per patient; and init - scratch on the folds both did."""
+    out: dict = {}
+    for arm in ("scratch", "init"):
+        rs = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["fold"])
+        if rs:
+            out[arm] = {"folds": len(rs), "dice_mean": _mean([r["dice"] for r in rs]),
+                        "dice_g0.5_mean": _mean([r["dice_g0.5"] for r in rs if r["dice_g0.5"] is not None]),
+                        "worst": min(r["dice"] for r in rs), "per_patient": {r["patient"]: r["dice"] for r in rs}}
+    both = {r["fold"] for r in rows if r["arm"] == "scratch"} & {r["fold"] for r in rows if r["arm"] == "init"}
+    if both:
+        diffs = [next(r["dice"] for r in rows if r["arm"] == "init" and r["fold"] == f)
+                 - next(r["dice"] for r in rows if r["arm"] == "scratch" and r["fold"] == f) for f in sorted(both)]
+        out["init_minus_scratch"] = {"folds": len(diffs), "mean": _mean(diffs), "min": round(min(diffs), 4),
+                                     "max": round(max(diffs), 4)}
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def link_union(dest: Path, parts: list[Path]) -> None:
@@ -316,10 +411,10 @@ def write_summary(out: Path, results: list[dict], failures: list[str], names: li
         summary["chosen_seed"] = rs[0]["seed"]
         for r, name in zip(rs, ("chosen.pt", "chosen-other-seed.pt")):
             _copy_weights(Path(r["checkpoint"]), out / name, say)
-    for name, text in (("summary.json", json.dumps(summary, indent=1)), ("summary.csv", _csv(results))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    _write_json(out / "summary.json", summary)
+    tmp = out / ".summary.csv.tmp"
+    tmp.write_text(_csv(results))
+    os.replace(tmp, out / "summary.csv")
     return summary
 
 

@@ -64,3 +64,14 @@ def test_link_union_keeps_videos_apart(bc, tmp_path):
     names = sorted(p.name for p in (tmp_path / "mix" / "train" / "images").iterdir())
     assert names == ["ASYN013_00000_0000.png", "BSYN013_00000_0000.png"]
     assert (tmp_path / "mix" / "test" / "masks" / "BSYN013_00000_0001.png").read_bytes() == b"b"
+
+
+def test_summarize_finetune_pairs_folds(bc):
+    rows = [{"arm": "scratch", "fold": 0, "patient": "P0", "dice": 0.80, "dice_g0.5": 0.7},
+            {"arm": "init", "fold": 0, "patient": "P0", "dice": 0.85, "dice_g0.5": 0.8},
+            {"arm": "scratch", "fold": 1, "patient": "P1", "dice": 0.60, "dice_g0.5": 0.5},
+            {"arm": "init", "fold": 1, "patient": "P1", "dice": 0.58, "dice_g0.5": 0.5},
+            {"arm": "scratch", "fold": 2, "patient": "P2", "dice": 0.90, "dice_g0.5": 0.9}]
+    s = bc.summarize_finetune(rows)
+    assert s["scratch"]["folds"] == 3 and s["scratch"]["worst"] == 0.60 and s["init"]["per_patient"]["P1"] == 0.58
+    assert s["init_minus_scratch"] == {"folds": 2, "mean": pytest.approx(0.015), "min": -0.02, "max": 0.05}

@@ -47,7 +47,7 @@ _RANGES = {
     2: dict(ef=(15, 80), half=(33, 52), probe_x=8, probe_y=(-14, 4), depth=(100, 175), scale=(0.55, 1.3),
             apex_r=(8, 30), apex_ang=(-6, 16), axis=(-28, 12), ka=(0.78, 0.96), wall=(2.5, 8.5),
             septum_db=(-26, -4), tissue_db=(-44, -16), dropout_db=(6, 24), rv_width=(0.6, 2.6),
-            rv_start=(0.0, 0.3), dr=(30, 60), gain_db=(-7, 8), gamma=(0.6, 1.5), psf_a=(0.35, 1.1),
+            rv_start=(0.0, 0.3), dr=(30, 60), gain_db=(-6, 8), gamma=(0.6, 1.5), psf_a=(0.35, 1.1),
             psf_l=(0.5, 1.8), shadow=0.35, la_bag=0.7, haze=0.6, haze_db=(-58, -22)),
 }
 
@@ -309,8 +309,9 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
         canvas.line(start, tips[1] + (tips[0] - tips[1]) * across, lvl, 1)
     if scene.get("apical_clutter_db") is not None:  # reverberation in the near field, over the apex
         near = u < scene["apical_clutter_depth"] * u_c
-        ramp = np.clip(1 - u[near] / (scene["apical_clutter_depth"] * u_c), 0, 1)
-        clutter = scene["apical_clutter_db"] - 12 * (1 - ramp) + 3 * blobs["haze"][near]
+        ramp = np.clip(1 - u[near] / (scene["apical_clutter_depth"] * u_c), 1e-3, 1)
+        # fading to nothing (-120 dB) where it ends, so it leaves no edge
+        clutter = scene["apical_clutter_db"] + 40 * np.log10(ramp) + 3 * blobs["haze"][near]
         canvas.db[near] = np.maximum(canvas.db[near], clutter)
     tv_hinge = heart.apex + d * u_c + nrm * (ws_c[0] + t_s)
     direction = nrm * math.cos(1.2 * opening) - d * math.sin(1.2 * opening)

@@ -1,7 +1,8 @@
 """``python -m echoseg.pretrained.bundle EXPORT_DIR [--run RUN] [--eval METRICS]``: put an
 export's FP16 and INT8 graphs into the package and write its model card.
 
-The last step of ``make pretrained``. Only the FP16 graphs (for a GPU: ONNX Runtime's CUDA
+The last step of ``make pretrained``. With ``--run``, the run's weights go in too, as weights.npz
+(FP16, read without pickle: what ``echo-train --init pretrained`` starts from). Only the FP16 graphs (for a GPU: ONNX Runtime's CUDA
 provider, a TensorRT engine built on the spot; on a CPU ONNX Runtime computes them in FP32 with
 FP16-rounded weights) and the cpu-form INT8 graphs (OpenVINO's and ONNX Runtime's integer
 kernels: the fast CPU path) travel, a few MB, with the export's manifest narrowed to the files
@@ -20,34 +21,60 @@ from echoseg import artifacts
 from echoseg.atomic import copy_file, write_json
 
 from . import FOLDER
+from .weights import FILE as WEIGHTS_FILE
+from .weights import write_weights
 
 SHIPPED_PRECISIONS = ("fp16", "int8")
 
 
-def bundle(export_dir: str | Path, dest: Path | None = None) -> list[Path]:
+def bundle(export_dir: str | Path, dest: Path | None = None, checkpoint: str | Path | None = None) -> list[Path]:
     """Copy the export's FP16 and INT8 graphs, parity record and narrowed manifest into ``dest`` (default:
-    the package's bundle folder, looked up at call time)."""
+    the package's bundle folder, looked up at call time); with ``checkpoint`` (the run the export
+    was made from), also its weights as weights.npz, for ``echo-train --init pretrained``."""
     src = Path(export_dir)
     dest = FOLDER if dest is None else dest
     man = artifacts.read_manifest(src)
     if not man.get("passed"):
         raise SystemExit(f"{src}: the export did not pass its parity gates; nothing bundled")
+    weights = _checkpoint_weights(checkpoint, man) if checkpoint is not None else None
     graphs = [f.path for f in artifacts.index_export_dir(src).files
               if f.kind == "onnx" and f.precision in SHIPPED_PRECISIONS]
     for prec in SHIPPED_PRECISIONS:
         if not any(artifacts.granularity_from_name(p) == 1.0 and artifacts.precision_of(p) == prec for p in graphs):
             raise SystemExit(f"{src}: no full-width {prec} graph; export with echo-export build --fp16 --int8")
     dest.mkdir(parents=True, exist_ok=True)
-    for old in dest.glob("model*.onnx"):
-        old.unlink()
+    for old in [*dest.glob("model*.onnx"), dest / WEIGHTS_FILE]:  # no weights of another model stay behind
+        old.unlink(missing_ok=True)
     written = [copy_file(p, dest / p.name) for p in graphs]
     if (src / artifacts.PARITY).is_file():
         written.append(copy_file(src / artifacts.PARITY, dest / artifacts.PARITY))
     kept = {p.name for p in written}
     man["files"] = [e for e in man["files"] if e["file"] in kept]
+    if weights is not None:
+        path = write_weights(dest / WEIGHTS_FILE, *weights)
+        written.append(path)
+        man["files"].append({"file": path.name, "bytes": path.stat().st_size, "sha256": artifacts.file_sha256(path)})
     man["bundled_from"] = str(src)
     written.append(write_json(dest / artifacts.MANIFEST, man))
     return written
+
+
+def _checkpoint_weights(checkpoint: str | Path, man: dict) -> tuple[dict, dict]:
+    """The state and description of the checkpoint the export was made from (refused if it is another)."""
+    import numpy as np
+
+    from echoseg.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    sha = artifacts.file_sha256(ckpt.path)
+    if man.get("source_sha256") and sha != man["source_sha256"]:
+        raise SystemExit(f"{ckpt.path}: not the checkpoint this export was made from (sha256 {sha[:12]}..., the "
+                         f"manifest says {str(man['source_sha256'])[:12]}...); pass the exported run's --run")
+    state = {k: np.asarray(v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy())
+             for k, v in ckpt.state_dict.items()}
+    meta = {"model": ckpt.model.to_dict(), "input_spec": ckpt.input_spec.to_dict(), "threshold": ckpt.threshold,
+            "source_sha256": sha}
+    return state, meta
 
 
 REAL_ECHO = Path(__file__).with_name("REAL_ECHO.md")
@@ -108,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m echoseg.pretrained.bundle",
                                  description="Bundle an export's FP16 and INT8 graphs into the package with a model card.")
     ap.add_argument("export_dir")
-    ap.add_argument("--run", help="the training run (its options go into the model card)")
+    ap.add_argument("--run", help="the training run the export was made from (its options go into the model card, "
+                    "its weights into weights.npz for echo-train --init pretrained)")
     ap.add_argument("--eval", dest="metrics", help="echo-eval's metrics.json for this model on synthetic test frames")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     try:  # read every input before the package is touched
@@ -120,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             tc = cfg.to_dict() if cfg else None
         metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
         real = REAL_ECHO.read_text() if REAL_ECHO.is_file() else None
-        written = bundle(args.export_dir)
+        written = bundle(args.export_dir, checkpoint=args.run)
         card = model_card(artifacts.read_manifest(FOLDER), tc, metrics, real)
     except (OSError, ValueError) as exc:
         print(f"bundle: {exc}", file=sys.stderr)

@@ -21,11 +21,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from echoseg.models import UnknownModelError
 
     from .checkpoint import CheckpointError
+    from .init import InitError
     from .loop import TrainError
     from .preflight import PreflightError
 
     # OSError: an output that cannot be written (full disk, read-only), as one line, not a traceback
-    return (DataError, UnknownModelError, CheckpointError, TrainError, ConfigError, PreflightError, OSError)
+    return (DataError, UnknownModelError, CheckpointError, TrainError, ConfigError, PreflightError, InitError,
+            OSError)
 
 
 def _fail(exc: BaseException) -> None:
@@ -76,6 +78,9 @@ def train(
                                                      "processes (a GPU holds many small runs)"),
     train_every: int = typer.Option(1, "--train-every", min=1, help="Train on every k-th frame of each video (a "
                                     "screening run: neighbouring frames are near-copies); 1 = all"),
+    init: Optional[str] = typer.Option(None, "--init", help="Start from trained weights: pretrained (the bundled "
+                                       "model: --model matae-unet --width 16) or a run folder/checkpoint; the run "
+                                       "takes their input spec and granularities"),
 ) -> None:
     """Train one model; writes best.pt, last.pt, log.csv and curves.png to the run folder.
 
@@ -102,12 +107,17 @@ def train(
                           augment=augment, augment_strength=augment_strength, device=device, seed=seed,
                           out=str(out or Path("runs") / model),
                           max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
-                          select=select, workers=workers, train_every=train_every)
+                          select=select, workers=workers, train_every=train_every, init=init or "")
         gs = cfg.granularities or DEFAULT_GRANULARITIES
         if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
             raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
                               "use a multiple of 8")
         detect_layout(cfg.data)  # a missing or unknown data folder first, then the run folder
+        if cfg.init:  # weights that do not fit this model: said before any data is read
+            from .init import fit_config, load_init
+            from .loop import model_config
+
+            fit_config(cfg, model_config(cfg), load_init(cfg.init))
         preflight(cfg.out, resume, overwrite, _weight_bytes(model, width))
         if folds:
             seed_list = _parse_seeds(seeds, seed)

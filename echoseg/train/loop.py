@@ -184,7 +184,12 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
 
     mcfg = model_config(cfg)
     spec = compute_input_spec(train_set.images)
-    model = build_model(mcfg)
+    if cfg.init:  # --init: a trained model's weights and input spec (on --resume, last.pt's weights)
+        from .init import initial_model
+
+        mcfg, spec, model = initial_model(cfg, mcfg, load=not resume)
+    else:
+        model = build_model(mcfg)
     grans = model.granularities
     start_epoch, rows, state = 0, [], {}
     if resume:

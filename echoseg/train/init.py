@@ -1,0 +1,117 @@
+"""``echo-train --init``: start a training from trained weights instead of random ones.
+
+``pretrained`` is the bundled synthetic-only model (its weights.npz, read without pickle); any
+other value is a run folder or checkpoint (read with ``weights_only=True``). The run takes the
+source's input spec too (its weights expect that normalisation) and, when no granularities
+were asked for, the source's granularities. A model that does not fit the weights (another
+architecture, width or granularities) is refused in one line that says what differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from echoseg.config import InputSpec, ModelConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class InitError(ValueError):
+    """--init names weights this run cannot start from."""
+
+
+@dataclass
+class InitWeights:
+    source: str  # what the user named: "pretrained", a run folder or a checkpoint
+    path: str  # the file read
+    model: ModelConfig
+    input_spec: InputSpec
+    state: dict[str, Any]  # name -> numpy array or torch tensor
+
+
+def load_init(source: str) -> InitWeights:
+    """The weights, model description and input spec that ``--init source`` names."""
+    from echoseg import pretrained
+
+    if pretrained.is_name(source):
+        from echoseg.pretrained.weights import FILE, WeightsError, read_weights
+
+        path = pretrained.FOLDER / FILE
+        try:
+            state, meta = read_weights(path)
+            return InitWeights(source, str(path), ModelConfig.from_dict(meta["model"]),
+                               InputSpec.from_dict(meta["input_spec"]), state)
+        except WeightsError as exc:
+            raise InitError(f"--init pretrained: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InitError(f"--init pretrained: {path} has a bad description ({exc})") from None
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(source)
+    except CheckpointError as exc:
+        raise InitError(f"--init {source}: {exc}") from None
+    return InitWeights(source, str(ckpt.path), ckpt.model, ckpt.input_spec, ckpt.state_dict)
+
+
+def fit_config(cfg: TrainConfig, mcfg: ModelConfig, init: InitWeights) -> ModelConfig:
+    """This run's network, given the weights it starts from: the source's granularities when none
+    were asked for; an error naming the difference when model, width or granularities differ."""
+    src = init.model
+    where = f"--init {init.source}"
+    if (src.name, src.width) != (mcfg.name, mcfg.width):
+        raise InitError(f"{where}: its weights are {src.name} width {src.width}, this run builds {mcfg.name} "
+                        f"width {mcfg.width}; pass --model {src.name} --width {src.width}")
+    if src.name == "matae-unet" and tuple(src.granularities) != tuple(mcfg.granularities):
+        if cfg.granularities:
+            raise InitError(f"{where}: its weights are for granularities {_gs(src)}, this run asks for "
+                            f"{_gs(mcfg)}; drop --granularity to take the source's")
+        mcfg = replace(mcfg, granularities=tuple(src.granularities))
+    return mcfg
+
+
+def apply_init(model, init: InitWeights) -> None:
+    """Load ``init``'s weights into ``model``; every tensor must match in name and shape."""
+    import torch
+
+    own = model.state_dict()
+    missing = [k for k in own if k not in init.state]
+    extra = [k for k in init.state if k not in own]
+    shapes = [k for k in own if k in init.state and tuple(own[k].shape) != tuple(np.shape(init.state[k]))]
+    if missing or extra or shapes:
+        parts = []
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of other shape (e.g. {k}: {tuple(np.shape(init.state[k]))} vs "
+                         f"{tuple(own[k].shape)})")
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} this model lacks (e.g. {extra[0]})")
+        raise InitError(f"--init {init.source}: its weights do not fit this model: {'; '.join(parts)}")
+    loaded = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v).to(own[k].dtype)
+              for k, v in init.state.items()}
+    model.load_state_dict(loaded)
+
+
+def initial_model(cfg: TrainConfig, mcfg: ModelConfig, load: bool = True) -> tuple[ModelConfig, InputSpec, Any]:
+    """The network, input spec and model a run with ``cfg.init`` starts from (``load`` False, on
+    --resume: the same network and spec, weights left to the resumed checkpoint)."""
+    from echoseg.models import build_model
+
+    init = load_init(cfg.init)
+    mcfg = fit_config(cfg, mcfg, init)
+    model = build_model(mcfg)
+    if load:
+        apply_init(model, init)
+        log.info("started from %s (%s), its input spec mean %s std %s", cfg.init, init.path,
+                 init.input_spec.mean[0], init.input_spec.std[0])
+    return mcfg, init.input_spec, model
+
+
+def _gs(m: ModelConfig) -> str:
+    return ", ".join(f"{g:g}" for g in m.granularities)

@@ -1,0 +1,158 @@
+"""echo-train --init: start from a run's or the bundled model's weights (issue 21)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_export_fixtures import export_base, exported, no_tensorrt  # noqa: F401
+
+torch = pytest.importorskip("torch")
+
+from echoseg import pretrained  # noqa: E402
+from echoseg.config import TrainConfig  # noqa: E402
+from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint  # noqa: E402
+from echoseg.train.init import InitError, apply_init, initial_model, load_init  # noqa: E402
+from echoseg.train.loop import model_config  # noqa: E402
+
+
+def _logits(model, x, g):
+    model.eval()
+    with torch.no_grad():
+        return model(x, g)
+
+
+def test_init_from_a_run_gives_the_same_logits_at_step_0(matae_ckpt):
+    ckpt = load_checkpoint(matae_ckpt)
+    cfg = TrainConfig(model="matae-unet", width=8, init=str(matae_ckpt.parent))  # a run folder
+    assert model_config(cfg).granularities != ckpt.model.granularities  # the run would build other BNs...
+    mcfg, spec, model = initial_model(cfg, model_config(cfg))
+    assert mcfg.granularities == ckpt.model.granularities  # ...so it takes the source's
+    assert spec == ckpt.input_spec  # and the normalisation its weights expect
+    ref = build_from_checkpoint(ckpt)
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    for g in mcfg.granularities:
+        a, b = _logits(model, x, g), _logits(ref, x, g)
+        assert torch.equal(a, b), g
+    fresh = initial_model(TrainConfig(model="matae-unet", width=8, init=str(matae_ckpt)), mcfg, load=False)[2]
+    assert not torch.equal(_logits(fresh, x, 1.0), _logits(ref, x, 1.0))  # load=False (resume) leaves them
+
+
+def test_a_mismatched_model_is_refused_in_one_line(matae_ckpt, unet_ckpt):
+    with pytest.raises(InitError) as e:
+        initial_model(TrainConfig(model="unet", width=8, init=str(matae_ckpt)), model_config(TrainConfig(width=8)))
+    msg = str(e.value)
+    assert "\n" not in msg and "its weights are matae-unet width 8, this run builds unet width 8" in msg
+    assert "pass --model matae-unet --width 8" in msg
+    cfg = TrainConfig(model="matae-unet", width=16, init=str(matae_ckpt))
+    with pytest.raises(InitError, match="width 8, this run builds matae-unet width 16"):
+        initial_model(cfg, model_config(cfg))
+    cfg = TrainConfig(model="matae-unet", width=8, granularities=(0.5, 1.0), init=str(matae_ckpt))
+    with pytest.raises(InitError, match=r"granularities 0.125, 0.25, 0.5, 1, this run asks for 0.5, 1; drop"):
+        initial_model(cfg, model_config(cfg))
+    # same names, another shape: named, with the shapes
+    init = load_init(str(unet_ckpt))
+    key = next(k for k in init.state if k.endswith("conv1.weight"))
+    init.state[key] = init.state[key][:, :1]
+    with pytest.raises(InitError, match=rf"1 of other shape \(e.g. {key}: "):
+        apply_init(build_from_checkpoint(load_checkpoint(unet_ckpt)), init)
+    with pytest.raises(InitError, match="--init nowhere: .*no such checkpoint"):
+        load_init("nowhere")
+
+
+def test_echo_train_init_runs_and_records_its_source(synth_dir, matae_ckpt, tmp_path):
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import train_app
+
+    out = tmp_path / "ft"
+    r = CliRunner().invoke(train_app, ["--data", str(synth_dir), "--model", "matae-unet", "--width", "8",
+                                       "--epochs", "1", "--batch-size", "8", "--max-train-frames", "16",
+                                       "--device", "cpu", "--init", str(matae_ckpt), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    ft = load_checkpoint(out)
+    src = load_checkpoint(matae_ckpt)
+    assert ft.train_config.init == str(matae_ckpt) and ft.input_spec == src.input_spec
+    assert ft.model.granularities == src.model.granularities
+    bad = CliRunner().invoke(train_app, ["--data", str(synth_dir), "--model", "unet", "--width", "8", "--epochs", "1",
+                                         "--init", str(matae_ckpt), "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2
+    lines = [ln for ln in bad.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "pass --model matae-unet --width 8" in lines[0]
+    assert not (tmp_path / "bad").exists()
+
+
+# --- the bundled weights ---------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def bundled_with_weights(monkeypatch, tmp_path, exported):  # noqa: F811
+    from echoseg.pretrained import bundle as b
+
+    dest = tmp_path / "pkg" / "echo-synth-matae-w16"
+    monkeypatch.setattr(pretrained, "FOLDER", dest)
+    ckpt = json.loads((exported / "matae-unet" / "manifest.json").read_text())["checkpoint"]
+    b.bundle(exported / "matae-unet", dest, checkpoint=ckpt)
+    return dest, ckpt
+
+
+def test_bundle_writes_weights_that_init_pretrained_loads(bundled_with_weights):
+    from echoseg.artifacts import file_sha256
+    from echoseg.pretrained.weights import read_weights
+
+    dest, ckpt_path = bundled_with_weights
+    man = json.loads((dest / "manifest.json").read_text())
+    entry = next(e for e in man["files"] if e["file"] == "weights.npz")
+    assert entry["sha256"] == file_sha256(dest / "weights.npz")
+    state, meta = read_weights(dest / "weights.npz")
+    ckpt = load_checkpoint(ckpt_path)
+    assert meta["source_sha256"] == man["source_sha256"] and meta["model"]["name"] == "matae-unet"
+    assert set(state) == set(ckpt.state_dict)
+    w = "head.weight" if "head.weight" in state else next(k for k in state if k.endswith("weight"))
+    assert state[w].dtype == np.float16
+    cfg = TrainConfig(model="matae-unet", width=8, init="pretrained")
+    mcfg, spec, model = initial_model(cfg, model_config(cfg))
+    assert spec == ckpt.input_spec and mcfg.granularities == ckpt.model.granularities
+    for k, v in model.state_dict().items():  # the shipped values, FP16-rounded
+        want = ckpt.state_dict[k]
+        want = want.half().float() if want.is_floating_point() else want
+        assert torch.equal(v, want), k
+
+
+def test_bundle_refuses_a_run_that_is_not_the_exported_one(exported, matae_ckpt, tmp_path):  # noqa: F811
+    from echoseg.pretrained.bundle import bundle
+
+    with pytest.raises(SystemExit, match="not the checkpoint this export was made from"):
+        bundle(exported / "matae-unet", tmp_path / "dest", checkpoint=matae_ckpt)
+    assert not (tmp_path / "dest").exists()
+
+
+def test_init_pretrained_without_weights_says_how_to_get_them(monkeypatch, tmp_path):
+    monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "empty")
+    with pytest.raises(InitError, match="--init pretrained: .*weights.npz: no such weights file; rebuild the "
+                                        "bundle with `make pretrained`"):
+        load_init("pretrained")
+
+
+def test_weights_files_are_read_without_pickle(tmp_path):
+    from echoseg.pretrained.weights import WeightsError, read_weights, write_weights
+
+    p = write_weights(tmp_path / "w.npz", {"a": np.arange(3, dtype=np.float32), "n": np.array(5)}, {"model": {}})
+    state, meta = read_weights(p)
+    assert state["a"].dtype == np.float16 and state["n"] == 5 and meta["format"] == "echoseg-weights"
+    np.savez(tmp_path / "evil.npz", a=np.array([{"x": 1}], dtype=object), __meta__=np.array("{}"))
+    with pytest.raises(WeightsError, match="not a readable echoseg weights file"):
+        read_weights(tmp_path / "evil.npz")
+
+
+@pytest.mark.shipped_bundle
+@pytest.mark.skipif(not (pretrained.FOLDER / "weights.npz").is_file(), reason="no weights.npz shipped yet")
+def test_the_shipped_weights_start_a_matae_unet_w16():
+    cfg = TrainConfig(model="matae-unet", width=16, init="pretrained")
+    mcfg, spec, model = initial_model(cfg, model_config(cfg))
+    man = json.loads((pretrained.FOLDER / "manifest.json").read_text())
+    assert mcfg.to_dict()["granularities"] == man["model"]["granularities"]
+    assert list(spec.mean) == man["input_spec"]["mean"]
+    x = torch.zeros(1, 3, 112, 112)
+    assert torch.isfinite(_logits(model, x, 1.0)).all()
