@@ -78,7 +78,7 @@ def test_echo_eval_ef_end_to_end_with_bad_input(tmp_path, unet_ckpt):
         rows = list(csv.DictReader(fh))
     assert [row["FileName"] for row in rows] == test
     flat = rows[2]
-    assert flat["ef_estimate"] == "n/a" and flat["beats"] == "0" and "no full beat" in flat["note"]
+    assert flat["ef_estimate"] == "n/a" and flat["beats"] == "0" and "no beat found" in flat["note"]
     assert "out of range" in rows[0]["note"] and "out of range" in rows[1]["note"]
     m = json.loads((out / "metrics.json").read_text())
     assert "dice" in m and m["ef"]["n"] == 0 and m["ef"]["videos"] == 3
