@@ -5,7 +5,8 @@ Steps, each for a reason seen on real clips:
    by far more than the video's typical frame-to-frame scatter is a segmentation slip, not
    the heart: it is replaced by interpolation between its good neighbours and counted.
 2. Smoothing: a Gaussian with sigma a sixth of the shortest plausible beat finds the extremes;
-   volumes are read from a curve smoothed by MEASURE_SIGMA_S only.
+   volumes are read from a curve smoothed by MEASURE_SIGMA_S only, and each ED (ES) frame is the
+   largest (smallest) volume of that curve near the extreme found (the clinical definition).
 3. Extremes with hysteresis: a maximum or minimum counts when the curve then moves away from it
    by MIN_SWING_FRACTION of its robust range; two of one kind closer than the shortest plausible
    beat are one. No fixed period is assumed, so irregular RR intervals (atrial fibrillation,
@@ -185,6 +186,7 @@ def find_beats(values: np.ndarray, fps: float, length_px: np.ndarray | None = No
         if i < n - 2 and turn >= END_TURN_FRACTION * delta:
             extremes.append(pending)
     picked = _merge_close(extremes, s, spacing)
+    picked = [(_refine(measured, i, k, max(1, spacing // 4)), k) for i, k in picked]
     picked = [(i, k) for i, k in picked if 0 < i < n - 1]
     ed = [i for i, k in picked if k == "max"]
     es = [i for i, k in picked if k == "min"]
@@ -200,6 +202,16 @@ def find_beats(values: np.ndarray, fps: float, length_px: np.ndarray | None = No
     if not pairs:
         return BeatFrames(ed, es, [], s, measured, outliers, "none")
     return BeatFrames(ed, es, pairs, s, measured, outliers, how)
+
+
+def _refine(v: np.ndarray, i: int, kind: str, radius: int) -> int:
+    """The extreme of the lightly smoothed curve near ``i``: ED the last frame of the largest volume
+    (end of diastole), ES the first of the smallest (end of ejection)."""
+    lo, hi = max(0, i - radius), min(v.size, i + radius + 1)
+    w = v[lo:hi]
+    if kind == "max":
+        return int(hi - 1 - np.argmax(w[::-1]))
+    return int(lo + np.argmin(w))
 
 
 def _pairs(first: list[int], second: list[int], n: int) -> list[tuple[int, int]]:
