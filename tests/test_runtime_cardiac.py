@@ -281,3 +281,17 @@ def test_ef_from_masks_cleans_measures_and_reads_out_like_echo_run():
     assert abs(out["ef_estimate_pct"]["value"] - v.ef) < 10
     al = ef_from_masks(masks, v.fps, method="area-length")
     assert al["ef_estimate_pct"]["volume_method"] == "area-length"
+
+
+def test_summary_csv_carries_the_median_ef_and_flags_and_replaces_an_older_echo_run_file(tmp_path):
+    from echoseg.runtime.outputs import SUMMARY_CSV_FIELDS, write_summary_csv
+
+    path = tmp_path / "summary.csv"
+    path.write_text(",".join(SUMMARY_CSV_FIELDS[:12]) + "\n")  # what echo-run wrote before these columns
+    write_summary_csv(path, [{"video": "a.avi", "status": "ok", "ef_estimate_pct": 55.25, "ef_estimate_mean_pct": 54.0,
+                              "ef_beat_sd_pct": 3.5, "ef_flags": "one_beat"}])
+    import csv
+
+    with open(path, newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["ef_estimate_pct"] == "55.25" and row["ef_beat_sd_pct"] == "3.5" and row["ef_flags"] == "one_beat"
