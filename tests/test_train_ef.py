@@ -37,6 +37,18 @@ def test_metrics_on_known_numbers():
     assert m["ed_frame_error"]["mean_abs"] == 0 and m["es_frame_error"]["n"] == 5
     assert "out of range" in rows[4]["note"] and "out of range" in rows[5]["note"]
     assert [ef_class(x) for x in (39.9, 40.0, 50.0, 50.1)] == ["<40", "40-50", "40-50", ">50"]
+    assert m["worst_error"] == pytest.approx(6.0) and m["worst_video"] == "c"
+
+
+def test_flags_are_counted_and_split_all_takes_every_video(synth_dir):
+    from echoseg.data.echonet import read_filelist, split_records
+
+    rows = [_row("a", 60.0, 62.0) | {"flags": ["one_beat"]}, _row("b", 30.0, 27.0) | {"flags": ["one_beat", "clip_edge"]},
+            _row("c", 45.0, 51.0) | {"flags": []}]
+    m = ef_metrics(rows)
+    assert m["flagged"] == {"one_beat": 2, "clip_edge": 1, "beats_disagree": 0, "many_outlier_frames": 0}
+    every = split_records(synth_dir, "all")
+    assert len(every) == len(read_filelist(synth_dir)) == sum(len(split_records(synth_dir, s)) for s in ("train", "val", "test"))
 
 
 def test_no_usable_video_gives_n_zero_not_a_crash():
