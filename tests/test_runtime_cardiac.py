@@ -295,3 +295,26 @@ def test_summary_csv_carries_the_median_ef_and_flags_and_replaces_an_older_echo_
     with open(path, newline="") as fh:
         row = next(csv.DictReader(fh))
     assert row["ef_estimate_pct"] == "55.25" and row["ef_beat_sd_pct"] == "3.5" and row["ef_flags"] == "one_beat"
+
+
+def test_echo_run_summary_equals_ef_from_masks_on_the_same_raw_masks(tmp_path):
+    """ef_from_masks is echo-run's read-out: same clean-up, measures, beats and numbers."""
+    from test_runtime_stream import OracleSession
+
+    from echoseg.data.video import write_video
+    from echoseg.runtime.api import run_videos
+
+    v = make_video(9, frames=120)
+    raw = v.masks.copy()
+    raw[:, 3:6, 100:104] = True  # a stray blob in every raw mask
+    raw[60] = np.roll(raw[60], 25, axis=1)  # one frame where the mask jumped sideways
+    video = write_video(tmp_path / "clip.avi", v.frames, 50)
+    (r,) = run_videos([video], out=tmp_path / "out", video=False, session=OracleSession(raw))
+    assert r.ok, r.error
+    want = ef_from_masks(raw.astype(np.uint8), 50.0)
+    s = r.summary
+    for key in ("ed_frames", "es_frames", "ef_flags", "outlier_frames", "volume_unit"):
+        assert s[key] == want[key], key
+    assert s["ef_estimate_pct"]["per_beat"] == pytest.approx(want["ef_estimate_pct"]["per_beat"])
+    assert s["ef_estimate_pct"]["value"] == pytest.approx(want["ef_estimate_pct"]["value"])
+    assert 60 in s["outlier_frames"]["frames"]
