@@ -183,3 +183,12 @@ def test_evaluate_ef_on_a_single_graph_with_area_length(tmp_path, synth_dir):
     block = evaluate_ef(graph, synth_dir, "test", tmp_path / "ev", method="area-length")
     assert block["volume_method"] == "area-length" and block["videos"] == len(_test_videos(synth_dir))
     _check_ef_csv(tmp_path / "ev", _runtime_ef(graph, synth_dir, method="area-length"))
+
+
+def test_an_unknown_ef_volume_is_refused_in_one_line_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import eval_app
+
+    r = CliRunner().invoke(eval_app, ["pretrained", "--data", str(tmp_path), "--ef", "--ef-volume", "biplane"])
+    assert r.exit_code == 1 and "--ef-volume 'biplane': use one of discs, area-length" in r.output

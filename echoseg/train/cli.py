@@ -227,6 +227,12 @@ def evaluate(
     for col in ("run", "model", "g", "GMACs", "frames", "Dice (95% CI)", "IoU", "pixel acc."):
         table.add_column(col, justify="left" if col == "model" else "right")
     failed, scored = 0, []
+    if ef:
+        from echoseg.runtime.cardiac import METHODS
+
+        if ef_volume not in METHODS:
+            _error_line(f"--ef-volume {ef_volume!r}: use one of {', '.join(METHODS)}")
+            raise typer.Exit(1)
     for run in runs:
         target = (out / run.name if len(runs) > 1 else out) if out else None
         if compare and (run / "cv.json").is_file():
