@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .beats import MAX_HEART_RATE_BPM, find_beats, min_beat_frames, smooth
+from .beats import MAX_HEART_RATE_BPM, MEASURE_SIGMA_S, find_beats, min_beat_frames, smooth
 from .discs import (FrameMeasure, area_length_volume_px3, disc_volume_px3, mask_area_px, mask_length_px,
                     measure_mask, volume_scale)
 
@@ -153,8 +153,9 @@ def analyse(curves: FrameCurves | np.ndarray, length_px: np.ndarray | None = Non
     vol = curves.volume_px3(method)
     area = np.asarray(curves.area_px, dtype=np.float64)
     length = np.asarray(curves.length_px, dtype=np.float64)
+    fps = fps if fps and fps > 0 else 50.0
     found = find_beats(vol, fps, length, curves.centre_xy, max_hr_bpm)
-    spacing = min_beat_frames(fps if fps and fps > 0 else 50.0, max_hr_bpm)
+    spacing = min_beat_frames(fps, max_hr_bpm)
     keep = np.ones(area.size, bool)
     keep[found.outlier_frames] = False
     a_meas, l_meas = (_repaired_smooth(x, keep, fps) for x in (area, length))
@@ -172,8 +173,7 @@ def analyse(curves: FrameCurves | np.ndarray, length_px: np.ndarray | None = Non
 
 
 def _repaired_smooth(x: np.ndarray, keep: np.ndarray, fps: float) -> np.ndarray:
-    from .beats import MEASURE_SIGMA_S
-
+    """``x`` with the outlier frames interpolated, lightly smoothed as volumes are (fps 0: not smoothed)."""
     v = np.asarray(x, dtype=np.float64).copy()
     if (~keep).any() and keep.sum() >= 2:
         idx = np.flatnonzero(keep)
