@@ -129,12 +129,15 @@ def test_echo_run_reports_areas_in_cm2_and_volumes_in_ml(tmp_path, synth):
     assert s["fps_source"] == "FrameTime" and s["beats"]
     b = s["beats"][0]
     assert b["ed_area_cm2"] == pytest.approx(b["ed_area_px"] * dx * dx)
-    assert b["edv_ml"] == pytest.approx(8 * b["ed_area_cm2"] ** 2 / (3 * np.pi * b["ed_length_cm"]))
+    assert b["edv_ml"] == pytest.approx(b["edv_px3"] * dx ** 3)  # method of discs, px^3 -> mL
     assert 1 < b["ed_area_cm2"] < 60 and b["esv_ml"] < b["edv_ml"]
+    assert s["volume_unit"] == "mL" and s["edv_ml"] == pytest.approx(b["edv_ml"])
+    assert results["plain.avi"].summary["volume_unit"].startswith("px^3") and "edv_ml" not in results["plain.avi"].summary
     rows = (Path(r.out_dir) / "frames.csv").read_text().splitlines()
-    assert rows[0].endswith("lv_area_cm2,lv_length_cm")
+    assert rows[0].endswith("lv_area_cm2,lv_length_cm,lv_volume_ml")
     first = rows[1].split(",")
-    assert float(first[6]) == pytest.approx(int(first[2]) * dx * dx, abs=1e-3)
+    assert float(first[8]) == pytest.approx(int(first[2]) * dx * dx, abs=1e-3)
+    assert float(first[10]) == pytest.approx(float(first[4]) * dx ** 3, rel=1e-3)
     assert int(first[2]) == int(synth.masks[0].sum())
 
 
@@ -153,4 +156,4 @@ def test_echo_run_cli_on_a_dicom_cine(tmp_path, synth, unet_ckpt):
         s = json.loads((out / "cine" / "summary.json").read_text())
         assert s["pixel_spacing_cm"] == {"x": 0.05, "y": 0.05} and s["clean_masks"] == (flag == "--clean-masks")
         header = (out / "cine" / "frames.csv").read_text().splitlines()[0]
-        assert header.endswith("lv_area_cm2,lv_length_cm")
+        assert header.endswith("lv_area_cm2,lv_length_cm,lv_volume_ml")

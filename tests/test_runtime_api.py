@@ -53,7 +53,8 @@ def test_outputs_of_one_video(tmp_path, synth, size):
     assert sorted(p.name for p in out.iterdir()) == [".echoseg-run", "area.png", "frames.csv", "overlay.avi",
                                                      "summary.json"]
     rows = _read_frames_csv(out / "frames.csv")
-    assert len(rows) == 100 and list(rows[0]) == ["frame", "time_s", "lv_area_px", "lv_length_px", "is_ed", "is_es"]
+    assert len(rows) == 100 and list(rows[0]) == ["frame", "time_s", "lv_area_px", "lv_length_px", "lv_volume_px3",
+                                                  "is_ed", "is_es", "is_outlier"]
     assert [int(r["frame"]) for r in rows] == list(range(100))
     assert float(rows[50]["time_s"]) == pytest.approx(1.0)
     ed = [int(r["frame"]) for r in rows if r["is_ed"] == "1"]
@@ -64,8 +65,10 @@ def test_outputs_of_one_video(tmp_path, synth, size):
     assert s["ed_frames"] == ed and s["es_frames"] == es
     assert s["beats"] and all(b["ed_frame"] < b["es_frame"] for b in s["beats"])
     assert len(s["ef_estimate_pct"]["per_beat"]) == len(s["beats"])
-    assert abs(s["ef_estimate_pct"]["mean"] - synth.ef) < 10
-    assert "estimate" in s["ef_estimate_pct"]["method"]
+    assert abs(s["ef_estimate_pct"]["value"] - synth.ef) < 10
+    assert s["ef_estimate_pct"]["value"] == pytest.approx(float(np.median(s["ef_estimate_pct"]["per_beat"])))
+    assert "estimate" in s["ef_estimate_pct"]["method"] and "discs" in s["ef_estimate_pct"]["method"]
+    assert s["volume_unit"].startswith("px^3") and s["edv_px3"] > s["esv_px3"] > 0 and "edv_ml" not in s
     assert s["processing_fps"] > 0 and set(s["timings"]) >= {"decode_s", "inference_s", "postprocess_s", "wall_s"}
     w, h = size or (112, 112)
     info = probe(out / "overlay.avi")

@@ -37,6 +37,18 @@ def test_metrics_on_known_numbers():
     assert m["ed_frame_error"]["mean_abs"] == 0 and m["es_frame_error"]["n"] == 5
     assert "out of range" in rows[4]["note"] and "out of range" in rows[5]["note"]
     assert [ef_class(x) for x in (39.9, 40.0, 50.0, 50.1)] == ["<40", "40-50", "40-50", ">50"]
+    assert m["worst_error"] == pytest.approx(6.0) and m["worst_video"] == "c"
+
+
+def test_flags_are_counted_and_split_all_takes_every_video(synth_dir):
+    from echoseg.data.echonet import read_filelist, split_records
+
+    rows = [_row("a", 60.0, 62.0) | {"flags": ["one_beat"]}, _row("b", 30.0, 27.0) | {"flags": ["one_beat", "clip_edge"]},
+            _row("c", 45.0, 51.0) | {"flags": []}]
+    m = ef_metrics(rows)
+    assert m["flagged"] == {"one_beat": 2, "clip_edge": 1, "beats_disagree": 0, "many_outlier_frames": 0}
+    every = split_records(synth_dir, "all")
+    assert len(every) == len(read_filelist(synth_dir)) == sum(len(split_records(synth_dir, s)) for s in ("train", "val", "test"))
 
 
 def test_no_usable_video_gives_n_zero_not_a_crash():
@@ -78,7 +90,7 @@ def test_echo_eval_ef_end_to_end_with_bad_input(tmp_path, unet_ckpt):
         rows = list(csv.DictReader(fh))
     assert [row["FileName"] for row in rows] == test
     flat = rows[2]
-    assert flat["ef_estimate"] == "n/a" and flat["beats"] == "0" and "no full beat" in flat["note"]
+    assert flat["ef_estimate"] == "n/a" and flat["beats"] == "0" and "no beat found" in flat["note"]
     assert "out of range" in rows[0]["note"] and "out of range" in rows[1]["note"]
     m = json.loads((out / "metrics.json").read_text())
     assert "dice" in m and m["ef"]["n"] == 0 and m["ef"]["videos"] == 3
@@ -88,3 +100,95 @@ def test_echo_eval_ef_end_to_end_with_bad_input(tmp_path, unet_ckpt):
     assert m["ef"]["no_beat_found"] == sum(row["ef_estimate"] == "n/a" for row in rows) >= 1
     assert (out / "ef_bland_altman.png").stat().st_size > 0 and (out / "ef_scatter.png").stat().st_size > 0
     assert "EF: no video with both a valid true EF" in r.output
+
+
+# --- any model through the runtime: pretrained, export folders, single graphs ----------------------
+
+from test_export_fixtures import export_base, exported, no_tensorrt  # noqa: E402,F401
+
+
+@pytest.fixture()
+def bundled(monkeypatch, tmp_path, exported):
+    from echoseg import pretrained
+    from echoseg.pretrained.bundle import bundle
+
+    dest = tmp_path / "pkg" / "echo-synth-matae-w16"
+    monkeypatch.setattr(pretrained, "FOLDER", dest)
+    bundle(exported / "matae-unet", dest)
+    return dest
+
+
+def _test_videos(root: Path) -> list[dict]:
+    with open(root / "FileList.csv", newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r["Split"] == "TEST"]
+
+
+def _runtime_ef(model, root: Path, backend: str = "auto", method: str = "discs") -> dict[str, float | None]:
+    """Each test video's EF as ef_from_masks reads it from the raw masks the runtime's session makes."""
+    from echoseg.runtime.backends import open_session
+    from echoseg.runtime.cardiac import ef_from_masks
+    from echoseg.runtime.stream import stream_video
+
+    out = {}
+    session = open_session(model, backend)
+    try:
+        for r in _test_videos(root):
+            masks: list = []
+            stream_video(root / "Videos" / f"{r['FileName']}.avi", session, clean_masks=False,
+                         sink=lambda i, f, m: masks.append(m.astype(np.uint8)))
+            out[r["FileName"]] = ef_from_masks(np.stack(masks), float(r["FPS"]), method=method)["ef_estimate_pct"]["value"]
+    finally:
+        session.close()
+    return out
+
+
+def _check_ef_csv(out: Path, expected: dict[str, float | None]) -> dict:
+    with open(out / "ef.csv", newline="") as fh:
+        rows = {r["FileName"]: r for r in csv.DictReader(fh)}
+    assert list(rows) == list(expected)
+    for name, ef in expected.items():
+        if ef is None:
+            assert rows[name]["ef_estimate"] == "n/a" and rows[name]["beats"] == "0"
+        else:
+            assert float(rows[name]["ef_estimate"]) == pytest.approx(ef, abs=0.006)
+            assert int(rows[name]["beats"]) >= 1 and rows[name]["volume_unit"] == "px3"
+    return json.loads((out / "metrics.json").read_text())["ef"]
+
+
+def test_echo_eval_ef_runs_the_bundled_model_and_an_export_folder(bundled, exported, synth_dir, tmp_path):
+    """Failed before: "pretrained: no such checkpoint or run directory"; exports could not be validated."""
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import eval_app
+
+    runner = CliRunner()
+    for i, (target, backend) in enumerate((("pretrained", "auto"), (str(exported / "matae-unet"), "onnxruntime"))):
+        out = tmp_path / f"ev{i}"
+        r = runner.invoke(eval_app, [target, "--data", str(synth_dir), "--split", "test", "--ef", "--out", str(out),
+                                     "--backend", backend], env={"COLUMNS": "250"})
+        assert r.exit_code == 0, r.output
+        expected = _runtime_ef(target, synth_dir, backend)
+        assert any(v is not None for v in expected.values()), expected  # the comparison below compares numbers
+        block = _check_ef_csv(out, expected)
+        assert block["videos"] == len(_test_videos(synth_dir)) and block["volume_method"] == "discs"
+        assert "EF" in r.output and "no such checkpoint" not in r.output
+
+
+def test_evaluate_ef_on_a_single_graph_with_area_length(tmp_path, synth_dir):
+    from tiny_onnx import write_tiny_onnx
+
+    from echoseg.train.ef import evaluate_ef
+
+    graph = write_tiny_onnx(tmp_path / "tiny.onnx")
+    block = evaluate_ef(graph, synth_dir, "test", tmp_path / "ev", method="area-length")
+    assert block["volume_method"] == "area-length" and block["videos"] == len(_test_videos(synth_dir))
+    _check_ef_csv(tmp_path / "ev", _runtime_ef(graph, synth_dir, method="area-length"))
+
+
+def test_an_unknown_ef_volume_is_refused_in_one_line_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import eval_app
+
+    r = CliRunner().invoke(eval_app, ["pretrained", "--data", str(tmp_path), "--ef", "--ef-volume", "biplane"])
+    assert r.exit_code == 1 and "--ef-volume 'biplane': use one of discs, area-length" in r.output

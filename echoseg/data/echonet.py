@@ -143,9 +143,12 @@ def video_path(root: Path, rec: VideoRecord) -> Path:
 
 
 def split_records(root: Path, split: str) -> list[VideoRecord]:
+    """The FileList rows of one split; ``all``: every row, whatever its split."""
+    if split.lower() == "all":
+        return read_filelist(root)
     want = SPLITS.get(split.lower())
     if want is None:
-        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} or all")
     return [r for r in read_filelist(root) if r.split == want]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from echoseg.atomic import check_writable, write_json
 from echoseg.data.video import VideoError, VideoReader
 
-from .cardiac import MAX_HEART_RATE_BPM, analyse, beat_in_cm
+from .cardiac import analyse, readout
 from .discover import choose
 from .backends import get as _backend, open_session
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
@@ -28,8 +28,6 @@ VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv
 DEFAULT_FPS = 50.0
 #: Largest --batch accepted (frames per inference call); far beyond any GPU's useful batch.
 MAX_BATCH = 4096
-EF_METHOD = ("estimate: single-plane area-length volumes V = 8 A^2 / (3 pi L) from the predicted masks, "
-             "per beat (ED = max area, ES = min area); not a clinical measurement")
 
 #: (video name, frames done, frames expected or 0)
 RunProgress = Callable[[str, int, int], None]
@@ -201,11 +199,12 @@ def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: 
         stats = stream_video(reader, session, batch=batch, sink=sink, progress=report, clean_masks=clean_masks)
         if sink is not None:
             sink.close()
-        cardiac = analyse(stats.area_px, stats.length_px, fps)
+        cardiac = analyse(stats.curves, fps=fps)
         write_frames_csv(staging.tmp / FRAMES_CSV, stats.area_px, stats.length_px, fps, cardiac, vinfo.spacing_cm)
         plot_area(staging.tmp / AREA_PNG, stats.area_px, fps, cardiac, f"{path.name}: LV area")
         summary = _summary(path, name, session, stats, cardiac, fps, fps_video <= 0, video, reason)
-        summary.update(_units(vinfo, cardiac, clean_masks, summary["beats"]))
+        summary.update(readout(cardiac, fps, vinfo.spacing_cm))
+        summary.update(_units(vinfo, clean_masks))
         write_json(staging.tmp / SUMMARY_JSON, summary)
         final = staging.commit()
         staging = None
@@ -235,9 +234,6 @@ def _cv2_error() -> type[Exception]:
 def _summary(path: Path, name: str, session: Session, stats: StreamStats, cardiac, fps: float,
              fps_assumed: bool, video: bool, reason: str) -> dict[str, Any]:
     info = session.info
-    beats = [b.to_dict() for b in cardiac.beats]
-    ed = cardiac.ed_frames
-    hr = 60.0 * fps * (len(ed) - 1) / (ed[-1] - ed[0]) if len(ed) > 1 else None
     return {
         "video": str(path), "name": name, "frames": stats.frames, "width": stats.width, "height": stats.height,
         "fps": fps, "fps_assumed": fps_assumed, "duration_s": stats.frames / fps,
@@ -245,21 +241,15 @@ def _summary(path: Path, name: str, session: Session, stats: StreamStats, cardia
         "backend": info.backend, "precision": info.precision, "device": info.device, "model": info.path,
         "backend_reason": reason, "granularity": info.meta.granularity, "model_name": info.meta.model.name,
         "threshold": info.meta.threshold, "batch": stats.batch,
-        "ed_frames": ed, "es_frames": cardiac.es_frames, "heart_rate_bpm": hr,
-        "beats": beats,
-        "ef_estimate_pct": {"per_beat": [b["ef_estimate_pct"] for b in beats], "mean": cardiac.ef_estimate_pct,
-                            "method": EF_METHOD, "max_heart_rate_bpm": MAX_HEART_RATE_BPM},
         "timings": stats.timings(),
         "outputs": {"frames_csv": FRAMES_CSV, "area_png": AREA_PNG, "summary_json": SUMMARY_JSON,
                     "overlay_video": OVERLAY_VIDEO if video else None},
     }
 
 
-def _units(vinfo, cardiac, clean_masks: bool, beats: list[dict]) -> dict[str, Any]:
-    """Where fps and spacing came from; per beat cm^2 / cm / mL beside the pixel figures when spacing is known."""
+def _units(vinfo, clean_masks: bool) -> dict[str, Any]:
+    """Where fps and spacing came from (with a spacing, readout gives cm^2 / cm / mL beside the pixel figures)."""
     sp = vinfo.spacing_cm
-    for b, beat in zip(beats, cardiac.beats):
-        b.update(beat_in_cm(beat, sp) if sp else {})
     return {"fps_source": vinfo.fps_source, "clean_masks": clean_masks,
             "pixel_spacing_cm": {"x": sp[0], "y": sp[1]} if sp else None}
 
@@ -270,4 +260,6 @@ def _csv_row(r: VideoResult) -> dict[str, Any]:
             "fps": s.get("fps"), "processing_fps": s.get("processing_fps"), "model_fps": s.get("model_fps"),
             "beats": len(s["beats"]) if s else None,
             "ef_estimate_mean_pct": (s.get("ef_estimate_pct") or {}).get("mean"),
+            "ef_estimate_pct": (s.get("ef_estimate_pct") or {}).get("value"),
+            "ef_beat_sd_pct": (s.get("ef_estimate_pct") or {}).get("sd"), "ef_flags": " ".join(s.get("ef_flags") or []),
             "backend": s.get("backend"), "precision": s.get("precision"), "out_dir": r.out_dir}

@@ -1,61 +1,85 @@
-"""LV measurements from masks: area, length, beats on the area curve, ED/ES, area-length EF.
+"""The cardiac read-out of one video: per-frame LV measurements -> beats -> EF per beat -> summary.
 
-Length choice: the LV long axis is the principal axis of the mask's pixels (largest second
-moment), and ``length_px`` is the mask's extent along it, i.e. the distance from the apex to
-the mitral plane measured along the long axis (the plane is roughly perpendicular to it in an
-apical four-chamber view). This needs no landmark detection and is stable from frame to frame.
+Volumes (runtime/discs.py): method of discs by default (20 discs perpendicular to the long axis,
+as clinical single-plane EF is measured), single-plane area-length as an option. Beats
+(runtime/beats.py): outlier frames repaired and counted, ED = max volume, ES = min volume per
+beat, robust to irregular RR and to clips of one beat. The EF reported is the median of the
+per-beat EFs, with their mean, spread and flags beside it.
 
-With a pixel spacing (DICOM), areas are also given in cm^2, lengths in cm and volumes in mL
-(cm^3): a pixel is dx*dy cm^2, and a length is scaled by sqrt(dx*dy), exact for the square
-pixels of ultrasound scan conversion and an approximation otherwise.
+The EF here is an *estimate* from predicted masks, not a clinical measurement. Volumes are in
+px^3 (named so) or, with a pixel spacing (DICOM), in mL.
 
-The EF here is an *estimate*: single-plane area-length volumes V = 8 A^2 / (3 pi L) from the
-predicted masks, per beat, in pixel units (the ratio makes the unit cancel). It is not a
-clinical measurement.
+``ef_from_masks`` is the read-out of a saved mask sequence, exactly as echo-run computes it from
+its own masks (clean-up included).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 
-from echoseg.data.echonet import area_length_volume_px3
+from .beats import MAX_HEART_RATE_BPM, MEASURE_SIGMA_S, find_beats, min_beat_frames, smooth
+from .discs import (FrameMeasure, area_length_volume_px3, disc_volume_px3, mask_area_px, mask_length_px,
+                    measure_mask, volume_scale)
 
-#: Highest heart rate considered plausible; sets the minimum spacing of two ED (or ES) frames.
-MAX_HEART_RATE_BPM = 200.0
-#: An extreme counts only if the smoothed area moves at least this fraction of its range.
-MIN_SWING_FRACTION = 0.3
-#: The last extreme of a video counts if the curve turned back by this fraction of that swing.
-END_TURN_FRACTION = 0.25
-#: Areas and lengths at ED/ES are read from curves smoothed with this sigma (frames).
-MEASURE_SIGMA = 1.0
+__all__ = ["Beat", "CardiacResult", "FrameCurves", "METHODS", "MAX_HEART_RATE_BPM", "analyse", "beat_in_cm",
+           "cm_per_px", "describe_ef", "disc_volume_px3", "ef_from_masks", "area_length_volume_px3", "mask_area_px",
+           "mask_length_px", "measure_mask", "min_beat_frames", "readout", "smooth"]
+
+#: Volume methods: method of discs (default) and single-plane area-length.
+METHODS = ("discs", "area-length")
+#: Per-beat EFs further apart than this (max - min, EF points) are flagged as disagreeing.
+BEATS_DISAGREE_POINTS = 10.0
+#: More repaired outlier frames than this fraction of the video is flagged.
+OUTLIER_FLAG_FRACTION = 0.1
+METHOD_TEXT = {
+    "discs": "method of discs (single plane, 20 discs perpendicular to the mask's long axis)",
+    "area-length": "single-plane area-length V = 8 A^2 / (3 pi L)",
+}
+FLAG_TEXT = {
+    "one_beat": "EF from a single beat",
+    "clip_edge": "ED or ES on the first or last frame: the true extreme may lie outside the clip",
+    "beats_disagree": f"per-beat EFs differ by more than {BEATS_DISAGREE_POINTS:g} points",
+    "many_outlier_frames": f"over {OUTLIER_FLAG_FRACTION:.0%} of frames were segmentation outliers (repaired)",
+    "no_beat": "no beat found",
+}
 
 
-def mask_area_px(mask: np.ndarray) -> int:
-    """Number of LV pixels."""
-    return int(np.count_nonzero(mask))
+@dataclass
+class FrameCurves:
+    """Per-frame measurements of a video's cleaned masks (what the read-out needs)."""
 
+    area_px: np.ndarray
+    length_px: np.ndarray
+    volume_discs_px3: np.ndarray
+    centre_xy: np.ndarray  # F x 2, NaN for an empty mask
 
-def mask_length_px(mask: np.ndarray) -> float:
-    """Extent of the mask along its principal (long) axis, in pixels; 0 for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if xs.size < 2:
-        return float(xs.size)
-    pts = np.stack([xs, ys], axis=1).astype(np.float64)
-    pts -= pts.mean(axis=0)
-    cov = pts.T @ pts / len(pts)
-    _, vecs = np.linalg.eigh(cov)
-    axis = vecs[:, -1]  # eigenvector of the largest eigenvalue
-    proj = pts @ axis
-    return float(proj.max() - proj.min() + 1.0)  # + one pixel: extents of pixel squares, not centres
+    @classmethod
+    def from_measures(cls, measures: Sequence[FrameMeasure]) -> "FrameCurves":
+        m = np.asarray(measures, dtype=np.float64).reshape(-1, len(FrameMeasure._fields))
+        return cls(m[:, 0].astype(np.int64), m[:, 1].copy(), m[:, 2].copy(), m[:, 3:5].copy())
+
+    @classmethod
+    def from_area_length(cls, area_px: np.ndarray, length_px: np.ndarray) -> "FrameCurves":
+        """Curves from area and length only (no disc volumes: area-length read-outs, old callers)."""
+        a = np.asarray(area_px, dtype=np.float64)
+        return cls(a, np.asarray(length_px, dtype=np.float64), np.full(a.size, np.nan), np.full((a.size, 2), np.nan))
+
+    def volume_px3(self, method: str) -> np.ndarray:
+        if method not in METHODS:
+            raise ValueError(f"unknown volume method {method!r}; use one of {', '.join(METHODS)}")
+        if method == "area-length":
+            return np.array([area_length_volume_px3(a, ln) for a, ln in zip(self.area_px, self.length_px)])
+        if np.isnan(self.volume_discs_px3).any():
+            raise ValueError("these curves carry no disc volumes; measure the masks (measure_mask) or use area-length")
+        return np.asarray(self.volume_discs_px3, dtype=np.float64)
 
 
 @dataclass(frozen=True)
 class Beat:
-    """One cardiac cycle on the area curve: ED (max area), then ES (min area)."""
+    """One cardiac cycle: ED (max volume) and ES (min volume); volumes in px^3."""
 
     ed_frame: int
     es_frame: int
@@ -77,146 +101,149 @@ class CardiacResult:
     es_frames: list[int]
     beats: list[Beat]
     smoothed_area_px: np.ndarray
+    method: str = "discs"
+    outlier_frames: list[int] = field(default_factory=list)
+    how: str = "ed-es"
+    frames: int = 0
+    volume_px3: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per frame, raw (before repair)
+
+    @property
+    def per_beat(self) -> list[float]:
+        return [b.ef_estimate_pct for b in self.beats]
 
     @property
     def ef_estimate_pct(self) -> float | None:
-        """Mean of the per-beat EF estimates (None when no beat was found)."""
+        """The EF reported: median of the per-beat EF estimates (None when no beat was found)."""
+        return float(np.median(self.per_beat)) if self.beats else None
+
+    @property
+    def ef_mean_pct(self) -> float | None:
+        return float(np.mean(self.per_beat)) if self.beats else None
+
+    @property
+    def ef_sd_pct(self) -> float | None:
+        """Beat-to-beat standard deviation (None with fewer than two beats)."""
+        return float(np.std(self.per_beat, ddof=1)) if len(self.beats) > 1 else None
+
+    @property
+    def flags(self) -> list[str]:
+        out = []
         if not self.beats:
-            return None
-        return float(np.mean([b.ef_estimate_pct for b in self.beats]))
+            out.append("no_beat")
+        elif len(self.beats) == 1:
+            out.append("one_beat")
+        if self.how == "clip-extremes":
+            out.append("clip_edge")
+        if len(self.beats) > 1 and max(self.per_beat) - min(self.per_beat) > BEATS_DISAGREE_POINTS:
+            out.append("beats_disagree")
+        if self.frames and len(self.outlier_frames) > OUTLIER_FLAG_FRACTION * self.frames:
+            out.append("many_outlier_frames")
+        return out
 
 
-def min_beat_frames(fps: float, max_hr_bpm: float = MAX_HEART_RATE_BPM) -> int:
-    """Fewest frames between two EDs at the highest plausible heart rate (at least 3)."""
-    return max(3, int(math.floor(fps * 60.0 / max_hr_bpm)))
+def analyse(curves: FrameCurves | np.ndarray, length_px: np.ndarray | None = None, fps: float = 50.0,
+            method: str = "discs", max_hr_bpm: float = MAX_HEART_RATE_BPM) -> CardiacResult:
+    """ED/ES frames and per-beat EF estimates from a video's per-frame curves.
 
-
-def smooth(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing with edge-value padding (adds no false extreme at the ends)."""
-    v = np.asarray(values, dtype=np.float64)
-    if sigma <= 0 or v.size < 3:
-        return v.copy()
-    radius = max(1, int(math.ceil(3 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    k /= k.sum()
-    padded = np.pad(v, radius, mode="edge")
-    return np.convolve(padded, k, mode="valid")
-
-
-def _alternating_extremes(s: np.ndarray, delta: float) -> tuple[list[tuple[int, str]], tuple[int, str] | None]:
-    """Maxima and minima that stand out by ``delta`` from the opposite extreme (hysteresis).
-
-    Also returns the extreme still pending at the end of the curve (no full swing after it).
-    """
-    out: list[tuple[int, str]] = []
-    hi_i = lo_i = 0
-    looking = ""  # "" until the first swing decides the direction
-    for i in range(1, len(s)):
-        if s[i] > s[hi_i]:
-            hi_i = i
-        if s[i] < s[lo_i]:
-            lo_i = i
-        if looking in ("", "max") and s[hi_i] - s[i] >= delta and hi_i < i:
-            out.append((hi_i, "max"))
-            looking, lo_i = "min", i
-        elif looking in ("", "min") and s[i] - s[lo_i] >= delta and lo_i < i:
-            out.append((lo_i, "min"))
-            looking, hi_i = "max", i
-    pending = (hi_i, "max") if looking == "max" else (lo_i, "min") if looking == "min" else None
-    return out, pending
-
-
-def _merge_close(picked: list[tuple[int, str]], values: np.ndarray, spacing: int) -> list[tuple[int, str]]:
-    """Two extremes of one kind closer than a plausible beat are one: keep the more extreme.
-
-    The opposite extreme between them is dropped too, so maxima and minima still alternate.
-    """
-    picked = list(picked)
-    i = 0
-    while i + 2 < len(picked):
-        (a, kind), _, (c, _) = picked[i:i + 3]
-        if c - a < spacing:
-            a_wins = values[a] >= values[c] if kind == "max" else values[a] <= values[c]
-            picked[i:i + 3] = [(a if a_wins else c, kind)]
-            i = max(0, i - 1)
-        else:
-            i += 1
-    return picked
-
-
-def analyse(area_px: np.ndarray, length_px: np.ndarray, fps: float,
-            max_hr_bpm: float = MAX_HEART_RATE_BPM) -> CardiacResult:
-    """ED/ES frames and per-beat area-length EF estimates from per-frame area and length.
-
-    The area curve is smoothed (sigma a sixth of the shortest plausible beat), extremes are
-    found with a hysteresis of MIN_SWING_FRACTION of the curve's robust range, extremes closer
-    than one plausible beat to another of the same kind are merged, and extremes on the first
-    or last frame are dropped (the true extreme may lie outside the video). A beat is an ED
-    followed by the ES before the next ED; a video with no such pair (shorter than a beat,
-    ES first) uses each ES and the ED after it instead, so its ED frame follows its ES.
-    """
-    area = np.asarray(area_px, dtype=np.float64)
-    length = np.asarray(length_px, dtype=np.float64)
-    n = area.size
-    spacing = min_beat_frames(fps if fps and fps > 0 else 50.0, max_hr_bpm)
-    s = smooth(area, spacing / 6.0)
-    empty = CardiacResult([], [], [], s)
-    if n < 3:
-        return empty
-    lo, hi = np.percentile(s, [2, 98])
-    if hi - lo <= max(1.0, 0.02 * hi):  # flat curve (or no LV at all): no beats to find
-        return empty
-    delta = MIN_SWING_FRACTION * (hi - lo)
-    extremes, pending = _alternating_extremes(s, delta)
-    lightly = smooth(area, MEASURE_SIGMA)
-    if pending is not None:
-        # The last extreme of the video counts if the curve clearly turned back after it.
-        i, kind = pending
-        turn = (lightly[i] - lightly[-1]) if kind == "max" else (lightly[-1] - lightly[i])
-        if i < n - 2 and turn >= END_TURN_FRACTION * delta:
-            extremes.append(pending)
-    picked = _merge_close(extremes, s, spacing)
-    picked = [(i, k) for i, k in picked if 0 < i < n - 1]
-    ed = [i for i, k in picked if k == "max"]
-    es = [i for i, k in picked if k == "min"]
-    # Volumes from lightly smoothed curves: one noisy frame should not make the EF.
-    a_meas, l_meas = lightly, smooth(length, MEASURE_SIGMA)
-    pairs = []
-    for e in ed:
-        nxt_ed = min([x for x in ed if x > e], default=n)
-        cands = [x for x in es if e < x < nxt_ed]
-        if cands:
-            pairs.append((e, cands[0]))
-    if not pairs:
-        # No ED followed by its ES (a clip shorter than a beat, cut mid-systole): an ES and the
-        # ED that follows it bound the same volume change (filling), so they give the EF too.
-        for t in es:
-            nxt_es = min([x for x in es if x > t], default=n)
-            cands = [x for x in ed if t < x < nxt_es]
-            if cands:
-                pairs.append((cands[0], t))
+    ``curves``: FrameCurves; or, for an area-length read-out, the area curve with ``length_px``."""
+    if not isinstance(curves, FrameCurves):
+        curves = FrameCurves.from_area_length(curves, length_px)
+        if method == "discs":
+            method = "area-length"  # nothing else can be computed from area and length
+    vol = curves.volume_px3(method)
+    area = np.asarray(curves.area_px, dtype=np.float64)
+    length = np.asarray(curves.length_px, dtype=np.float64)
+    fps = fps if fps and fps > 0 else 50.0
+    found = find_beats(vol, fps, length, curves.centre_xy, max_hr_bpm)
+    spacing = min_beat_frames(fps, max_hr_bpm)
+    keep = np.ones(area.size, bool)
+    keep[found.outlier_frames] = False
+    a_meas, l_meas = (_repaired_smooth(x, keep, fps) for x in (area, length))
     beats = []
-    for e, t in pairs:
-        edv = area_length_volume_px3(a_meas[e], l_meas[e])
-        esv = area_length_volume_px3(a_meas[t], l_meas[t])
+    for e, t in found.pairs:
+        edv, esv = float(found.measured[e]), float(found.measured[t])
         if edv <= 0:
             continue
         beats.append(Beat(ed_frame=e, es_frame=t, ed_area_px=float(a_meas[e]), es_area_px=float(a_meas[t]),
                           ed_length_px=float(l_meas[e]), es_length_px=float(l_meas[t]),
                           edv_px3=edv, esv_px3=esv, ef_estimate_pct=100.0 * (edv - esv) / edv))
-    return CardiacResult(ed, es, beats, s)
+    smoothed_area = smooth(_repaired_smooth(area, keep, 0.0), spacing / 6.0)
+    return CardiacResult(found.ed_frames, found.es_frames, beats, smoothed_area, method,
+                         found.outlier_frames, found.how, int(area.size), vol)
+
+
+def _repaired_smooth(x: np.ndarray, keep: np.ndarray, fps: float) -> np.ndarray:
+    """``x`` with the outlier frames interpolated, lightly smoothed as volumes are (fps 0: not smoothed)."""
+    v = np.asarray(x, dtype=np.float64).copy()
+    if (~keep).any() and keep.sum() >= 2:
+        idx = np.flatnonzero(keep)
+        v[~keep] = np.interp(np.flatnonzero(~keep), idx, v[idx])
+    return smooth(v, MEASURE_SIGMA_S * fps) if fps > 0 else v
 
 
 def cm_per_px(spacing_cm: tuple[float, float]) -> tuple[float, float]:
     """(cm^2 per pixel, cm per pixel of length) for a (dx, dy) spacing in cm."""
     dx, dy = (float(v) for v in spacing_cm)
-    return dx * dy, math.sqrt(dx * dy)
+    return dx * dy, float(np.sqrt(dx * dy))
 
 
 def beat_in_cm(beat: Beat, spacing_cm: tuple[float, float]) -> dict[str, float]:
     """A beat's ED/ES areas (cm^2), lengths (cm) and volumes (mL) for a pixel spacing in cm."""
     a, ln = cm_per_px(spacing_cm)
+    ml = volume_scale(spacing_cm)
     return {"ed_area_cm2": beat.ed_area_px * a, "es_area_cm2": beat.es_area_px * a,
             "ed_length_cm": beat.ed_length_px * ln, "es_length_cm": beat.es_length_px * ln,
-            "edv_ml": area_length_volume_px3(beat.ed_area_px * a, beat.ed_length_px * ln),
-            "esv_ml": area_length_volume_px3(beat.es_area_px * a, beat.es_length_px * ln)}
+            "edv_ml": beat.edv_px3 * ml, "esv_ml": beat.esv_px3 * ml}
+
+
+def readout(result: CardiacResult, fps: float, spacing_cm: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The EF part of summary.json: EF (median over beats), per beat, spread, flags, ED/ES, volumes.
+
+    Volumes are in mL (``edv_ml``/``esv_ml``) when the pixel spacing is known, and always in
+    px^3 (``edv_px3``/``esv_px3``); ``volume_unit`` names the unit of the headline EDV/ESV."""
+    beats = [b.to_dict() | (beat_in_cm(b, spacing_cm) if spacing_cm else {}) for b in result.beats]
+    ed = result.ed_frames
+    hr = 60.0 * fps * (len(ed) - 1) / (ed[-1] - ed[0]) if len(ed) > 1 and fps > 0 else None
+    unit = "ml" if spacing_cm else "px3"
+    per = result.per_beat
+    vols = {f"{k}_{unit}": (float(np.median([b[f"{k}_{unit}"] for b in beats])) if beats else None)
+            for k in ("edv", "esv")}
+    return {
+        "ed_frames": list(ed), "es_frames": list(result.es_frames), "heart_rate_bpm": hr, "beats": beats,
+        "ef_estimate_pct": {
+            "value": result.ef_estimate_pct, "median": result.ef_estimate_pct, "mean": result.ef_mean_pct,
+            "sd": result.ef_sd_pct, "range": [min(per), max(per)] if per else None, "per_beat": per,
+            "beats": len(per), "method": "estimate from predicted masks: " + METHOD_TEXT[result.method]
+            + "; ED = max, ES = min volume per beat; median over beats; not a clinical measurement",
+            "volume_method": result.method, "max_heart_rate_bpm": MAX_HEART_RATE_BPM, "beats_found_by": result.how,
+        },
+        "ef_flags": result.flags, "ef_flag_text": [FLAG_TEXT[f] for f in result.flags],
+        "outlier_frames": {"count": len(result.outlier_frames), "frames": list(result.outlier_frames)},
+        "volume_unit": "mL" if spacing_cm else "px^3 (pixel units: no pixel spacing known)", **vols,
+    }
+
+
+def describe_ef(summary: dict[str, Any]) -> str:
+    """One line for the console from a readout dict: EF, beats, spread, flags."""
+    ef = summary.get("ef_estimate_pct") or {}
+    if ef.get("value") is None:
+        return "no beat found (no EF)"
+    n = ef.get("beats", 0)
+    spread = f", beats {ef['range'][0]:.0f}-{ef['range'][1]:.0f}%" if n > 1 else ""
+    flags = summary.get("ef_flags") or []
+    return (f"EF estimate {ef['value']:.1f}% ({ef.get('volume_method', 'discs')}, median of {n} beat(s){spread})"
+            + (f" [flags: {', '.join(flags)}]" if flags else ""))
+
+
+def ef_from_masks(masks: np.ndarray | Sequence[np.ndarray], fps: float,
+                  spacing_cm: tuple[float, float] | None = None, method: str = "discs") -> dict[str, Any]:
+    """The read-out of a raw (binary, before clean-up) F x H x W mask sequence, as echo-run computes it.
+
+    Each mask is cleaned as echo-run cleans it (largest blob, holes filled), measured
+    (measure_mask), and the curves analysed at ``fps``; returns ``readout``'s dict with
+    ``frames`` and ``fps`` added."""
+    from .postprocess import clean_mask
+
+    measures = [measure_mask(clean_mask(np.asarray(m) > 0)) for m in masks]
+    result = analyse(FrameCurves.from_measures(measures), fps=fps, method=method)
+    return {"frames": len(measures), "fps": fps, **readout(result, fps, spacing_cm)}

@@ -35,6 +35,7 @@ def run(
 
     from echoseg.atomic import Terminated, sigterm_as_interrupt
     from echoseg.runtime.api import run_videos
+    from echoseg.runtime.cardiac import describe_ef
     from echoseg.runtime.session import SessionError
 
     err = Console(stderr=True)
@@ -73,8 +74,7 @@ def run(
             err.print(f"[red]failed:[/red] {r.error}", highlight=False, soft_wrap=True)
             continue
         s = r.summary
-        ef = s["ef_estimate_pct"]["mean"]
-        ef_text = f"EF estimate {ef:.1f}% over {len(s['beats'])} beat(s)" if ef is not None else "no full beat found"
+        ef_text = describe_ef(s)
         console.print(f"{r.input}: {s['frames']} frames, {s['processing_fps']:.1f} fps end to end "
                       f"({s['backend']} {s['precision']}), {ef_text} -> {r.out_dir}", highlight=False, soft_wrap=True)
     for line in run_errors:

@@ -17,6 +17,7 @@ import numpy as np
 
 from echoseg.atomic import LockHeld, atomic_path, exclusive, remove_stale_temps
 from .cardiac import CardiacResult, cm_per_px
+from .discs import volume_scale
 from .overlay import overlay_frame
 
 FRAMES_CSV = "frames.csv"
@@ -27,7 +28,10 @@ SUMMARY_CSV = "summary.csv"
 #: Written into every output folder echo-run creates; only such folders are ever replaced.
 RUN_MARKER = ".echoseg-run"
 SUMMARY_CSV_FIELDS = ("video", "status", "error", "frames", "fps", "processing_fps", "model_fps", "beats",
-                      "ef_estimate_mean_pct", "backend", "precision", "out_dir")
+                      "ef_estimate_mean_pct", "backend", "precision", "out_dir", "ef_estimate_pct", "ef_beat_sd_pct",
+                      "ef_flags")
+#: Headers of summary.csv files earlier versions wrote (still ours to replace).
+_OLD_SUMMARY_HEADERS = (",".join(SUMMARY_CSV_FIELDS[:12]),)
 
 
 class OverlaySink:
@@ -144,16 +148,19 @@ def _refuse_foreign(final: Path) -> None:
 
 def write_frames_csv(path: Path, area_px: np.ndarray, length_px: np.ndarray, fps: float,
                      cardiac: CardiacResult, spacing_cm: tuple[float, float] | None = None) -> None:
-    """One row per frame: frame, time_s, lv_area_px, lv_length_px, is_ed, is_es (+ lv_area_cm2, lv_length_cm)."""
-    ed, es = set(cardiac.ed_frames), set(cardiac.es_frames)
+    """One row per frame: frame, time_s, lv_area_px, lv_length_px, lv_volume_px3 (the read-out's volume method),
+    is_ed, is_es, is_outlier (+ lv_area_cm2, lv_length_cm, lv_volume_ml with a pixel spacing)."""
+    ed, es, bad = set(cardiac.ed_frames), set(cardiac.es_frames), set(cardiac.outlier_frames)
     cm2, cm = cm_per_px(spacing_cm) if spacing_cm else (0.0, 0.0)
+    ml = volume_scale(spacing_cm) if spacing_cm else 0.0
+    vol = cardiac.volume_px3 if len(cardiac.volume_px3) == len(area_px) else np.full(len(area_px), np.nan)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["frame", "time_s", "lv_area_px", "lv_length_px", "is_ed", "is_es"]
-                   + (["lv_area_cm2", "lv_length_cm"] if spacing_cm else []))
-        for i, (a, ln) in enumerate(zip(area_px, length_px)):
-            w.writerow([i, f"{i / fps:.4f}", int(a), f"{ln:.2f}", int(i in ed), int(i in es)]
-                       + ([f"{a * cm2:.4f}", f"{ln * cm:.4f}"] if spacing_cm else []))
+        w.writerow(["frame", "time_s", "lv_area_px", "lv_length_px", "lv_volume_px3", "is_ed", "is_es", "is_outlier"]
+                   + (["lv_area_cm2", "lv_length_cm", "lv_volume_ml"] if spacing_cm else []))
+        for i, (a, ln, v) in enumerate(zip(area_px, length_px, vol)):
+            w.writerow([i, f"{i / fps:.4f}", int(a), f"{ln:.2f}", f"{v:.1f}", int(i in ed), int(i in es), int(i in bad)]
+                       + ([f"{a * cm2:.4f}", f"{ln * cm:.4f}", f"{v * ml:.3f}"] if spacing_cm else []))
 
 
 def plot_area(path: Path, area_px: np.ndarray, fps: float, cardiac: CardiacResult, title: str) -> None:
@@ -170,7 +177,8 @@ def plot_area(path: Path, area_px: np.ndarray, fps: float, cardiac: CardiacResul
     if es:
         series.append(Series(t[es], area[es], "ES", GREEN, 0, "v"))
     ef = cardiac.ef_estimate_pct
-    line_chart(path, series, title + (f"  (EF estimate {ef:.1f}%)" if ef is not None else "  (no full beat found)"),
+    line_chart(path, series, title + (f"  (EF estimate {ef:.1f}%, median of {len(cardiac.beats)} beat(s))"
+                                      if ef is not None else "  (no beat found)"),
                "time (s)", "LV area (px)")
 
 
@@ -194,7 +202,7 @@ def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
 def _is_our_summary(path: Path) -> bool:
     try:
         with open(path, newline="") as fh:
-            return fh.readline().strip() == ",".join(SUMMARY_CSV_FIELDS)
+            return fh.readline().strip() in (",".join(SUMMARY_CSV_FIELDS), *_OLD_SUMMARY_HEADERS)
     except (OSError, UnicodeDecodeError):
         return False
 

@@ -22,7 +22,7 @@ import numpy as np
 from echoseg.config import logit_cut
 from echoseg.data.video import VideoError, VideoReader
 
-from .cardiac import mask_area_px, mask_length_px
+from .cardiac import FrameCurves, measure_mask
 from .postprocess import clean_mask
 from .session import Session, SessionInfo, preprocess
 
@@ -56,6 +56,7 @@ class StreamStats:
     postprocess_s: float = 0.0  # writer thread busy: masks, measurements, sink
     wall_s: float = 0.0
     batch_latency_ms: list[float] = field(default_factory=list)
+    curves: FrameCurves | None = None  # per-frame area, length, disc volume, centre (the cardiac read-out's input)
 
     @property
     def model_fps(self) -> float:
@@ -165,8 +166,7 @@ def _stream(source: str | os.PathLike | VideoReader, session: Session, batch: in
     q_in: queue.Queue = queue.Queue(maxsize=max(2, queue_batches * batch))
     q_out: queue.Queue = queue.Queue(maxsize=max(1, queue_batches))
     stop = threading.Event()
-    areas: list[int] = []
-    lengths: list[float] = []
+    measures: list = []
     writer_error: list[BaseException] = []
     t_start = time.perf_counter()
 
@@ -206,8 +206,7 @@ def _stream(source: str | os.PathLike | VideoReader, session: Session, batch: in
                 for frame, lg in zip(frames, logits):
                     mask = mask_at(lg[0], frame.shape[0], frame.shape[1], cut)
                     mask = clean_mask(mask) if clean_masks else mask
-                    areas.append(mask_area_px(mask))
-                    lengths.append(mask_length_px(mask))
+                    measures.append(measure_mask(mask))
                     if sink is not None:
                         sink(index, frame, mask)
                     index += 1
@@ -261,9 +260,10 @@ def _stream(source: str | os.PathLike | VideoReader, session: Session, batch: in
     if writer_error:
         raise writer_error[0]
     stats.wall_s = time.perf_counter() - t_start
-    stats.frames = len(areas)
-    stats.area_px = np.asarray(areas, dtype=np.int64)
-    stats.length_px = np.asarray(lengths, dtype=np.float64)
+    stats.curves = FrameCurves.from_measures(measures)
+    stats.frames = len(measures)
+    stats.area_px = stats.curves.area_px
+    stats.length_px = stats.curves.length_px
     if stats.frames == 0:
         raise VideoError(path, "no frames could be decoded (empty, truncated or corrupt video)")
     return stats

@@ -216,7 +216,7 @@ def evaluate(
     runs: List[Path] = typer.Argument(..., help="Run folders or checkpoints (several make one table)"),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder (EchoNet-Dynamic or frame folders); "
                                         "not needed to --compare cross-validation folders"),
-    split: str = typer.Option("test", "--split", help="train, val or test"),
+    split: str = typer.Option("test", "--split", help="train, val or test (EchoNet folders: also all)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <run>/eval-<split>; "
                                                             "with several runs, OUT/<run name>)"),
     device: str = typer.Option("auto", "--device"),
@@ -224,7 +224,10 @@ def evaluate(
                                  "runs (seeds): mean with a bootstrap 95% CI over videos; cross-validation "
                                  "folders (echo-train --folds) are compared fold by fold"),
     ef: bool = typer.Option(False, "--ef", help="EchoNet: also validate echo-run's EF read-out against FileList.csv "
-                            "(ef.csv, Bland-Altman and scatter PNGs, 'ef' in metrics.json)"),
+                            "(ef.csv, Bland-Altman and scatter PNGs, 'ef' in metrics.json), for any model: "
+                            "checkpoints in PyTorch, exports and pretrained through the runtime (--backend)"),
+    ef_volume: str = typer.Option("discs", "--ef-volume", help="--ef volumes: discs (method of discs, the "
+                                  "default) or area-length"),
     clean_masks: bool = typer.Option(False, "--clean-masks", help="Score the masks after echo-run's clean-up "
                                      "(largest blob, holes filled), as echo-run measures them"),
     backend: str = typer.Option("auto", "--backend", "-b", help="Exports and pretrained: auto (what echo-run "
@@ -246,6 +249,12 @@ def evaluate(
     for col in ("run", "model", "g", "GMACs", "frames", "Dice (95% CI)", "IoU", "pixel acc."):
         table.add_column(col, justify="left" if col == "model" else "right")
     failed, scored = 0, []
+    if ef:
+        from echoseg.runtime.cardiac import METHODS
+
+        if ef_volume not in METHODS:
+            _error_line(f"--ef-volume {ef_volume!r}: use one of {', '.join(METHODS)}")
+            raise typer.Exit(1)
     for run in runs:
         target = (out / run.name if len(runs) > 1 else out) if out else None
         if compare and (run / "cv.json").is_file():
@@ -263,7 +272,8 @@ def evaluate(
             if ef:
                 from .ef import evaluate_ef, summary_line
 
-                console.print(f"{run}: {summary_line(evaluate_ef(run, data, split, r['out'], device))}")
+                block = evaluate_ef(run, data, split, r["out"], device, backend=backend, method=ef_volume)
+                console.print(f"{run}: {summary_line(block)}")
         except (*_user_errors(), ValueError, SessionError) as exc:
             _error_line(f"{run}: {exc}")
             failed += 1

@@ -1,13 +1,16 @@
-"""The runtime's EF read-out validated against FileList.csv (``echo-eval --ef``).
+"""The runtime's EF read-out validated against FileList.csv (``echo-eval --ef``), for any model.
 
 Every video of the split goes through the same streaming loop and cardiac read-out that
-echo-run ships (runtime/stream.py, runtime/cardiac.py: masks cleaned, beats on the area
-curve, single-plane area-length EF per beat, averaged), run by the checkpoint's model in
-PyTorch. The estimate is compared with the EF FileList.csv gives (MAE, RMSE, bias, Pearson
-r, R^2, agreement of the <40 / 40-50 / >50 % classes, Bland-Altman limits), and the ED/ES
-frames found with the traced ones (distance to the nearest found frame of the same kind).
-A NaN or out-of-range EF leaves that video out of the EF metrics (a warning, a count); a
-video without a full beat gets "n/a" in ef.csv; an unreadable one is counted as failed.
+echo-run ships (runtime/stream.py, runtime/cardiac.py: masks cleaned, method-of-discs volumes,
+beats with outlier frames repaired, EF per beat, median over beats), run by what echo-run runs:
+a checkpoint or run folder in PyTorch, an export folder, a single .onnx/engine or ``pretrained``
+with the runtime's choice of file and backend (``auto``) or the one named. The estimate is
+compared with the EF FileList.csv gives (MAE, RMSE, bias, Pearson r, R^2, agreement of the
+<40 / 40-50 / >50 % classes, Bland-Altman limits), and the ED/ES frames found with the traced
+ones (distance to the nearest found frame of the same kind). A NaN or out-of-range EF leaves that
+video out of the EF metrics (a warning, a count); a video without a beat gets "n/a" in ef.csv;
+an unreadable one is counted as failed. Flags of the read-out (one beat, beats disagree, ...)
+are in ef.csv and counted.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ SCATTER_PNG = "ef_scatter.png"
 #: EF classes (percent): reduced, mid-range, preserved. A value on a bound goes to the middle class.
 EF_CLASSES = ("<40", "40-50", ">50")
 EF_RANGE = (0.0, 100.0)
-CSV_FIELDS = ("FileName", "ef_true", "ef_estimate", "error", "beats", "ed_traced", "es_traced",
-              "ed_found", "es_found", "ed_error_frames", "es_error_frames", "note")
+CSV_FIELDS = ("FileName", "ef_true", "ef_estimate", "error", "beats", "ef_per_beat", "ef_beat_sd", "flags",
+              "outlier_frames", "edv", "esv", "volume_unit", "ed_traced", "es_traced", "ed_found", "es_found",
+              "ed_error_frames", "es_error_frames", "note")
 
 
 def ef_class(ef: float) -> str:
@@ -55,22 +59,41 @@ def _traced_ed_es(rows_by_frame) -> tuple[int | None, int | None]:
     return (next(f for f, p in phase.items() if p == "ED"), next(f for f, p in phase.items() if p == "ES"))
 
 
+def open_model(target: str | Path, backend: str = "auto", device: str = "auto"):
+    """A runtime Session for any model: a checkpoint or run folder in PyTorch on ``device``;
+    an export folder, an .onnx file, an engine or ``pretrained`` as echo-run opens it (``backend``
+    auto: echo-run's choice of file and backend)."""
+    from echoseg import pretrained
+    from echoseg.artifacts import ArtifactError, artifact_kind
+    from echoseg.runtime.backends import open_session
+
+    if not pretrained.is_name(target):
+        try:
+            kind = artifact_kind(target) if Path(target).exists() else "checkpoint"
+        except ArtifactError:
+            kind = "checkpoint"
+        if kind not in ("export-dir", "onnx", "engine"):
+            from .checkpoint import load_checkpoint
+
+            return open_session(load_checkpoint(target).path, "torch", device=device)
+    return open_session(target, backend)
+
+
 def measure_videos(run: str | Path, data: str | Path, split: str = "test", device: str = "auto", batch: int = 16,
-                   progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+                   progress: Callable[[int, int], None] | None = None, backend: str = "auto",
+                   method: str = "discs") -> list[dict[str, Any]]:
     """One row per video of the split (the columns of ef.csv, None where there is nothing)."""
     from echoseg.data.echonet import read_tracings, split_records, video_path
     from echoseg.data.frameset import SkipReport
-    from echoseg.data.video import VideoError, probe
-    from echoseg.runtime.cardiac import analyse
-    from echoseg.runtime.backends import open_session
+    from echoseg.data.video import VideoError, VideoReader
+    from echoseg.runtime.api import DEFAULT_FPS
+    from echoseg.runtime.cardiac import analyse, readout
     from echoseg.runtime.stream import stream_video
-
-    from .checkpoint import load_checkpoint
 
     root = Path(data)
     records = split_records(root, split)
     tracings = read_tracings(root, SkipReport())
-    session = open_session(load_checkpoint(run).path, "torch", device=device)
+    session = open_model(run, backend, device)
     rows = []
     try:
         for i, rec in enumerate(records, start=1):
@@ -78,16 +101,22 @@ def measure_videos(run: str | Path, data: str | Path, split: str = "test", devic
             row: dict[str, Any] = {"FileName": rec.name, "ef_true": rec.ef, "ed_traced": ed_t, "es_traced": es_t,
                                    "beats": 0, "note": ""}
             try:
-                path = video_path(root, rec)
-                fps = probe(path).fps or (rec.fps if rec.fps == rec.fps and rec.fps > 0 else 50.0)
-                stats = stream_video(path, session, batch=batch)
-                cardiac = analyse(stats.area_px, stats.length_px, fps)
+                reader = VideoReader(video_path(root, rec))  # echo-run's reader: its frame rate, its spacing
+                fps = reader.info.fps if reader.info.fps > 0 else DEFAULT_FPS
+                spacing = reader.info.spacing_cm
+                stats = stream_video(reader, session, batch=batch)
+                cardiac = analyse(stats.curves, fps=fps, method=method)
+                out = readout(cardiac, fps, spacing)
+                unit = "ml" if spacing else "px3"
                 row.update(ef_estimate=cardiac.ef_estimate_pct, beats=len(cardiac.beats),
+                           ef_per_beat=[round(x, 2) for x in cardiac.per_beat], ef_beat_sd=cardiac.ef_sd_pct,
+                           flags=out["ef_flags"], outlier_frames=len(cardiac.outlier_frames),
+                           edv=out[f"edv_{unit}"], esv=out[f"esv_{unit}"], volume_unit=unit,
                            ed_found=cardiac.ed_frames, es_found=cardiac.es_frames,
                            ed_error_frames=_nearest_error(cardiac.ed_frames, ed_t),
                            es_error_frames=_nearest_error(cardiac.es_frames, es_t))
                 if cardiac.ef_estimate_pct is None:
-                    row["note"] = "no full beat found"
+                    row["note"] = "no beat found"
             except VideoError as exc:
                 row.update(ef_estimate=None, note=f"failed: {exc.cause}")
                 log.warning("EF: %s", exc)
@@ -115,13 +144,17 @@ def ef_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "n": len(ok), "videos": len(rows), "left_out_bad_true_ef": len(bad_truth),
         "no_beat_found": sum(r.get("ef_estimate") is None and not r["note"].startswith("failed") for r in rows),
         "failed": sum(r["note"].startswith("failed") for r in rows),
-        "method": "echo-run's read-out: masks cleaned, beats on the area curve, single-plane area-length EF "
-                  "per beat, mean over beats; torch backend",
+        "flagged": {f: sum(f in (r.get("flags") or []) for r in ok)
+                    for f in ("one_beat", "clip_edge", "beats_disagree", "many_outlier_frames")},
+        "method": "echo-run's read-out: masks cleaned, outlier frames repaired, ED/ES per beat, EF per beat, "
+                  "median over beats",
     }
     if len(ok):
         sd = float(d.std(ddof=1)) if len(ok) > 1 else 0.0
         ss_tot = float(((t - t.mean()) ** 2).sum())
         agree = [ef_class(a) == ef_class(b) for a, b in zip(t, e)]
+        worst = int(np.argmax(np.abs(d)))
+        out.update(worst_error=float(d[worst]), worst_video=ok[worst]["FileName"])
         out.update(mae=float(np.abs(d).mean()), rmse=float(np.sqrt((d ** 2).mean())), bias=float(d.mean()),
                    sd_diff=sd, limits_of_agreement=[float(d.mean() - 1.96 * sd), float(d.mean() + 1.96 * sd)],
                    pearson_r=float(np.corrcoef(t, e)[0, 1]) if len(ok) > 1 and t.std() > 0 and e.std() > 0 else None,
@@ -143,7 +176,7 @@ def _cell(v: Any) -> Any:
         return "n/a"
     if isinstance(v, float):
         return "n/a" if not math.isfinite(v) else f"{v:.2f}"
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return " ".join(str(x) for x in v)
     return v
 
@@ -204,15 +237,17 @@ def _save(fig, path: Path, plt) -> None:
 def summary_line(m: dict[str, Any]) -> str:
     """One line for the console: MAE, bias, r and what was left out."""
     if not m["n"]:
-        return f"EF: no video with both a valid true EF and a full beat (of {m['videos']}); see ef.csv"
+        return f"EF: no video with both a valid true EF and a beat (of {m['videos']}); see ef.csv"
     r = f"{m['pearson_r']:.2f}" if m.get("pearson_r") is not None else "n/a"
-    return (f"EF MAE {m['mae']:.2f} points, bias {m['bias']:+.2f}, r {r}, class agreement "
+    return (f"EF MAE {m['mae']:.2f} points, bias {m['bias']:+.2f}, worst {m['worst_error']:+.1f} "
+            f"({m['worst_video']}), r {r}, class agreement "
             f"{100 * m['class_agreement']:.0f}% over n={m['n']} of {m['videos']} videos ({m['no_beat_found']} without "
-            f"a full beat, {m['left_out_bad_true_ef']} with a bad true EF, {m['failed']} failed); wrote ef.csv")
+            f"a beat, {m['left_out_bad_true_ef']} with a bad true EF, {m['failed']} failed); wrote ef.csv")
 
 
 def evaluate_ef(run: str | Path, data: str | Path, split: str, out_dir: str | Path, device: str = "auto",
-                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[int, int], None] | None = None, backend: str = "auto",
+                method: str = "discs") -> dict[str, Any]:
     """Measure, write ef.csv and the two plots, add the ``ef`` block to out_dir/metrics.json; return the block."""
     import json
 
@@ -222,8 +257,9 @@ def evaluate_ef(run: str | Path, data: str | Path, split: str, out_dir: str | Pa
     if detect_layout(data) != "echonet":
         raise DataError(f"{data}: --ef needs an EchoNet-Dynamic folder (FileList.csv with EF, Videos/)")
     out = Path(out_dir)
-    rows = measure_videos(run, data, split, device, progress=progress)
+    rows = measure_videos(run, data, split, device, progress=progress, backend=backend, method=method)
     block = ef_metrics(rows)
+    block["volume_method"] = method
     out.mkdir(parents=True, exist_ok=True)
     write_ef_csv(out / EF_CSV, rows)
     plot_ef(out, rows, block)
