@@ -3,17 +3,18 @@
 Scanner screens and PACS exports hold more than the imaging sector: UI text, depth rulers, an
 ECG trace, black bars. The model was trained on EchoNet-style frames (the sector alone, square,
 112x112), so echo-run finds the sector, takes its bounding box, pads it with black to a square
-(the aspect is kept: never stretched; the box sits at the top, centred across) and resizes that to the model's input; the masks are
+(the aspect is kept: never stretched; the box sits at the bottom, centred across, as EchoNet frames show it) and resizes that to the model's input; the masks are
 mapped back onto the input's own pixel grid.
 
 Finding the sector (:func:`find_sector`) uses what sets the image apart from what is drawn
 around it: speckle changes from frame to frame everywhere inside the sector, while text, rulers
 and marks are static and a moving ECG trace changes only along a thin line. So: the temporal
 standard deviation of each pixel (on a copy at most ``ANALYSIS_SIDE`` pixels wide), pixels above
-an adaptive threshold, the local density of such pixels in a window several line widths wide
+an adaptive threshold that also change in most frames (a median absolute deviation over time above 0), the local density of such pixels in a window several line widths wide
 (a thin line never fills it), an opening that removes what is left of lines and digits, the
-largest connected region with its holes filled (a dark cavity inside the sector is still the
-sector), its bounding box. A box covering most of the frame (an EchoNet-style clip, where the
+largest connected region and the pieces next to it (dark blood pools and drop-out split a real
+sector), their convex hull (a sector is convex; a dark cavity inside it is still the sector),
+its bounding box. A box covering most of the frame (an EchoNet-style clip, where the
 sector fills it) means the whole frame: ``auto`` is then the same as ``full``.
 """
 
@@ -44,11 +45,19 @@ MIN_PROBE_FRAMES = 4
 #: Longest side of the copy the statistics are computed on.
 ANALYSIS_SIDE = 256
 #: A found square at least this fraction of the whole frame's square side means the whole frame.
-FULL_SIDE_FRACTION = 0.85
+FULL_SIDE_FRACTION = 0.8
 #: A found region smaller than this fraction of the frame's area is not believed.
 MIN_AREA_FRACTION = 0.02
 #: Share of the pixels in a window that must change over time for the window to count as sector.
 DENSITY_CUT = 0.5
+#: Pieces of the sector (split by dark areas) are merged when this close (a fraction of the analysis side)
+#: and at least MERGE_MIN of the largest piece's area.
+MERGE_GAP = 0.04
+MERGE_MIN = 0.02
+#: The region then grows, by at most GROW of the analysis side, into pixels whose temporal median
+#: absolute deviation exceeds GROW_STD grey levels.
+GROW = 0.08
+GROW_STD = 1.0
 #: Temporal standard deviation (grey levels) below which a pixel counts as static, at the least.
 MIN_STD = 2.5
 #: The threshold also scales with the sector's own variation (a fraction of the 95th percentile).
@@ -85,9 +94,13 @@ class Crop:
 
     @property
     def pad(self) -> tuple[int, int]:
-        """(left, top) black padding: the box is centred across and kept at the top of its square
-        (the probe's apex stays at the top edge, as in EchoNet-style frames)."""
-        return (self.side - self.w) // 2, 0
+        """(left, top) black padding: the box is centred across and sits at the bottom of its square.
+
+        EchoNet-style frames show the sector that way: it spans the width and reaches the bottom,
+        with a strip of black above the probe's apex. A screen's sector is then seen as the model's
+        training frames showed it (measured: the apex kept at the top moved the read-out of real
+        clips pasted into a screen by up to 8 EF points)."""
+        return (self.side - self.w) // 2, self.side - self.h
 
     @property
     def identity(self) -> bool:
@@ -195,7 +208,10 @@ def sector_map(frames: Iterable[np.ndarray], max_frames: int = PROBE_FRAMES) -> 
     g = np.stack(grey)
     std = g.std(axis=0)
     tau = max(MIN_STD, STD_FRACTION * float(np.percentile(std, 95)))
-    active = (std > tau).astype(np.float32)
+    # a trace or a cursor crosses a pixel in a few frames only, speckle changes it in most: the
+    # median absolute deviation over time is 0 for the former (the median ignores those frames)
+    mad = np.median(np.abs(g - np.median(g, axis=0)), axis=0)
+    active = ((std > tau) & (mad > 0)).astype(np.float32)
     side = max(active.shape)
     k = max(5, int(round(side * 0.03)) | 1)
     density = cv2.blur(active, (k, k), borderType=cv2.BORDER_CONSTANT)
@@ -206,12 +222,55 @@ def sector_map(frames: Iterable[np.ndarray], max_frames: int = PROBE_FRAMES) -> 
     n, labels, st, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
     if n <= 1:
         return np.zeros(cand.shape, bool), scale, len(grey)
-    best = 1 + int(np.argmax(st[1:, cv2.CC_STAT_AREA]))
-    region = (labels == best).astype(np.uint8)
-    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    keep = _near_largest(st[1:], gap=MERGE_GAP * side)
+    region = np.isin(labels, 1 + np.asarray(keep)).astype(np.uint8)
+    filled = _hull(region)
+    # the sector's dark edges (far field, a dark lateral wall) vary only a little: grow the region
+    # into pixels that vary at all, next to it (static text and rulers do not vary; a trace lies apart)
+    r = max(3, int(round(GROW * side)))
+    zone = cv2.dilate(filled, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    weak = ((std > GROW_STD) & (mad > 0) & (zone > 0)).astype(np.uint8)
+    weak = cv2.morphologyEx(weak, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))) | filled
+    n, labels = cv2.connectedComponents(weak, connectivity=8)
+    touching = np.unique(labels[filled > 0])
+    return _hull(np.isin(labels, touching[touching > 0]).astype(np.uint8)).astype(bool), scale, len(grey)
+
+
+def _hull(region: np.ndarray) -> np.ndarray:
+    import cv2
+
     filled = np.zeros_like(region)
-    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
-    return filled.astype(bool), scale, len(grey)
+    cv2.fillConvexPoly(filled, cv2.convexHull(cv2.findNonZero(region)), 1)
+    return filled
+
+
+def _near_largest(stats: np.ndarray, gap: float) -> list[int]:
+    """Indices of the largest component and of those (over MERGE_MIN of its area) within ``gap`` of the region so far.
+
+    A real sector falls apart where the image is dark (blood pools, drop-out, the far field); its
+    pieces lie next to each other, while a trace or a text block lies apart. The region is then
+    the convex hull of the pieces (a sector is convex)."""
+    import cv2
+
+    area = stats[:, cv2.CC_STAT_AREA]
+    order = [int(i) for i in np.argsort(-area)]
+    kept = [order[0]]
+    x0, y0 = stats[order[0], 0], stats[order[0], 1]
+    x1, y1 = x0 + stats[order[0], 2], y0 + stats[order[0], 3]
+    grew = True
+    while grew:
+        grew = False
+        for i in order:
+            if i in kept or area[i] < MERGE_MIN * area[order[0]]:
+                continue
+            bx0, by0, bw, bh = stats[i, :4]
+            dx = max(x0 - (bx0 + bw), bx0 - x1, 0)
+            dy = max(y0 - (by0 + bh), by0 - y1, 0)
+            if max(dx, dy) <= gap:
+                kept.append(i)
+                x0, y0, x1, y1 = min(x0, bx0), min(y0, by0), max(x1, bx0 + bw), max(y1, by0 + bh)
+                grew = True
+    return kept
 
 
 def find_sector(frames: Iterable[np.ndarray], width: int, height: int, max_frames: int = PROBE_FRAMES) -> Crop:
@@ -231,11 +290,11 @@ def find_sector(frames: Iterable[np.ndarray], width: int, height: int, max_frame
                                         "to be the sector: whole frame used")
     ys, xs = np.nonzero(region)
     inv = 1.0 / scale
-    margin = 1.0 * inv  # one analysis pixel each side: the box edge is blurred by the density window
-    x0 = max(0, int(np.floor(xs.min() * inv - margin)))
-    y0 = max(0, int(np.floor(ys.min() * inv - margin)))
-    x1 = min(width, int(np.ceil((xs.max() + 1) * inv + margin)))
-    y1 = min(height, int(np.ceil((ys.max() + 1) * inv + margin)))
+    lo, hi = float(xs.min()), float(xs.max() + 1)
+    x0 = max(0, int(np.floor(lo * inv)))
+    y0 = max(0, int(np.floor(ys.min() * inv)))
+    x1 = min(width, int(np.ceil(hi * inv)))
+    y1 = min(height, int(np.ceil((ys.max() + 1) * inv)))
     crop = Crop(x0, y0, x1 - x0, y1 - y0, width, height, "sector",
                 f"varying speckle region over {used} frames ({100 * frac:.0f}% of the frame)")
     return settle(crop)
