@@ -262,6 +262,8 @@ def run_one(path: Path | str, session: Session, out_dir: Path, batch: int = 8, v
                     timer.cancel()
         for sink in sinks:
             sink.close()
+        if watcher is not None:
+            watcher.finish()
         cardiac = analyse(stats.area_px, stats.length_px, fps)
         write_frames_csv(staging.tmp / FRAMES_CSV, stats.area_px, stats.length_px, fps, cardiac, vinfo.spacing_cm)
         plot_area(staging.tmp / AREA_PNG, stats.area_px, fps, cardiac, f"{_display(path)}: LV area")

@@ -58,6 +58,11 @@ class BeatWatcher:
             self._offset += drop
             del self._area[:drop], self._length[:drop]
 
+    def finish(self) -> None:
+        """At the end of the stream: report the beats the last frames completed."""
+        if self._area:
+            self._check(len(self._area))
+
     def _check(self, n: int) -> None:
         start = max(0, len(self._area) - self._window)
         base = self._offset + start
