@@ -23,7 +23,7 @@ from .live import BeatWatcher, OnBeat, stop_on_interrupt
 from .masks import MASK_FORMATS, mask_sink
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
-from .sector import RoiError, parse_roi, resolve_crop
+from .sector import parse_roi, resolve_crop
 from .session import Session, SessionError
 from .stream import StreamStats, stream_batch, stream_video
 
@@ -39,6 +39,10 @@ EF_METHOD = ("estimate: single-plane area-length volumes V = 8 A^2 / (3 pi L) fr
 
 #: (video name, frames done, frames expected or 0)
 RunProgress = Callable[[str, int, int], None]
+
+
+class OptionError(ValueError):
+    """A run option (--save-masks, --seconds) that cannot be used."""
 
 
 @dataclass
@@ -116,7 +120,8 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     largest component, holes filled, before measuring.
 
     ``roi``: auto (find the ultrasound sector; the whole frame when it fills most of it), full, or
-    x,y,w,h in the input's pixels (runtime/sector.py); RoiError (a ValueError) for a bad value.
+    x,y,w,h in the input's pixels (runtime/sector.py); RoiError (a ValueError) for a bad value, and
+    OptionError (a ValueError) for a bad ``save_masks`` or ``seconds``, before any model is opened.
     ``save_masks``: None, "npz" (masks.npz) or "png" (masks/NNNNNN.png), on the input's pixel grid.
     ``seconds``: stop each input after that many seconds (of video for a file, of wall time for a
     live source); 0 = to its end (a live source: to Ctrl-C). ``on_beat``: called with each beat
@@ -126,9 +131,9 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
         raise SessionError(f"--batch must be between 1 and {MAX_BATCH} frames, got {batch}")
     parse_roi(roi)  # a bad --roi fails here, before any model is opened
     if save_masks is not None and save_masks not in MASK_FORMATS:
-        raise RoiError(f"--save-masks {save_masks!r}: use one of {', '.join(MASK_FORMATS)}")
+        raise OptionError(f"--save-masks {save_masks!r}: use one of {', '.join(MASK_FORMATS)}")
     if seconds < 0:
-        raise RoiError(f"--seconds must be 0 (no limit) or more, got {seconds}")
+        raise OptionError(f"--seconds must be 0 (no limit) or more, got {seconds}")
     choice = choose(model, backend, granularity, root) if session is None else None  # cheap: no model loaded
     out_root = check_writable(out, "pass a writable --out (or free some space)", create=False)
     for p in remove_stale_staging(out_root):

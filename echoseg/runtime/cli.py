@@ -42,7 +42,7 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from echoseg.atomic import Terminated, sigterm_as_interrupt
-    from echoseg.runtime.api import run_videos
+    from echoseg.runtime.api import OptionError, run_videos
     from echoseg.runtime.sector import RoiError
     from echoseg.runtime.session import SessionError
 
@@ -69,7 +69,7 @@ def run(
                                      granularity=granularity, out=out, video=not no_video, progress=progress,
                                      threads=threads, errors=run_errors, clean_masks=clean_masks, roi=roi,
                                      save_masks=save_masks, seconds=seconds, on_beat=on_beat)
-        except (SessionError, OSError, RoiError) as exc:  # the model cannot be opened, --out cannot be written, bad --roi
+        except (SessionError, OSError, RoiError, OptionError) as exc:  # no model, --out not writable, a bad option
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt as exc:
