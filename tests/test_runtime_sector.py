@@ -284,3 +284,13 @@ def test_a_scanner_screen_reads_out_as_its_clip_with_the_bundled_model(tmp_path)
     inside = masks[:, y:y + h, x:x + w].sum()
     assert inside == masks.sum() > 0
     assert np.load(out / "clip" / "masks.npz")["masks"].shape == (96, 112, 112)
+
+
+def test_a_stream_password_is_neither_printed_nor_recorded(tmp_path):
+    from echoseg.data.video import shown_source
+
+    assert shown_source("rtsp://admin:s3cret@10.0.0.5:554/live/ch1") == "rtsp://10.0.0.5:554/live/ch1"
+    assert shown_source("/a/b.avi") == "/a/b.avi" and shown_source("0") == "0"
+    assert "s3cret" not in _stem("rtsp://admin:s3cret@10.0.0.5/live")
+    res = run_one("rtsp://admin:s3cret@127.0.0.1:9/none", RedOracle(), tmp_path / "o" / "x")
+    assert not res.ok and "s3cret" not in res.error and "s3cret" not in res.input and "127.0.0.1" in res.error

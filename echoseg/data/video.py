@@ -64,6 +64,16 @@ def is_live(source: str | os.PathLike | int) -> bool:
     return "://" in s or (s.isdigit() and not Path(s).exists())
 
 
+def shown_source(source: str | os.PathLike) -> str:
+    """The source as it may be printed and recorded: a URL without its user:password@ part."""
+    s = str(source)
+    if "://" not in s:
+        return s
+    scheme, rest = s.split("://", 1)
+    host, slash, tail = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{tail}"
+
+
 def _open_live(source: str) -> Any:
     import cv2
 
@@ -71,7 +81,7 @@ def _open_live(source: str) -> Any:
     if not cap.isOpened():
         cap.release()
         what = f"capture device {source}" if source.isdigit() else "this stream URL"
-        raise VideoError(source, f"OpenCV cannot open {what} (no such device, unreachable, or no FFmpeg/GStreamer "
+        raise VideoError(shown_source(source), f"OpenCV cannot open {what} (no such device, unreachable, or no FFmpeg/GStreamer "
                                  "support for it in this OpenCV)")
     return cap
 

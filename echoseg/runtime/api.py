@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoseg.atomic import check_writable, write_json
-from echoseg.data.video import VideoError, VideoReader, is_live
+from echoseg.data.video import VideoError, VideoReader, is_live, shown_source
 
 from .cardiac import MAX_HEART_RATE_BPM, analyse, beat_in_cm
 from .discover import choose
@@ -91,7 +91,7 @@ def _stem(source: Path | str) -> str:
     if isinstance(source, str) and is_live(source):
         if source.isdigit():
             return f"capture{source}"
-        tail = re.sub(r"[^A-Za-z0-9._-]+", "_", source.split("://", 1)[1]).strip("._")
+        tail = re.sub(r"[^A-Za-z0-9._-]+", "_", shown_source(source).split("://", 1)[1]).strip("._")
         return ("stream_" + tail)[:80] if tail else "stream"
     return Path(source).stem or "video"
 
@@ -231,6 +231,7 @@ def run_one(path: Path | str, session: Session, out_dir: Path, batch: int = 8, v
     name = out_dir.name
     live = isinstance(path, str) and is_live(path)
     path = path if live else Path(path)
+    shown = shown_source(path)  # what is printed and recorded: a stream URL without its password
     staging: StagingDir | None = None
     sinks: list = []
     reader: VideoReader | None = None
@@ -241,7 +242,7 @@ def run_one(path: Path | str, session: Session, out_dir: Path, batch: int = 8, v
         fps_video = vinfo.fps
         fps = fps_video if fps_video > 0 else DEFAULT_FPS
         if fps_video <= 0:
-            log.warning("%s: the source gives no frame rate; assuming %.0f fps", path, DEFAULT_FPS)
+            log.warning("%s: the source gives no frame rate; assuming %.0f fps", shown, DEFAULT_FPS)
         staging = StagingDir(out_dir)
         if video:
             sinks.append(OverlaySink(staging.tmp / OVERLAY_VIDEO, fps))
@@ -271,8 +272,8 @@ def run_one(path: Path | str, session: Session, out_dir: Path, batch: int = 8, v
             watcher.finish()
         cardiac = analyse(stats.area_px, stats.length_px, fps)
         write_frames_csv(staging.tmp / FRAMES_CSV, stats.area_px, stats.length_px, fps, cardiac, vinfo.spacing_cm)
-        plot_area(staging.tmp / AREA_PNG, stats.area_px, fps, cardiac, f"{_display(path)}: LV area")
-        summary = _summary(path, name, session, stats, cardiac, fps, fps_video <= 0, video, reason)
+        plot_area(staging.tmp / AREA_PNG, stats.area_px, fps, cardiac, f"{path.name if isinstance(path, Path) else shown}: LV area")
+        summary = _summary(shown, name, session, stats, cardiac, fps, fps_video <= 0, video, reason)
         summary.update(_units(vinfo, cardiac, clean_masks, summary["beats"]))
         summary["roi"] = dict(crop.to_dict(), asked=roi)
         summary["source"] = "live" if live else vinfo.kind
@@ -280,14 +281,15 @@ def run_one(path: Path | str, session: Session, out_dir: Path, batch: int = 8, v
         write_json(staging.tmp / SUMMARY_JSON, summary)
         final = staging.commit()
         staging = None
-        log.info("%s: %d frames at %.1f fps end to end -> %s", path, stats.frames, stats.processing_fps, final)
-        return VideoResult(str(path), name, True, out_dir=str(final), summary=summary)
+        log.info("%s: %d frames at %.1f fps end to end -> %s", shown, stats.frames, stats.processing_fps, final)
+        return VideoResult(shown, name, True, out_dir=str(final), summary=summary)
     except (VideoError, SessionError, OSError, ValueError, RuntimeError, _cv2_error()) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if str(path) not in msg:
-            msg = f"{path}: {msg}"
+        msg = msg.replace(str(path), shown)
+        if shown not in msg:
+            msg = f"{shown}: {msg}"
         log.error("%s", msg)
-        return VideoResult(str(path), name, False, error=msg)
+        return VideoResult(shown, name, False, error=msg)
     finally:
         if reader is not None:
             reader.close()
@@ -309,17 +311,13 @@ def _fan_out(sinks: list):
     return call
 
 
-def _display(path: Path | str) -> str:
-    return path.name if isinstance(path, Path) else str(path)
-
-
 def _cv2_error() -> type[Exception]:
     import cv2
 
     return cv2.error
 
 
-def _summary(path: Path, name: str, session: Session, stats: StreamStats, cardiac, fps: float,
+def _summary(path: Path | str, name: str, session: Session, stats: StreamStats, cardiac, fps: float,
              fps_assumed: bool, video: bool, reason: str) -> dict[str, Any]:
     info = session.info
     beats = [b.to_dict() for b in cardiac.beats]
