@@ -227,7 +227,7 @@ def _stream(source: str | os.PathLike | VideoReader, session: Session, batch: in
             frames, logits = item
             try:
                 for frame, lg in zip(frames, logits):
-                    if crop is not None:
+                    if crop is not None and not crop.identity:
                         mask = crop.mask_to_input(lg[0], cut)
                     else:
                         mask = mask_at(lg[0], frame.shape[0], frame.shape[1], cut)
