@@ -18,7 +18,8 @@ from echoseg.runtime.api import _stem, run_one, run_videos
 from echoseg.runtime.cli import optional_save_masks
 from echoseg.runtime.live import BeatWatcher, stop_on_interrupt
 from echoseg.runtime.cardiac import analyse
-from echoseg.runtime.sector import Crop, RoiError, find_sector, full_crop, given_crop, parse_roi, resolve_crop
+from echoseg.runtime.roi import Crop, RoiError, full_crop, given_crop, parse_roi
+from echoseg.runtime.sector import find_sector, resolve_crop
 from echoseg.runtime.session import SessionInfo
 
 META = ArtifactMeta(model=ModelConfig("unet", 8), input_spec=InputSpec())

@@ -81,8 +81,8 @@ def _open_live(source: str) -> Any:
     if not cap.isOpened():
         cap.release()
         what = f"capture device {source}" if source.isdigit() else "this stream URL"
-        raise VideoError(shown_source(source), f"OpenCV cannot open {what} (no such device, unreachable, or no FFmpeg/GStreamer "
-                                 "support for it in this OpenCV)")
+        raise VideoError(shown_source(source), f"OpenCV cannot open {what} (no such device, unreachable, or no "
+                                               "FFmpeg/GStreamer support for it in this OpenCV)")
     return cap
 
 

@@ -23,7 +23,8 @@ from .live import BeatWatcher, OnBeat, stop_on_interrupt
 from .masks import MASK_FORMATS, mask_sink
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
-from .sector import parse_roi, resolve_crop
+from .roi import parse_roi
+from .sector import resolve_crop
 from .session import Session, SessionError
 from .stream import StreamStats, stream_batch, stream_video
 

@@ -43,7 +43,7 @@ def run(
 
     from echoseg.atomic import Terminated, sigterm_as_interrupt
     from echoseg.runtime.api import OptionError, run_videos
-    from echoseg.runtime.sector import RoiError
+    from echoseg.runtime.roi import RoiError
     from echoseg.runtime.session import SessionError
 
     err = Console(stderr=True)

@@ -1,21 +1,22 @@
-"""Where the echo is in a video frame, and the square crop the model sees (numpy and OpenCV only).
+"""Where the echo is in a video frame: ``--roi auto`` (numpy and OpenCV only).
 
 Scanner screens and PACS exports hold more than the imaging sector: UI text, depth rulers, an
-ECG trace, black bars. The model was trained on EchoNet-style frames (the sector alone, square,
-112x112), so echo-run finds the sector, takes its bounding box, pads it with black to a square
-(the aspect is kept: never stretched; the box sits at the bottom, centred across, as EchoNet frames show it) and resizes that to the model's input; the masks are
-mapped back onto the input's own pixel grid.
+ECG trace, black bars. The model was trained on EchoNet-style frames (the sector alone, square),
+so echo-run finds the sector and hands its box to runtime/roi.py (padded to a square, never
+stretched; masks mapped back onto the input's pixel grid).
 
-Finding the sector (:func:`find_sector`) uses what sets the image apart from what is drawn
-around it: speckle changes from frame to frame everywhere inside the sector, while text, rulers
-and marks are static and a moving ECG trace changes only along a thin line. So: the temporal
-standard deviation of each pixel (on a copy at most ``ANALYSIS_SIDE`` pixels wide), pixels above
-an adaptive threshold that also change in most frames (a median absolute deviation over time above 0), the local density of such pixels in a window several line widths wide
-(a thin line never fills it), an opening that removes what is left of lines and digits, the
-largest connected region and the pieces next to it (dark blood pools and drop-out split a real
-sector), their convex hull (a sector is convex; a dark cavity inside it is still the sector),
-its bounding box. A box covering most of the frame (an EchoNet-style clip, where the
-sector fills it) means the whole frame: ``auto`` is then the same as ``full``.
+Finding it (:func:`find_sector`) uses what sets the image apart from what is drawn around it:
+speckle changes from frame to frame everywhere inside the sector, while text, rulers and marks
+are static, and a moving ECG trace changes only along a thin line and any one pixel only in the
+few frames the trace crosses it. So, on a copy at most ANALYSIS_SIDE pixels wide: pixels whose
+temporal standard deviation is above an adaptive threshold and that change in most frames (a
+temporal median absolute deviation above 0); the local density of such pixels in a window
+several line widths wide (a thin line never fills it); an opening that removes what is left of
+lines and digits; the largest connected region and the pieces next to it (dark blood pools and
+drop-out split a real sector); their convex hull (a sector is convex; a dark cavity inside it is
+still the sector), grown a little into weakly varying pixels next to it; its bounding box. A box
+whose square is most of the frame's (an EchoNet-style clip, whose sector fills it) means the
+whole frame: ``auto`` is then the same as ``full`` (roi.settle).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from echoseg.data.video import VideoError, VideoReader
+
+from .roi import Crop, RoiError, full_crop, given_crop, parse_roi, settle
+
+__all__ = ["PROBE_FRAMES", "Crop", "RoiError", "find_sector", "parse_roi", "resolve_crop", "sector_map"]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,6 @@ PEEK_BYTES = 32 * 2 ** 20
 MIN_PROBE_FRAMES = 4
 #: Longest side of the copy the statistics are computed on.
 ANALYSIS_SIDE = 256
-#: A found square at least this fraction of the whole frame's square side means the whole frame.
-FULL_SIDE_FRACTION = 0.8
 #: A found region smaller than this fraction of the frame's area is not believed.
 MIN_AREA_FRACTION = 0.02
 #: Share of the pixels in a window that must change over time for the window to count as sector.
@@ -54,131 +54,14 @@ DENSITY_CUT = 0.5
 #: and at least MERGE_MIN of the largest piece's area.
 MERGE_GAP = 0.04
 MERGE_MIN = 0.02
-#: The region then grows, by at most GROW of the analysis side, into pixels whose temporal median
-#: absolute deviation exceeds GROW_STD grey levels.
+#: The region then grows, by at most GROW of the analysis side, into pixels whose temporal standard
+#: deviation exceeds GROW_STD grey levels and that change in most frames.
 GROW = 0.08
 GROW_STD = 1.0
 #: Temporal standard deviation (grey levels) below which a pixel counts as static, at the least.
 MIN_STD = 2.5
 #: The threshold also scales with the sector's own variation (a fraction of the 95th percentile).
 STD_FRACTION = 0.15
-
-ROI_MODES = ("auto", "full")
-
-
-class RoiError(ValueError):
-    """A --roi value that cannot be used."""
-
-
-@dataclass(frozen=True)
-class Crop:
-    """The part of an input frame the model sees: the box x,y,w,h (input pixels), padded to a square.
-
-    ``method``: "full" (the whole frame), "sector" (found by :func:`find_sector`), "dicom-region"
-    (SequenceOfUltrasoundRegions) or "given" (``--roi x,y,w,h``); ``reason`` says why, in words.
-    """
-
-    x: int
-    y: int
-    w: int
-    h: int
-    frame_w: int
-    frame_h: int
-    method: str = "full"
-    reason: str = ""
-
-    @property
-    def side(self) -> int:
-        """Side of the padded square, in input pixels."""
-        return max(self.w, self.h)
-
-    @property
-    def pad(self) -> tuple[int, int]:
-        """(left, top) black padding: the box is centred across and sits at the bottom of its square.
-
-        EchoNet-style frames show the sector that way: it spans the width and reaches the bottom,
-        with a strip of black above the probe's apex. A screen's sector is then seen as the model's
-        training frames showed it (measured: the apex kept at the top moved the read-out of real
-        clips pasted into a screen by up to 8 EF points)."""
-        return (self.side - self.w) // 2, self.side - self.h
-
-    @property
-    def identity(self) -> bool:
-        """The frame goes to the model as it is (square, whole): nothing to crop or pad."""
-        return (self.x, self.y, self.w, self.h) == (0, 0, self.frame_w, self.frame_h) and self.w == self.h
-
-    def apply(self, frame: np.ndarray) -> np.ndarray:
-        """Input frame H,W[,C] -> the box padded with black to side x side (the frame itself when identity)."""
-        if self.identity:
-            return frame
-        import cv2
-
-        box = frame[self.y:self.y + self.h, self.x:self.x + self.w]
-        px, py = self.pad
-        return cv2.copyMakeBorder(box, py, self.side - self.h - py, px, self.side - self.w - px,
-                                  cv2.BORDER_CONSTANT, value=0)
-
-    def mask_to_input(self, logits_hw: np.ndarray, cut: float) -> np.ndarray:
-        """Model-size logits -> bool mask on the input's pixel grid (frame_h x frame_w); outside the box False."""
-        import cv2
-
-        m = np.asarray(logits_hw, dtype=np.float32)
-        s = self.side
-        if m.shape != (s, s):
-            interp = cv2.INTER_LINEAR if s >= m.shape[0] else cv2.INTER_AREA
-            m = cv2.resize(m, (s, s), interpolation=interp)
-        if self.identity:
-            return m > cut
-        px, py = self.pad
-        out = np.zeros((self.frame_h, self.frame_w), bool)
-        np.greater(m[py:py + self.h, px:px + self.w], cut, out=out[self.y:self.y + self.h, self.x:self.x + self.w])
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """What summary.json records: the box, the square it was padded to, the scale, and why."""
-        return {"method": self.method, "x": self.x, "y": self.y, "w": self.w, "h": self.h,
-                "square_px": self.side, "pad_left_px": self.pad[0], "pad_top_px": self.pad[1],
-                "frame_w": self.frame_w, "frame_h": self.frame_h, "reason": self.reason}
-
-
-def full_crop(width: int, height: int, reason: str = "the whole frame") -> Crop:
-    """The whole frame (padded to a square when it is not one)."""
-    return Crop(0, 0, width, height, width, height, "full", reason)
-
-
-def parse_roi(text: str) -> str | tuple[int, int, int, int]:
-    """``auto``, ``full`` or ``x,y,w,h`` (input pixels) -> the mode or the box; RoiError otherwise."""
-    t = str(text).strip().lower()
-    if t in ROI_MODES:
-        return t
-    m = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*", t)
-    if not m:
-        raise RoiError(f"--roi {text!r}: expected auto, full or x,y,w,h in the input's pixels (e.g. 120,40,480,420)")
-    x, y, w, h = (int(v) for v in m.groups())
-    if w < 8 or h < 8:
-        raise RoiError(f"--roi {text}: the box is {w}x{h} pixels; give one at least 8x8")
-    return x, y, w, h
-
-
-def given_crop(box: tuple[int, int, int, int], width: int, height: int, method: str = "given",
-               reason: str = "--roi x,y,w,h") -> Crop:
-    """A box from the user (or a DICOM region) clipped to the frame; RoiError when it misses the frame."""
-    x, y, w, h = (int(v) for v in box)
-    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
-    if x1 - x0 < 8 or y1 - y0 < 8:
-        raise RoiError(f"roi {x},{y},{w},{h} lies outside the {width}x{height} frame (or leaves under 8x8 of it); "
-                       "give x,y,w,h inside the frame")
-    return Crop(x0, y0, x1 - x0, y1 - y0, width, height, method, reason)
-
-
-def settle(crop: Crop) -> Crop:
-    """A crop whose square is nearly the whole frame's becomes the whole frame (EchoNet-style clips stay as they are)."""
-    whole = max(crop.frame_w, crop.frame_h)
-    if crop.method != "full" and crop.side >= FULL_SIDE_FRACTION * whole:
-        return full_crop(crop.frame_w, crop.frame_h,
-                         f"{crop.method} {crop.x},{crop.y},{crop.w},{crop.h} covers most of the frame: whole frame used")
-    return crop
-
 
 def _analysis_grey(frame: np.ndarray, scale: float) -> np.ndarray:
     import cv2

@@ -24,7 +24,7 @@ from echoseg.data.video import VideoError, VideoReader
 
 from .cardiac import mask_area_px, mask_length_px
 from .postprocess import clean_mask
-from .sector import Crop
+from .roi import Crop
 from .session import Session, SessionInfo, preprocess
 
 log = logging.getLogger(__name__)
