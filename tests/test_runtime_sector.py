@@ -295,3 +295,41 @@ def test_a_stream_password_is_neither_printed_nor_recorded(tmp_path):
     assert "s3cret" not in _stem("rtsp://admin:s3cret@10.0.0.5/live")
     res = run_one("rtsp://admin:s3cret@127.0.0.1:9/none", RedOracle(), tmp_path / "o" / "x")
     assert not res.ok and "s3cret" not in res.error and "s3cret" not in res.input and "127.0.0.1" in res.error
+
+
+class SlowRedOracle(RedOracle):
+    """RedOracle taking 40 ms a batch, so a live source is stopped part way through."""
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(0.04)
+        return super().run(x)
+
+
+@pytest.mark.parametrize("how", ["seconds", "ctrl-c"])
+def test_a_live_source_stopped_part_way_leaves_complete_outputs(tmp_path, clip, how):
+    import os
+
+    frames = np.concatenate([clip.frames] * 4)  # 240 frames: far more than 0.6 s of slow batches
+    path = write_video(tmp_path / "long.avi", frames, 50.0)
+    timer = None
+    if how == "ctrl-c":
+        timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+    try:
+        res = run_one(f"file://{path}", SlowRedOracle(), tmp_path / "o" / "live", batch=4, save_masks="npz",
+                      seconds=0.6 if how == "seconds" else 0.0)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    assert res.ok, res.error
+    n = res.summary["frames"]
+    assert 0 < n < len(frames)
+    out = Path(res.out_dir)
+    assert len((out / "frames.csv").read_text().split()) == n + 1
+    assert np.load(out / "masks.npz")["masks"].shape == (n, 112, 112)
+    from echoseg.data.video import probe
+
+    assert probe(out / "overlay.avi").frame_count == n
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
