@@ -121,13 +121,31 @@ def pixel_spacing_cm(ds: Any) -> tuple[tuple[float, float] | None, str]:
     return (best, "SequenceOfUltrasoundRegions") if best else (None, "none")
 
 
+def image_region(ds: Any) -> tuple[int, int, int, int] | None:
+    """x,y,w,h of the largest 2-D (B-mode) region of SequenceOfUltrasoundRegions, or None."""
+    best, best_area = None, 0
+    for r in ds.get("SequenceOfUltrasoundRegions") or []:
+        if r.get("RegionSpatialFormat") != REGION_2D:
+            continue
+        try:
+            x0, y0 = int(r.get("RegionLocationMinX0")), int(r.get("RegionLocationMinY0"))
+            x1, y1 = int(r.get("RegionLocationMaxX1")), int(r.get("RegionLocationMaxY1"))
+        except (TypeError, ValueError):
+            continue
+        w, h = x1 - x0 + 1, y1 - y0 + 1  # Max is the last pixel inside the region
+        if w > 0 and h > 0 and w * h > best_area:
+            best, best_area = (x0, y0, w, h), w * h
+    return best
+
+
 def open_dicom(path: str | os.PathLike) -> tuple[Any, VideoInfo]:
     """(the dataset, its VideoInfo): read once, then handed to :func:`dicom_frames`."""
     ds = _dataset(path)
     fps, source = frame_rate(ds)
     spacing, _ = pixel_spacing_cm(ds)
     return ds, VideoInfo(fps=fps, frame_count=int(ds.get("NumberOfFrames") or 1), width=int(ds.Columns),
-                         height=int(ds.Rows), spacing_cm=spacing, fps_source=source, kind="dicom")
+                         height=int(ds.Rows), spacing_cm=spacing, fps_source=source, kind="dicom",
+                         region=image_region(ds))
 
 
 def _to_bgr8(frame: np.ndarray, ds: Any) -> np.ndarray:

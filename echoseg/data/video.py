@@ -6,6 +6,8 @@ rate, size, pixel spacing where the file says), ``iter_frames`` (every frame, on
 and ``read_frames`` (only some frames, by seeking where seeking has been checked to be exact,
 else by a sequential decode that keeps only those frames).
 Still images renamed to a video suffix are refused rather than run as a one-frame video.
+A capture device index ("0") or a stream URL ("rtsp://...") opens a live source through OpenCV
+(``is_live``): no frame count, frames until the source ends or the caller stops reading.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -52,7 +54,36 @@ class VideoInfo:
     height: int
     spacing_cm: tuple[float, float] | None = None  # (x, y) cm per pixel, where the file says (DICOM)
     fps_source: str = "container"  # which tag or property the frame rate came from
-    kind: str = "video"  # "video" (OpenCV) or "dicom"
+    kind: str = "video"  # "video" (OpenCV), "dicom" or "live" (capture device or stream URL)
+    region: tuple[int, int, int, int] | None = None  # x,y,w,h of the image region, where the file says (DICOM)
+
+
+def is_live(source: str | os.PathLike | int) -> bool:
+    """A capture device index ("0", "1") or a stream URL ("rtsp://", "http://", ...), not a file."""
+    s = str(source)
+    return "://" in s or (s.isdigit() and not Path(s).exists())
+
+
+def shown_source(source: str | os.PathLike) -> str:
+    """The source as it may be printed and recorded: a URL without its user:password@ part."""
+    s = str(source)
+    if "://" not in s:
+        return s
+    scheme, rest = s.split("://", 1)
+    host, slash, tail = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{tail}"
+
+
+def _open_live(source: str) -> Any:
+    import cv2
+
+    cap = cv2.VideoCapture(int(source)) if source.isdigit() else cv2.VideoCapture(source)
+    if not cap.isOpened():
+        cap.release()
+        what = f"capture device {source}" if source.isdigit() else "this stream URL"
+        raise VideoError(shown_source(source), f"OpenCV cannot open {what} (no such device, unreachable, or no "
+                                               "FFmpeg/GStreamer support for it in this OpenCV)")
+    return cap
 
 
 def _check_file(p: Path) -> None:
@@ -121,6 +152,16 @@ class VideoReader:
         self.path = path
         self._cap = None
         self._ds = None
+        self._peeked: list[np.ndarray] = []
+        self._rest: Iterator[np.ndarray] | None = None
+        self.live = is_live(path)
+        if self.live:
+            self._cap = cap = _open_live(str(path))
+            fps = _believable_fps(float(cap.get(cv2.CAP_PROP_FPS) or 0.0))
+            self.info = VideoInfo(fps=fps, frame_count=0, width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
+                                  height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
+                                  fps_source="capture" if fps else "none", kind="live")
+            return
         if is_dicom(path):
             _check_file(Path(path))
             from .dicom import open_dicom
@@ -142,7 +183,32 @@ class VideoReader:
             self.close()
             raise
 
+    def peek(self, n: int) -> list[np.ndarray]:
+        """The first ``n`` frames (fewer if the video has fewer), kept: ``frames()`` yields them first.
+
+        For a live source, whose frames cannot be read twice; it holds them in memory."""
+        it = self._raw_frames()
+        try:
+            while len(self._peeked) < n:
+                self._peeked.append(next(it))
+        except StopIteration:
+            pass
+        except VideoError:
+            if not self._peeked:
+                raise
+        self._rest = it
+        return list(self._peeked)
+
     def frames(self) -> Iterator[np.ndarray]:
+        rest = self._rest
+        if rest is None:
+            yield from self._raw_frames()
+            return
+        peeked, self._peeked, self._rest = self._peeked, [], None
+        yield from peeked
+        yield from rest
+
+    def _raw_frames(self) -> Iterator[np.ndarray]:
         if self._ds is not None:
             from .dicom import dicom_frames
 
@@ -161,11 +227,18 @@ class VideoReader:
                 n += 1
                 yield _as_bgr(frame)
         finally:
-            self.close()
+            self._release()
         if n == 0:
             raise VideoError(self.path, "no frames could be decoded (empty, truncated or corrupt video)")
 
     def close(self) -> None:
+        self._peeked = []
+        if self._rest is not None:
+            rest, self._rest = self._rest, None
+            rest.close()
+        self._release()
+
+    def _release(self) -> None:
         self._ds = None
         if self._cap is not None:
             cap, self._cap = self._cap, None

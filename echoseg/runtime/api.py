@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -11,13 +14,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoseg.atomic import check_writable, write_json
-from echoseg.data.video import VideoError, VideoReader
+from echoseg.data.video import VideoError, VideoReader, is_live, shown_source
 
 from .cardiac import analyse, readout
 from .discover import choose
 from .backends import get as _backend, open_session
+from .live import BeatWatcher, OnBeat, stop_on_interrupt
+from .masks import MASK_FORMATS, mask_sink
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
+from .roi import parse_roi
+from .sector import resolve_crop
 from .session import Session, SessionError
 from .stream import StreamStats, stream_batch, stream_video
 
@@ -33,6 +40,10 @@ MAX_BATCH = 4096
 RunProgress = Callable[[str, int, int], None]
 
 
+class OptionError(ValueError):
+    """A run option (--save-masks, --seconds) that cannot be used."""
+
+
 @dataclass
 class VideoResult:
     """One input's outcome: ``summary`` (what summary.json holds) when ok, ``error`` when not."""
@@ -45,12 +56,17 @@ class VideoResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[VideoResult], bool]:
-    """Files and directories -> (videos to run, inputs that already failed, any directory given)."""
-    videos: list[Path] = []
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path | str], list[VideoResult], bool]:
+    """Files, directories and live sources -> (videos to run, inputs that already failed, any directory given).
+
+    A live source (a capture device index or a stream URL, :func:`is_live`) stays a string."""
+    videos: list[Path | str] = []
     failed: list[VideoResult] = []
     any_dir = False
     for raw in inputs:
+        if isinstance(raw, str) and is_live(raw):
+            videos.append(raw)
+            continue
         p = Path(raw)
         if not p.is_dir():
             videos.append(p)  # a missing or bad file fails later with its own cause
@@ -69,6 +85,16 @@ def _videos_in(d: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
+def _stem(source: Path | str) -> str:
+    """The output folder's name for a file (its stem) or a live source (capture0, or the URL's host and path)."""
+    if isinstance(source, str) and is_live(source):
+        if source.isdigit():
+            return f"capture{source}"
+        tail = re.sub(r"[^A-Za-z0-9._-]+", "_", shown_source(source).split("://", 1)[1]).strip("._")
+        return ("stream_" + tail)[:80] if tail else "stream"
+    return Path(source).stem or "video"
+
+
 def _unique_name(stem: str, taken: set[str]) -> str:
     name, k = stem, 2
     while name in taken:
@@ -81,7 +107,8 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
                backend: str = "auto", batch: int = 8, granularity: float | None = None,
                out: str | os.PathLike = "outputs", video: bool = True, progress: RunProgress | None = None,
                threads: int = 0, root: str | os.PathLike = ".", session: Session | None = None,
-               errors: list[str] | None = None, clean_masks: bool = True) -> list[VideoResult]:
+               errors: list[str] | None = None, clean_masks: bool = True, roi: str = "auto",
+               save_masks: str | None = None, seconds: float = 0.0, on_beat: OnBeat | None = None) -> list[VideoResult]:
     """Segment every video in ``inputs`` and write its outputs under ``out``/<video name>/.
 
     Raises SessionError when the model cannot be opened (nothing can run) and NotWritableError
@@ -90,9 +117,22 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     appended to ``errors`` (one line) rather than raised. ``session``: an already open Session to
     use instead of model/backend/granularity (the caller keeps it and closes it). ``clean_masks``:
     largest component, holes filled, before measuring.
+
+    ``roi``: auto (find the ultrasound sector; the whole frame when it fills most of it), full, or
+    x,y,w,h in the input's pixels (runtime/sector.py); RoiError (a ValueError) for a bad value, and
+    OptionError (a ValueError) for a bad ``save_masks`` or ``seconds``, before any model is opened.
+    ``save_masks``: None, "npz" (masks.npz) or "png" (masks/NNNNNN.png), on the input's pixel grid.
+    ``seconds``: stop each input after that many seconds (of video for a file, of wall time for a
+    live source); 0 = to its end (a live source: to Ctrl-C). ``on_beat``: called with each beat
+    of a live source as it completes.
     """
     if not 1 <= batch <= MAX_BATCH:
         raise SessionError(f"--batch must be between 1 and {MAX_BATCH} frames, got {batch}")
+    parse_roi(roi)  # a bad --roi fails here, before any model is opened
+    if save_masks is not None and save_masks not in MASK_FORMATS:
+        raise OptionError(f"--save-masks {save_masks!r}: use one of {', '.join(MASK_FORMATS)}")
+    if seconds < 0:
+        raise OptionError(f"--seconds must be 0 (no limit) or more, got {seconds}")
     choice = choose(model, backend, granularity, root) if session is None else None  # cheap: no model loaded
     out_root = check_writable(out, "pass a writable --out (or free some space)", create=False)
     for p in remove_stale_staging(out_root):
@@ -107,9 +147,10 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     taken: set[str] = set()
     try:
         for path in videos:
-            name = _unique_name(path.stem or "video", taken)
+            name = _unique_name(_stem(path), taken)
             results.append(run_one(path, session, out_root / name, batch=batch, video=video,
-                                   progress=progress, reason=reason, clean_masks=clean_masks))
+                                   progress=progress, reason=reason, clean_masks=clean_masks, roi=roi,
+                                   save_masks=save_masks, seconds=seconds, on_beat=on_beat))
     finally:
         if owned:
             session.close()
@@ -179,50 +220,96 @@ def check_session(session: Session, batch: int = 1) -> None:
                            f"logits; {fix}")
 
 
-def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: bool = True,
-            progress: RunProgress | None = None, reason: str = "", clean_masks: bool = True) -> VideoResult:
-    """One video through ``session``; its outputs appear in ``out_dir`` complete, or not at all."""
+def run_one(path: Path | str, session: Session, out_dir: Path, batch: int = 8, video: bool = True,
+            progress: RunProgress | None = None, reason: str = "", clean_masks: bool = True, roi: str = "auto",
+            save_masks: str | None = None, seconds: float = 0.0, on_beat: OnBeat | None = None) -> VideoResult:
+    """One video (or live source) through ``session``; its outputs appear in ``out_dir`` complete, or not at all.
+
+    A live source ends at ``seconds``, at its own end, or at Ctrl-C/SIGTERM (the first one: the
+    frames already read are finished and the outputs written; see runtime/live.py)."""
     name = out_dir.name
+    live = isinstance(path, str) and is_live(path)
+    path = path if live else Path(path)
+    shown = shown_source(path)  # what is printed and recorded: a stream URL without its password
     staging: StagingDir | None = None
-    sink: OverlaySink | None = None
+    sinks: list = []
     reader: VideoReader | None = None
     try:
         reader = VideoReader(path)  # opened once; fails early, before any folder is made, for a missing/bad file
         vinfo = reader.info
+        crop = resolve_crop(roi, reader, path)
         fps_video = vinfo.fps
         fps = fps_video if fps_video > 0 else DEFAULT_FPS
         if fps_video <= 0:
-            log.warning("%s: the container gives no frame rate; assuming %.0f fps", path, DEFAULT_FPS)
+            log.warning("%s: the source gives no frame rate; assuming %.0f fps", shown, DEFAULT_FPS)
         staging = StagingDir(out_dir)
-        sink = OverlaySink(staging.tmp / OVERLAY_VIDEO, fps) if video else None
+        if video:
+            sinks.append(OverlaySink(staging.tmp / OVERLAY_VIDEO, fps))
+        if save_masks:
+            sinks.append(mask_sink(save_masks, staging.tmp))
         report = (lambda done, total: progress(name, done, total)) if progress else None
-        stats = stream_video(reader, session, batch=batch, sink=sink, progress=report, clean_masks=clean_masks)
-        if sink is not None:
+        watcher = BeatWatcher(fps, on_beat) if (live and on_beat is not None) else None
+        stop = threading.Event()
+        timer = None
+        if live and seconds > 0:
+            timer = threading.Timer(seconds, stop.set)
+            timer.daemon = True
+        with stop_on_interrupt(stop) if live else nullcontext():
+            if timer is not None:
+                timer.start()
+            try:
+                stats = stream_video(reader, session, batch=batch, sink=_fan_out(sinks), progress=report,
+                                     clean_masks=clean_masks, crop=crop, until=stop if live else None,
+                                     max_frames=0 if live or seconds <= 0 else max(1, round(seconds * fps)),
+                                     measured=watcher)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        for sink in sinks:
             sink.close()
+        if watcher is not None:
+            watcher.finish()
         cardiac = analyse(stats.curves, fps=fps)
         write_frames_csv(staging.tmp / FRAMES_CSV, stats.area_px, stats.length_px, fps, cardiac, vinfo.spacing_cm)
-        plot_area(staging.tmp / AREA_PNG, stats.area_px, fps, cardiac, f"{path.name}: LV area")
-        summary = _summary(path, name, session, stats, cardiac, fps, fps_video <= 0, video, reason)
+        plot_area(staging.tmp / AREA_PNG, stats.area_px, fps, cardiac,
+                  f"{path.name if isinstance(path, Path) else shown}: LV area")
+        summary = _summary(shown, name, session, stats, cardiac, fps, fps_video <= 0, video, reason)
         summary.update(readout(cardiac, fps, vinfo.spacing_cm))
         summary.update(_units(vinfo, clean_masks))
+        summary["roi"] = dict(crop.to_dict(), asked=roi)
+        summary["source"] = "live" if live else vinfo.kind
+        summary["outputs"]["masks"] = ({"npz": "masks.npz", "png": "masks/"}[save_masks] if save_masks else None)
         write_json(staging.tmp / SUMMARY_JSON, summary)
         final = staging.commit()
         staging = None
-        log.info("%s: %d frames at %.1f fps end to end -> %s", path, stats.frames, stats.processing_fps, final)
-        return VideoResult(str(path), name, True, out_dir=str(final), summary=summary)
+        log.info("%s: %d frames at %.1f fps end to end -> %s", shown, stats.frames, stats.processing_fps, final)
+        return VideoResult(shown, name, True, out_dir=str(final), summary=summary)
     except (VideoError, SessionError, OSError, ValueError, RuntimeError, _cv2_error()) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if str(path) not in msg:
-            msg = f"{path}: {msg}"
+        msg = msg.replace(str(path), shown)
+        if shown not in msg:
+            msg = f"{shown}: {msg}"
         log.error("%s", msg)
-        return VideoResult(str(path), name, False, error=msg)
+        return VideoResult(shown, name, False, error=msg)
     finally:
         if reader is not None:
             reader.close()
-        if sink is not None:
-            sink.close()
+        for sink in sinks:  # a failed video: the overlay writer released, the masks' scratch file removed
+            (sink.discard if staging is not None and hasattr(sink, "discard") else sink.close)()
         if staging is not None:
             staging.discard()
+
+
+def _fan_out(sinks: list):
+    if not sinks:
+        return None
+    if len(sinks) == 1:
+        return sinks[0]
+
+    def call(index, frame, mask) -> None:
+        for s in sinks:
+            s(index, frame, mask)
+    return call
 
 
 def _cv2_error() -> type[Exception]:
@@ -231,7 +318,7 @@ def _cv2_error() -> type[Exception]:
     return cv2.error
 
 
-def _summary(path: Path, name: str, session: Session, stats: StreamStats, cardiac, fps: float,
+def _summary(path: Path | str, name: str, session: Session, stats: StreamStats, cardiac, fps: float,
              fps_assumed: bool, video: bool, reason: str) -> dict[str, Any]:
     info = session.info
     return {

@@ -14,7 +14,8 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 @app.command()
 def run(
-    inputs: list[Path] = typer.Argument(..., metavar="VIDEO_OR_DIR", help="Videos (AVI, MP4, any size, grey or colour) or folders of them"),
+    inputs: list[str] = typer.Argument(..., metavar="VIDEO_OR_DIR", help="Videos (AVI, MP4, DICOM, any size, grey or "
+                                       "colour), folders of them, a capture device index (0) or a stream URL (rtsp://...)"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export folder, .onnx, .engine, checkpoint "
                                          "or run folder; default: newest under exports/, else runs/"),
     backend: str = typer.Option("auto", "--backend", "-b", help="auto | tensorrt | openvino | onnxruntime | torch"),
@@ -25,6 +26,13 @@ def run(
     no_video: bool = typer.Option(False, "--no-video", help="Skip the overlay video (faster)"),
     threads: int = typer.Option(0, "--threads", min=0, help="Inference threads for ONNX Runtime or OpenVINO (0: the library default)"),
     clean_masks: bool = typer.Option(True, "--clean-masks/--no-clean-masks", help="Largest blob, holes filled, before measuring"),
+    roi: str = typer.Option("auto", "--roi", help="Part of the frame the model sees: auto (find the ultrasound "
+                            "sector; the whole frame when it fills most of it), full, or x,y,w,h in the input's pixels"),
+    save_masks: Optional[str] = typer.Option(None, "--save-masks", metavar="[npz|png]",
+                                             help="Write the masks on the input's pixel grid: masks.npz ('masks', "
+                                             "frames x H x W uint8, 1 = LV), or with png one PNG per frame (255 = LV)"),
+    seconds: float = typer.Option(0.0, "--seconds", min=0.0, help="Stop each input after this many seconds (of video; "
+                                  "of wall time for a live source); 0: to its end, or to Ctrl-C for a live source"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log which backend was chosen and why, and timings"),
 ) -> None:
     """Stream each video through one model session and write its outputs under --out/<video>/."""
@@ -34,8 +42,9 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from echoseg.atomic import Terminated, sigterm_as_interrupt
-    from echoseg.runtime.api import run_videos
+    from echoseg.runtime.api import OptionError, run_videos
     from echoseg.runtime.cardiac import describe_ef
+    from echoseg.runtime.roi import RoiError
     from echoseg.runtime.session import SessionError
 
     err = Console(stderr=True)
@@ -50,13 +59,18 @@ def run(
                 tasks[name] = bar.add_task(name, total=total or None)
             bar.update(tasks[name], completed=done)
 
+        def on_beat(beat: dict) -> None:  # a live source: each beat as it completes
+            bar.console.print(f"beat: ED frame {beat['ed_frame']}, ES frame {beat['es_frame']}, "
+                              f"EF estimate {beat['ef_estimate_pct']:.1f}%", highlight=False, soft_wrap=True)
+
         run_errors: list[str] = []
         try:
             with sigterm_as_interrupt():  # kill / timeout / docker stop: clean up like Ctrl-C
-                results = run_videos([str(p) for p in inputs], model=model, backend=backend, batch=batch,
+                results = run_videos(list(inputs), model=model, backend=backend, batch=batch,
                                      granularity=granularity, out=out, video=not no_video, progress=progress,
-                                     threads=threads, errors=run_errors, clean_masks=clean_masks)
-        except (SessionError, OSError) as exc:  # the model cannot be opened, or --out cannot be written
+                                     threads=threads, errors=run_errors, clean_masks=clean_masks, roi=roi,
+                                     save_masks=save_masks, seconds=seconds, on_beat=on_beat)
+        except (SessionError, OSError, RoiError, OptionError) as exc:  # no model, --out not writable, a bad option
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt as exc:
@@ -75,7 +89,9 @@ def run(
             continue
         s = r.summary
         ef_text = describe_ef(s)
-        console.print(f"{r.input}: {s['frames']} frames, {s['processing_fps']:.1f} fps end to end "
+        roi_text = "" if s["roi"]["method"] == "full" else \
+            f", {s['roi']['method']} {s['roi']['x']},{s['roi']['y']},{s['roi']['w']},{s['roi']['h']}"
+        console.print(f"{r.input}: {s['frames']} frames{roi_text}, {s['processing_fps']:.1f} fps end to end "
                       f"({s['backend']} {s['precision']}), {ef_text} -> {r.out_dir}", highlight=False, soft_wrap=True)
     for line in run_errors:
         err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
@@ -86,7 +102,21 @@ def run(
 
 
 def main() -> None:
+    import sys
+
+    sys.argv[1:] = optional_save_masks(sys.argv[1:])
     app()
+
+
+def optional_save_masks(args: list[str]) -> list[str]:
+    """``--save-masks`` with no format after it means npz (Typer options always take a value)."""
+    out = list(args)
+    for i, a in enumerate(out):
+        if a == "--":
+            break
+        if a == "--save-masks" and (i + 1 == len(out) or out[i + 1] not in ("npz", "png")):
+            out[i] = "--save-masks=npz"
+    return out
 
 
 def _say_if_bundled(err, results) -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from echoseg.data.video import VideoError, VideoReader
 
 from .cardiac import FrameCurves, measure_mask
 from .postprocess import clean_mask
+from .roi import Crop
 from .session import Session, SessionInfo, preprocess
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 FrameSink = Callable[[int, np.ndarray, np.ndarray], None]
 #: Called with (frames done, frames expected or 0 when the container does not say).
 Progress = Callable[[int, int], None]
+#: Called by the writer thread for every frame, in order: (index, cardiac.FrameMeasure) on the input's grid.
+Measured = Callable[[int, Any], None]
 
 #: Frames a container may claim beyond what decodes before we call the file truncated.
 FRAME_COUNT_SLACK = 1
@@ -136,7 +139,8 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 def stream_video(source: str | os.PathLike | VideoReader, session: Session, batch: int = 8,
                  sink: FrameSink | None = None, progress: Progress | None = None, queue_batches: int = 1,
-                 clean_masks: bool = True) -> StreamStats:
+                 clean_masks: bool = True, crop: Crop | None = None, until: threading.Event | None = None,
+                 max_frames: int = 0, measured: Measured | None = None) -> StreamStats:
     """Segment every frame of one video; raises VideoError for a missing/bad/empty/truncated file.
 
     ``source``: a path, or a VideoReader the caller already opened (its info read, no frame yet):
@@ -145,16 +149,27 @@ def stream_video(source: str | os.PathLike | VideoReader, session: Session, batc
     ``clean_masks``: keep each mask's largest connected component with its holes filled
     (runtime/postprocess.py) before it is measured and handed to the sink.
 
+    ``crop``: the part of each frame the model sees (runtime/sector.py: a box padded to a square);
+    the masks, areas and lengths are on the input's own pixel grid either way. None: the whole frame
+    as it is (resized to the model's input).
+
+    ``until``: an event that ends the video early and cleanly (a live source stopped by Ctrl-C or
+    ``--seconds``): frames already read are finished, nothing more is read. ``max_frames``: stop
+    after that many frames (0: all). ``measured`` is called per frame with its index and measurements (cardiac.measure_mask).
+
     ``batch`` is clamped into the session's batch range; a short last batch is padded when
     the session only takes fixed batches. The sink and progress run in the writer thread. OpenCV
     runs without its own worker threads meanwhile (opencv_sequential).
     """
     with opencv_sequential():
-        return _stream(source, session, batch, sink, progress, queue_batches, clean_masks)
+        return _stream(source, session, batch, sink, progress, queue_batches, clean_masks, crop, until,
+                       max_frames, measured)
 
 
 def _stream(source: str | os.PathLike | VideoReader, session: Session, batch: int, sink: FrameSink | None,
-            progress: Progress | None, queue_batches: int, clean_masks: bool) -> StreamStats:
+            progress: Progress | None, queue_batches: int, clean_masks: bool, crop: Crop | None = None,
+            until: threading.Event | None = None, max_frames: int = 0,
+            measured: Measured | None = None) -> StreamStats:
     video = source if isinstance(source, VideoReader) else VideoReader(source)  # VideoError: missing / not a video
     path, info = video.path, video.info
     sinfo = session.info
@@ -176,13 +191,21 @@ def _stream(source: str | os.PathLike | VideoReader, session: Session, batch: in
         try:
             t0 = time.perf_counter()
             for frame in decoded:
-                x = preprocess(frame[None], meta)[0]
+                if until is not None and until.is_set():
+                    break
+                if crop is not None and frame.shape[:2] != (crop.frame_h, crop.frame_w):
+                    raise VideoError(path, f"frame {n} is {frame.shape[1]}x{frame.shape[0]}, the video "
+                                           f"{crop.frame_w}x{crop.frame_h}: a size that changes is not supported")
+                x = preprocess((crop.apply(frame) if crop is not None else frame)[None], meta)[0]
                 busy += time.perf_counter() - t0
                 if not _put(q_in, (frame, x), stop):
                     return
                 n += 1
+                if max_frames and n >= max_frames:
+                    break
                 t0 = time.perf_counter()
-            if info.frame_count and n + FRAME_COUNT_SLACK < info.frame_count:
+            stopped = bool(max_frames and n >= max_frames) or (until is not None and until.is_set())
+            if info.frame_count and not stopped and n + FRAME_COUNT_SLACK < info.frame_count:
                 raise VideoError(path, f"truncated: decoded {n} of the {info.frame_count} frames its header declares")
             _put(q_in, _END, stop)
         except BaseException as exc:  # handed to the main thread, which re-raises it
@@ -204,9 +227,14 @@ def _stream(source: str | os.PathLike | VideoReader, session: Session, batch: in
             frames, logits = item
             try:
                 for frame, lg in zip(frames, logits):
-                    mask = mask_at(lg[0], frame.shape[0], frame.shape[1], cut)
+                    if crop is not None and not crop.identity:
+                        mask = crop.mask_to_input(lg[0], cut)
+                    else:
+                        mask = mask_at(lg[0], frame.shape[0], frame.shape[1], cut)
                     mask = clean_mask(mask) if clean_masks else mask
                     measures.append(measure_mask(mask))
+                    if measured is not None:
+                        measured(index, measures[-1])
                     if sink is not None:
                         sink(index, frame, mask)
                     index += 1
