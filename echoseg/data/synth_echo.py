@@ -48,9 +48,9 @@ _RANGES = {
     2: dict(ef=(15, 80), half=(33, 52), probe_x=(-6, 10), probe_y=(-14, 4), depth=(100, 175), scale=(0.55, 1.3),
             apex_r=(10, 32), apex_ang=(-4, 18), axis=(-24, 10), ka=(0.78, 0.96), wall=(2.5, 8.5),
             a_k=(0.9, 1.25), b_k=(0.72, 1.1),
-            septum_db=(-26, -4), tissue_db=(-44, -16), dropout_db=(6, 24), rv_width=(0.6, 2.6),
-            rv_start=(0.0, 0.3), dr=(30, 60), gain_db=(-6, 8), gamma=(0.6, 1.5), psf_a=(0.35, 1.1),
-            psf_l=(0.5, 1.8), shadow=0.35, la_bag=0.7, haze=0.6, haze_db=(-58, -22)),
+            septum_db=(-26, -4), tissue_db=(-42, -22), dropout_db=(6, 24), rv_width=(0.6, 2.6),
+            rv_start=(0.0, 0.3), dr=(32, 54), gain_db=(-6, 6), gamma=(0.7, 1.5), psf_a=(0.35, 1.1),
+            psf_l=(0.5, 1.8), shadow=0.35, la_bag=0.7, haze=0.6, haze_db=(-58, -30)),
 }
 
 
@@ -159,7 +159,7 @@ def _scene_v2(rng: np.random.Generator, scene: dict) -> dict:
         chords=int(rng.integers(0, 4)), chord_db=rng.uniform(-26, -8),
         papillary_db=rng.uniform(-6, 8),  # brighter (or dimmer) papillary muscles than version 1 drew
         tilt=math.radians(rng.uniform(-8, 8)) if rng.uniform() < 0.5 else 0.0,
-        apical_clutter_db=rng.uniform(-44, -20) if rng.uniform() < 0.45 else None,
+        apical_clutter_db=rng.uniform(-44, -26) if rng.uniform() < 0.45 else None,
         apical_clutter_depth=rng.uniform(0.25, 0.6),  # share of the LV length the clutter reaches
     )
 
