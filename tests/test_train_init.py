@@ -156,3 +156,12 @@ def test_the_shipped_weights_start_a_matae_unet_w16():
     assert list(spec.mean) == man["input_spec"]["mean"]
     x = torch.zeros(1, 3, 112, 112)
     assert torch.isfinite(_logits(model, x, 1.0)).all()
+
+
+def test_model_card_names_the_synthetic_style():
+    from echoseg.pretrained.bundle import model_card
+
+    man = {"model": {"name": "matae-unet", "width": 16}, "input_spec": {"height": 112, "width": 112},
+           "files": [{"file": "model.fp16.onnx"}, {"file": "weights.npz"}]}
+    assert "Only `echo-synth --style echo2` videos" in model_card(man, None, None, None, style="echo2")
+    assert "Only `echo-synth --style echo` videos" in model_card(man, None, None, None)
