@@ -67,7 +67,7 @@ def test_echo_train_init_runs_and_records_its_source(synth_dir, matae_ckpt, tmp_
     from echoseg.train.cli import train_app
 
     out = tmp_path / "ft"
-    r = CliRunner().invoke(train_app, ["--data", str(synth_dir), "--model", "matae-unet", "--width", "8",
+    r = CliRunner().invoke(train_app, ["--data", str(synth_dir),  # --model and --width: the source's
                                        "--epochs", "1", "--batch-size", "8", "--max-train-frames", "16",
                                        "--device", "cpu", "--init", str(matae_ckpt), "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -75,6 +75,7 @@ def test_echo_train_init_runs_and_records_its_source(synth_dir, matae_ckpt, tmp_
     src = load_checkpoint(matae_ckpt)
     assert ft.train_config.init == str(matae_ckpt) and ft.input_spec == src.input_spec
     assert ft.model.granularities == src.model.granularities
+    assert (ft.model.name, ft.model.width) == ("matae-unet", 8)
     bad = CliRunner().invoke(train_app, ["--data", str(synth_dir), "--model", "unet", "--width", "8", "--epochs", "1",
                                          "--init", str(matae_ckpt), "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2
