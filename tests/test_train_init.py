@@ -67,7 +67,7 @@ def test_echo_train_init_runs_and_records_its_source(synth_dir, matae_ckpt, tmp_
     from echoseg.train.cli import train_app
 
     out = tmp_path / "ft"
-    r = CliRunner().invoke(train_app, ["--data", str(synth_dir), "--model", "matae-unet", "--width", "8",
+    r = CliRunner().invoke(train_app, ["--data", str(synth_dir),  # --model and --width: the source's
                                        "--epochs", "1", "--batch-size", "8", "--max-train-frames", "16",
                                        "--device", "cpu", "--init", str(matae_ckpt), "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -75,6 +75,7 @@ def test_echo_train_init_runs_and_records_its_source(synth_dir, matae_ckpt, tmp_
     src = load_checkpoint(matae_ckpt)
     assert ft.train_config.init == str(matae_ckpt) and ft.input_spec == src.input_spec
     assert ft.model.granularities == src.model.granularities
+    assert (ft.model.name, ft.model.width) == ("matae-unet", 8)
     bad = CliRunner().invoke(train_app, ["--data", str(synth_dir), "--model", "unet", "--width", "8", "--epochs", "1",
                                          "--init", str(matae_ckpt), "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2
@@ -156,3 +157,12 @@ def test_the_shipped_weights_start_a_matae_unet_w16():
     assert list(spec.mean) == man["input_spec"]["mean"]
     x = torch.zeros(1, 3, 112, 112)
     assert torch.isfinite(_logits(model, x, 1.0)).all()
+
+
+def test_model_card_names_the_synthetic_style():
+    from echoseg.pretrained.bundle import model_card
+
+    man = {"model": {"name": "matae-unet", "width": 16}, "input_spec": {"height": 112, "width": 112},
+           "files": [{"file": "model.fp16.onnx"}, {"file": "weights.npz"}]}
+    assert "Only `echo-synth --style echo2` videos" in model_card(man, None, None, None, style="echo2")
+    assert "Only `echo-synth --style echo` videos" in model_card(man, None, None, None)

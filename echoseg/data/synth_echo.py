@@ -39,16 +39,18 @@ FLOOR_DB = -60.0
 # speckle towards what real scanners show and adds the scenes the first model failed on (see
 # _SCENE_V2). Draws happen in the same order in both, so version 1 draws what it always drew.
 _RANGES = {
-    1: dict(ef=(20, 75), half=(34, 48), probe_x=4, probe_y=(-16, 2), depth=(102, 150), scale=(0.68, 1.22),
+    1: dict(ef=(20, 75), half=(34, 48), probe_x=(-4, 4), probe_y=(-16, 2), depth=(102, 150), scale=(0.68, 1.22),
             apex_r=(10, 30), apex_ang=(-2, 14), axis=(-22, 8), ka=(0.84, 0.96), wall=(3.0, 7.5),
+            a_k=(0.85, 1.12), b_k=(0.82, 1.18),
             septum_db=(-24, -6), tissue_db=(-42, -24), dropout_db=(6, 18), rv_width=(0.7, 2.1),
             rv_start=(0.04, 0.3), dr=(34, 52), gain_db=(-6, 5), gamma=(0.75, 1.35), psf_a=(0.5, 1.1),
             psf_l=(0.7, 1.7), shadow=0.3, la_bag=0.6, haze=0.5, haze_db=(-60, -26)),
-    2: dict(ef=(15, 80), half=(33, 52), probe_x=8, probe_y=(-14, 4), depth=(100, 175), scale=(0.55, 1.3),
-            apex_r=(8, 30), apex_ang=(-6, 16), axis=(-28, 12), ka=(0.78, 0.96), wall=(2.5, 8.5),
-            septum_db=(-26, -4), tissue_db=(-44, -16), dropout_db=(6, 24), rv_width=(0.6, 2.6),
-            rv_start=(0.0, 0.3), dr=(30, 60), gain_db=(-6, 8), gamma=(0.6, 1.5), psf_a=(0.35, 1.1),
-            psf_l=(0.5, 1.8), shadow=0.35, la_bag=0.7, haze=0.6, haze_db=(-58, -22)),
+    2: dict(ef=(15, 80), half=(33, 52), probe_x=(-6, 10), probe_y=(-14, 4), depth=(100, 175), scale=(0.55, 1.3),
+            apex_r=(10, 32), apex_ang=(-4, 18), axis=(-24, 10), ka=(0.78, 0.96), wall=(2.5, 8.5),
+            a_k=(0.9, 1.25), b_k=(0.72, 1.1),
+            septum_db=(-26, -4), tissue_db=(-42, -22), dropout_db=(6, 24), rv_width=(0.6, 2.6),
+            rv_start=(0.0, 0.3), dr=(32, 54), gain_db=(-6, 6), gamma=(0.7, 1.5), psf_a=(0.35, 1.1),
+            psf_l=(0.5, 1.8), shadow=0.35, la_bag=0.7, haze=0.6, haze_db=(-58, -30)),
 }
 
 
@@ -59,7 +61,7 @@ def random_echo_heart(rng: np.random.Generator, ef: float | None = None, version
     R = _RANGES[version]
     ef = float(rng.uniform(*R["ef"])) if ef is None else float(ef)
     half = math.radians(rng.uniform(*R["half"]))
-    probe = np.array([SIZE / 2 + rng.uniform(-R["probe_x"], R["probe_x"]), rng.uniform(*R["probe_y"])])
+    probe = np.array([SIZE / 2 + rng.uniform(*R["probe_x"]), rng.uniform(*R["probe_y"])])
     depth = rng.uniform(*R["depth"]) - probe[1]
     scale = rng.uniform(*R["scale"])
     apex_r = rng.uniform(*R["apex_r"]) - probe[1]
@@ -68,8 +70,8 @@ def random_echo_heart(rng: np.random.Generator, ef: float | None = None, version
     heart = Heart(
         apex=apex,
         axis_angle=math.radians(rng.uniform(*R["axis"])),
-        a_ed=33 * scale * rng.uniform(0.85, 1.12),
-        b_ed=16.5 * scale * rng.uniform(0.82, 1.18),
+        a_ed=33 * scale * rng.uniform(*R["a_k"]),
+        b_ed=16.5 * scale * rng.uniform(*R["b_k"]),
         ka=rng.uniform(*R["ka"]),
         kb=1.0,
         wall=rng.uniform(*R["wall"]),
@@ -157,7 +159,7 @@ def _scene_v2(rng: np.random.Generator, scene: dict) -> dict:
         chords=int(rng.integers(0, 4)), chord_db=rng.uniform(-26, -8),
         papillary_db=rng.uniform(-6, 8),  # brighter (or dimmer) papillary muscles than version 1 drew
         tilt=math.radians(rng.uniform(-8, 8)) if rng.uniform() < 0.5 else 0.0,
-        apical_clutter_db=rng.uniform(-44, -20) if rng.uniform() < 0.45 else None,
+        apical_clutter_db=rng.uniform(-44, -26) if rng.uniform() < 0.45 else None,
         apical_clutter_depth=rng.uniform(0.25, 0.6),  # share of the LV length the clutter reaches
     )
 

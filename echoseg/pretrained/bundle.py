@@ -82,7 +82,8 @@ RECIPE_KEYS = ("model", "width", "epochs", "batch_size", "lr", "augment_strength
                "distill", "ema_decay", "warmup_epochs", "select", "seed", "data")
 
 
-def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_echo: str | None) -> str:
+def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_echo: str | None,
+               style: str = "echo") -> str:
     """MODEL_CARD.md for the bundle: what it is, how it was made, what it scores, what it is not."""
     m, spec = man["model"], man["input_spec"]
     shipped = sorted({artifacts.granularity_from_name(e["file"]) for e in man["files"] if e["file"].endswith(".onnx")},
@@ -101,7 +102,7 @@ def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_
         f"- exported {man.get('created', '?')} from `{man.get('checkpoint', '?')}` "
         f"(sha256 {str(man.get('source_sha256', '?'))[:16]}...)", "",
         "## Data",
-        "Only `echo-synth --style echo` videos (echoseg's scanner-like renderer: speckle imaged on a polar",
+        f"Only `echo-synth --style {style}` videos (echoseg's scanner-like renderer: speckle imaged on a polar",
         "grid, depth gain, dropout, shadows, valves, papillary muscles, varied hearts and fans). No real",
         "patient image was used for training or for choosing a checkpoint, so nothing here is under a",
         "data-use agreement.", "",
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("export_dir")
     ap.add_argument("--run", help="the training run the export was made from (its options go into the model card, "
                     "its weights into weights.npz for echo-train --init pretrained)")
+    ap.add_argument("--style", default="echo", help="the echo-synth style(s) the run was trained on, for the "
+                    "model card (e.g. echo2, or 'echo and --style echo2' for a mix)")
     ap.add_argument("--eval", dest="metrics", help="echo-eval's metrics.json for this model on synthetic test frames")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     try:  # read every input before the package is touched
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
         real = REAL_ECHO.read_text() if REAL_ECHO.is_file() else None
         written = bundle(args.export_dir, checkpoint=args.run)
-        card = model_card(artifacts.read_manifest(FOLDER), tc, metrics, real)
+        card = model_card(artifacts.read_manifest(FOLDER), tc, metrics, real, args.style)
     except (OSError, ValueError) as exc:
         print(f"bundle: {exc}", file=sys.stderr)
         return 2

@@ -38,8 +38,10 @@ def _fail(exc: BaseException) -> None:
 @train_app.command()
 def train(
     data: Path = typer.Option(..., "--data", help="EchoNet-Dynamic folder or image/mask folders (auto-detected)"),
-    model: str = typer.Option("unet", "--model", help=f"One of: {', '.join(MODEL_NAMES)}"),
-    width: int = typer.Option(64, "--width", min=1, help="Base width (paper: 64); matae-unet needs a multiple of 8"),
+    model: Optional[str] = typer.Option(None, "--model", help=f"One of: {', '.join(MODEL_NAMES)} (default unet; "
+                                        "with --init, the source's)"),
+    width: Optional[int] = typer.Option(None, "--width", min=1, help="Base width (paper: 64; default 64, with --init "
+                                        "the source's); matae-unet needs a multiple of 8"),
     epochs: int = typer.Option(20, "--epochs", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     lr: float = typer.Option(1e-3, "--lr"),
@@ -79,8 +81,8 @@ def train(
     train_every: int = typer.Option(1, "--train-every", min=1, help="Train on every k-th frame of each video (a "
                                     "screening run: neighbouring frames are near-copies); 1 = all"),
     init: Optional[str] = typer.Option(None, "--init", help="Start from trained weights: pretrained (the bundled "
-                                       "model: --model matae-unet --width 16) or a run folder/checkpoint; the run "
-                                       "takes their input spec and granularities"),
+                                       "model) or a run folder/checkpoint; the run takes their input spec, "
+                                       "granularities, and model and width unless given"),
 ) -> None:
     """Train one model; writes best.pt, last.pt, log.csv and curves.png to the run folder.
 
@@ -99,6 +101,7 @@ def train(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     console = Console()
     try:
+        model, width = _model_and_width(model, width, init)
         check_name(model)
         cfg = TrainConfig(data=str(data), model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                           dice_loss=dice_loss, recon_weight=recon_weight, recon_until=recon_until,
@@ -147,6 +150,16 @@ def train(
         _fail(exc)
     console.print(f"best val Dice {result.best['val_dice']:.4f} at epoch {best_epoch(result.best, result.rows)}; "
                   f"run in {result.out}")
+
+
+def _model_and_width(model: str | None, width: int | None, init: str | None) -> tuple[str, int]:
+    """--model and --width as given; what is not given: the --init source's, else unet width 64."""
+    if init and (model is None or width is None):
+        from .init import load_init
+
+        src = load_init(init).model
+        return model or src.name, width or src.width
+    return model or "unet", width or 64
 
 
 def _parse_seeds(text: str | None, default: int) -> list[int]:
