@@ -128,3 +128,16 @@ def test_rank0_recalibrates_a_plain_copy_not_the_syncbatchnorm_model(tmp_path):
     assert got["in_place"] != "ran"  # the old way: SyncBatchNorm refuses to run on one rank alone
     assert got["sync_left_in_copy"] == 0 and got["sync_left_in_model"] > 0  # training model untouched
     assert got["same_stats"] and got["stats_moved"]
+
+
+def test_default_workers_scale_with_the_epoch_not_only_the_machine(monkeypatch):
+    """On a 16-core GPU box a tiny training used to start 8 loader processes every epoch."""
+    from echoseg.train import batches
+
+    monkeypatch.setattr(batches.os, "cpu_count", lambda: 16)
+    assert batches.default_workers("cuda") == 8 and batches.default_workers("cpu") == 4  # no size given: as before
+    assert batches.default_workers("cuda", batches=10) == 0  # a test's or smoke run's epoch: main process
+    assert batches.default_workers("cuda", batches=2 * batches.BATCHES_PER_WORKER) == 2
+    assert batches.default_workers("cuda", batches=10_000) == 8 and batches.default_workers("cpu", 10_000) == 4
+    monkeypatch.setattr(batches.os, "cpu_count", lambda: 2)
+    assert batches.default_workers("cpu", 10_000) == 0 and batches.default_workers("cuda", 10_000) == 1
