@@ -50,9 +50,13 @@ def test_one_cuda_training_epoch_writes_a_checkpoint(synth_dir, tmp_path):
 
 
 @needs_cuda
-def test_torch_runtime_on_cuda_agrees_with_the_cpu(unet_ckpt):
-    """The torch backend (what echo-run runs on a checkpoint) on cuda:0 against the CPU, FP32 and
-    FP16: the same masks (TF32/FP16 arithmetic moves logits a little, not masks)."""
+def test_torch_runtime_on_cuda_agrees_with_the_cpu(unet_ckpt, monkeypatch):
+    """The torch backend (what echo-run runs on a checkpoint) on cuda:0 against the CPU, FP32 (TF32
+    off) and FP16: the same masks, logits within FP32 / FP16 rounding."""
+    import torch
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     from echoseg.data.synthetic import make_video
     from echoseg.runtime import open_session, preprocess
     from echoseg.train.metrics import mask_agreement
@@ -61,7 +65,7 @@ def test_torch_runtime_on_cuda_agrees_with_the_cpu(unet_ckpt):
     frames = make_video(21, frames=12).frames
     x = preprocess(frames, cpu.info.meta)
     y_cpu = cpu.run(x)
-    for precision, atol in (("fp32", 5e-2), ("fp16", 2e-1)):
+    for precision, atol in (("fp32", 1e-2), ("fp16", 2e-1)):
         gpu = open_session(unet_ckpt, "torch", device="cuda", precision=precision)
         assert gpu.info.device.startswith("cuda")
         y = gpu.run(x)
