@@ -60,6 +60,7 @@ def test_112_graph_names_dynamic_batch_and_checker(unet_ckpt, tmp_path):
 
 
 def test_simplified_graph_has_batchnorm_folded(unet32, tmp_path):
+    pytest.importorskip("onnxslim", reason="onnxslim is not installed (the export extra)")
     from echoseg.export.onnx import export_onnx, sub_network
 
     ckpt, model = _load_model(unet32)
