@@ -13,7 +13,7 @@ EPOCHS ?= 12
 # one ONNX Runtime: `make install ORT_EXTRA=gpu` on a GPU box (onnxruntime-gpu, TensorRT, pycuda, NVML)
 ORT_EXTRA ?= cpu
 
-.PHONY: install demo test clean pretrained
+.PHONY: install demo test test-floors clean pretrained
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,5 +53,15 @@ pretrained: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# The suite once more with every dependency at the lowest version pyproject.toml allows
+# (.ci/floors.txt), in a second venv; CI runs it after `make test`.
+FLOORS_VENV ?= .venv-floors
+test-floors:
+	test -x $(FLOORS_VENV)/bin/python || $(PYTHON) -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(FLOORS_VENV)/bin/python -m pip install -q -c .ci/floors.txt -e '.[cpu,train,export,dicom,dev]'
+	$(FLOORS_VENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(numpy|onnx|onnxruntime|opencv-python-headless|matplotlib|typer|rich|psutil|pydicom|onnxslim|torch) '
+	$(FLOORS_VENV)/bin/python -m pytest -q -m 'not slow' -p no:cacheprovider
+
 clean:
-	rm -rf $(DEMO) runs exports outputs bench-out model_repository .pytest_cache $(PRE)
+	rm -rf $(DEMO) runs exports outputs bench-out model_repository .pytest_cache $(PRE) $(FLOORS_VENV)

@@ -1,4 +1,4 @@
-"""Outputs that are complete or absent: write under a hidden temporary name, rename when done.
+"""Outputs that are complete or absent: write under a hidden temporary name, fsync, rename when done.
 
 The temporary name keeps the file's suffix (``.name.part<pid>-<token>.ext``) so writers that
 pick a format from it (OpenCV, matplotlib, numpy) behave as with the final name; the pid and a
@@ -44,15 +44,53 @@ def _call_temp(path: Path) -> Path:
     return t.with_name(f"{t.name[: len(t.name) - len(path.suffix)]}-{next(_COUNTER):x}{path.suffix}")
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's data (or a folder's entries) to the disk. A folder that cannot be opened for
+    this (Windows) is skipped: there a rename is made durable by the file system itself."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except (IsADirectoryError, PermissionError):
+        if p.is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: str | os.PathLike) -> None:
+    """fsync a file, or every file and folder under a folder (a folder written whole, then renamed)."""
+    p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        for root, dirs, files in os.walk(p):
+            for name in files:
+                if not os.path.islink(os.path.join(root, name)):
+                    fsync_path(os.path.join(root, name))
+            fsync_path(root)
+    elif p.exists():
+        fsync_path(p)
+
+
+def durable_replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """os.replace made durable: ``src`` reaches the disk before the rename, the folder's new entry
+    after it, so a power loss leaves the old file or the complete new one, never an empty one."""
+    fsync_tree(src)
+    os.replace(src, dst)
+    fsync_path(Path(dst).parent)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, on error it is removed."""
+    """Yield a temporary path to write; on success it is fsynced and replaces ``path`` (and the
+    folder is fsynced), on error it is removed."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _call_temp(out)
     try:
         yield tmp
-        os.replace(tmp, out)
+        durable_replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

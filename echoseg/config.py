@@ -239,16 +239,29 @@ class EngineSidecar:
 
     def compat_problem(self, tensorrt_version: str, compute_capability: str, gpu_name: str = "",
                        engine_path: str = "model.fp16.engine") -> str | None:
-        """None if this engine can run here; otherwise why not and how to rebuild it."""
-        rebuild = f"rebuild it here with: echo-export build {self.meta.source_sha256 and '<checkpoint>' or '<run>'} --fp16 --engine"
-        if _major_minor(tensorrt_version) != _major_minor(self.tensorrt_version):
+        """None if this engine can run here; otherwise why not (one line) and how to rebuild it.
+
+        TensorRT loads an engine only with the exact release that built it (x.y.z: NVIDIA, "Version
+        Compatibility": engines are compatible only with the version used to build them) and only on
+        the GPU architecture it was built for, so both must match exactly.
+        """
+        flags = "--int8 --int8-form tensorrt" if self.precision == "int8" else "--fp16"
+        rebuild = (f"rebuild it here with: echo-export build "
+                   f"{self.meta.source_sha256 and '<checkpoint>' or '<run>'} {flags} --engine")
+        if tensorrt_release(tensorrt_version) != tensorrt_release(self.tensorrt_version):
             return (f"{engine_path} was built with TensorRT {self.tensorrt_version} but this machine has "
-                    f"{tensorrt_version}; engines do not load across versions; {rebuild}")
+                    f"{tensorrt_version}; an engine loads only with the exact TensorRT release (x.y.z) "
+                    f"that built it; {rebuild}")
         if compute_capability != self.compute_capability:
             return (f"{engine_path} was built for {self.gpu_name} (compute capability {self.compute_capability}) "
                     f"but this GPU is {gpu_name or 'another model'} ({compute_capability}); {rebuild}")
         return None
 
 
-def _major_minor(version: str) -> str:
-    return ".".join(str(version).split(".")[:2])
+def tensorrt_release(version: str) -> tuple[int, ...]:
+    """'10.13.3.9' -> (10, 13, 3): the release an engine is tied to (a missing part counts as 0)."""
+    parts = []
+    for p in str(version).strip().split(".")[:3]:
+        digits = "".join(c for c in p if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts + [0] * (3 - len(parts)))

@@ -5,6 +5,7 @@ Session-scoped so the whole suite synthesises and initialises them once.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,23 @@ def _hide_the_shipped_bundle(request, monkeypatch, tmp_path_factory):
     from echoseg import pretrained
 
     monkeypatch.setattr(pretrained, "FOLDER", tmp_path_factory.getbasetemp() / "no-bundle" / pretrained.FOLDER.name)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_gpu(request, monkeypatch):
+    """Tests run on the CPU even where CUDA is visible, unless marked ``gpu`` or ``trt``: the same
+    numbers as in CI (no TF32 or autocast in tiny trainings), and no CUDA start-up in every
+    subprocess. In-process, torch reports no GPU; subprocesses get CUDA_VISIBLE_DEVICES="". """
+    if request.node.get_closest_marker("gpu") or request.node.get_closest_marker("trt"):
+        return
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    torch = sys.modules.get("torch")
+    if torch is None:
+        try:
+            import torch
+        except ImportError:  # a runtime-only install: nothing to pin
+            return
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
 @pytest.fixture(scope="session")

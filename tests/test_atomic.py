@@ -121,3 +121,46 @@ def test_check_writable_says_in_one_line_what_is_wrong(tmp_path, monkeypatch):
         atomic.check_writable(tmp_path / "new")
     monkeypatch.setattr(atomic.os, "write", real_write)
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["dir"]  # no probe left behind
+
+
+def test_atomic_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    """A power loss right after the rename must not leave an empty file: the data is on the disk
+    before the new name points at it, and the folder entry after (os.fsync calls recorded in order)."""
+    events: list[tuple[str, int]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.stat(src).st_ino))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "sub" / "m.json"
+    for write in (lambda: write_json(out, {"a": 1}), lambda: copy_file(out, tmp_path / "sub" / "c.json")):
+        events.clear()
+        write()
+        target = out if len(list((tmp_path / "sub").iterdir())) == 1 else tmp_path / "sub" / "c.json"
+        file_ino, dir_ino = target.stat().st_ino, (tmp_path / "sub").stat().st_ino
+        assert events == [("fsync", file_ino), ("replace", file_ino), ("fsync", dir_ino)]
+    assert json.loads(out.read_text()) == {"a": 1}
+
+
+def test_a_folder_written_whole_is_synced_file_by_file(tmp_path, monkeypatch):
+    from echoseg.atomic import durable_replace
+
+    stage = tmp_path / ".stage"
+    (stage / "x").mkdir(parents=True)
+    (stage / "x" / "a.txt").write_text("a")
+    (stage / "b.txt").write_text("b")
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real(fd))[1])
+    inodes = {p.relative_to(stage).as_posix(): p.stat().st_ino for p in [stage, *stage.rglob("*")]}
+    durable_replace(stage, tmp_path / "final")
+    assert set(inodes.values()) <= set(synced)  # every file and folder in it
+    assert synced[-1] == tmp_path.stat().st_ino  # then the folder that holds the new name
+    assert (tmp_path / "final" / "x" / "a.txt").read_text() == "a"

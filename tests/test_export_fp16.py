@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from test_export_fixtures import (cached_checkpoint, export_base, exported, no_tensorrt,  # noqa: F401
                                   quick_options, synthetic_batch)
+from tiny_onnx import make_model
 
 
 def _types():
@@ -88,7 +89,7 @@ def test_emulation_rounds_each_fp16_tensor_after_fp32_math():
              helper.make_node("Relu", ["m"], ["r"]), helper.make_node("Cast", ["r"], ["y"], to=f32)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f32, ["n", 4])],
                               [helper.make_tensor_value_info("y", f32, ["n", 4])], [three])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph)
     emu = emulate_fp16(model)
     onnx.checker.check_model(emu)
     assert all(i.data_type == f32 for i in emu.graph.initializer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from test_export_fixtures import (cached_checkpoint, export_base, exported, no_tensorrt,  # noqa: F401
                                   quick_options, synthetic_batch)
 
@@ -166,3 +167,63 @@ def test_int8_gate_miss_rejects_the_graph(export_base, tmp_path, monkeypatch, no
     man = read_manifest(d)
     assert man["passed"] is False
     assert man["exports"][0]["parity"]["int8_vs_fp32"]["passed"] is False
+
+
+def test_exported_graphs_declare_only_the_opset_domains_they_use(exported):
+    """INT8 (both forms) and FP16 graphs: no quantizer leftovers such as ai.onnx.training,
+    com.microsoft.experimental or org.pytorch.aten; every import is used by a node."""
+    import onnx
+
+    from echoseg.export.domains import unused_domains, used_domains
+    from tiny_onnx import EXPORT_IR_VERSION
+
+    graphs = sorted(p for name in ("unet", "matae-unet") for p in (exported / name).glob("model*.onnx"))
+    assert {p.name for p in graphs} >= {"model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.g0.5.int8.onnx"}
+    for p in graphs:
+        proto = onnx.load(str(p))
+        declared = {o.domain for o in proto.opset_import}
+        assert unused_domains(proto) == [], p.name
+        assert proto.ir_version == EXPORT_IR_VERSION, (p.name, proto.ir_version)  # what test-made graphs use
+        assert declared - {"", "ai.onnx"} <= used_domains(proto), (p.name, declared)
+
+
+def test_quantizer_leftovers_are_pruned_and_the_check_names_them(exported, tmp_path):
+    import onnx
+
+    from echoseg.artifacts import preprocess, read_onnx_meta
+    from echoseg.export.domains import check_domains, prune_domains
+    from echoseg.export.int8 import quantize_int8
+    from echoseg.export.onnx import ExportError
+
+    d = exported / "unet"
+    meta = read_onnx_meta(d / "model.onnx")
+    frames, _ = synthetic_batch(904, videos=1, frames=8)
+    out = tmp_path / "model.int8.onnx"
+    quantize_int8(d / "model.onnx", out, preprocess(frames, meta), meta, form="tensorrt")
+    proto = onnx.load(str(out))
+    assert {o.domain for o in proto.opset_import} <= {"", "ai.onnx", "com.microsoft"}
+    check_domains(proto, out.name)  # passes
+    for dom in ("ai.onnx.training", "com.microsoft.experimental", "org.pytorch.aten"):
+        proto.opset_import.append(onnx.helper.make_opsetid(dom, 1))
+    with pytest.raises(ExportError, match="ai.onnx.training, com.microsoft.experimental, org.pytorch.aten"):
+        check_domains(proto, out.name)
+    assert prune_domains(proto) == ["ai.onnx.training", "com.microsoft.experimental", "org.pytorch.aten"]
+    check_domains(proto, out.name)
+    assert any(o.domain in ("", "ai.onnx") for o in proto.opset_import)  # the default domain stays
+
+
+def test_a_used_custom_domain_is_kept(tmp_path):
+    from onnx import TensorProto, helper
+
+    from echoseg.export.domains import prune_domains, unused_domains
+    from tiny_onnx import EXPORT_IR_VERSION
+
+    node = helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    proto = helper.make_model(graph, ir_version=EXPORT_IR_VERSION,
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1),
+                                             helper.make_opsetid("ai.onnx.ml", 3)])
+    assert unused_domains(proto) == ["ai.onnx.ml"]
+    assert prune_domains(proto) == ["ai.onnx.ml"]
+    assert [o.domain for o in proto.opset_import] == ["", "com.microsoft"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from test_export_fixtures import (cached_checkpoint, export_base, exported, no_tensorrt,  # noqa: F401
                                   quick_options, synthetic_batch)
+from tiny_onnx import make_model
 
 
 def _qdq_graph(path: Path, zero_point_type: int) -> None:
@@ -23,7 +24,7 @@ def _qdq_graph(path: Path, zero_point_type: int) -> None:
     node = helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["y"])
     graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", zero_point_type, [1])], [scale, zp])
-    onnx.save(helper.make_model(graph), str(path))
+    onnx.save(make_model(graph), str(path))
 
 
 def _graphs(tmp_path: Path, *names: str, int8_form: str = "tensorrt") -> dict[str, Path]:
@@ -190,7 +191,11 @@ def test_engine_sidecar_round_trip_and_mismatch_explained(exported, tmp_path):
     side = _sidecar(meta)
     assert write_sidecar(engine, side) == sidecar_path(engine) == d / "model.fp16.json"
     assert read_sidecar(engine) == side
-    assert engine_problem(engine, "10.3.1", "7.5", "Tesla T4") is None  # same major.minor, same GPU kind
+    assert engine_problem(engine, "10.3.0", "7.5", "Tesla T4") is None  # same release, same GPU kind
+    assert engine_problem(engine, "10.3.0.26", "7.5", "Tesla T4") is None  # a build number beyond x.y.z
+    patch = engine_problem(engine, "10.3.1", "7.5", "Tesla T4")  # TensorRT refuses an engine of 10.3.0 here
+    assert "built with TensorRT 10.3.0 but this machine has 10.3.1" in patch and "\n" not in patch
+    assert "exact TensorRT release" in patch
     ckpt = read_manifest(d)["checkpoint"]
     version = engine_problem(engine, "11.0.0", "7.5")
     assert "built with TensorRT 10.3.0 but this machine has 11.0.0" in version

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from oracle import CyclingOracle
+from tiny_onnx import make_model
 
 from echoseg.config import ONNX_META_KEY, ArtifactMeta, InputSpec, ModelConfig
 from echoseg.data.synthetic import make_video
@@ -266,8 +267,7 @@ def _onnx_model(path: Path, side: int, spec: InputSpec) -> Path:
     x = helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["N", 3, side, side])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, side, side])
     node = helper.make_node("ReduceMean", ["frames"], ["logits"], axes=[1], keepdims=1)
-    model = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = make_model(helper.make_graph([node], "g", [x], [y]))
     meta = ArtifactMeta(model=ModelConfig("unet", 8), input_spec=spec)
     helper.set_model_props(model, {ONNX_META_KEY: meta.to_json()})
     onnx.save(model, str(path))

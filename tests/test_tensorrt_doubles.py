@@ -190,3 +190,110 @@ def test_export_gates_the_engine_itself_against_fp32(export_base, tmp_path, monk
     assert (d / "model.fp16.engine").is_file()
     report = json.loads((d / "parity.json").read_text())["1"]["engine_vs_fp32"]
     assert report["mask_dice"] == pytest.approx(1.0)
+
+
+def test_a_patch_level_tensorrt_mismatch_falls_back_to_onnx(tmp_path, monkeypatch):
+    """TensorRT 10.13.1 refuses an engine of 10.13.0 (only the exact release loads it): auto must pass
+    it over for the ONNX graph, with the reason in one line, instead of picking it and failing."""
+    from echoseg.runtime.discover import choose
+
+    trt_doubles.install(monkeypatch, "10.13.0")
+    _build(tmp_path, "10.13.0")
+    assert choose(tmp_path, "auto").backend == "tensorrt"
+    trt_doubles.install(monkeypatch, "10.13.1")
+    from echoseg.export.tensorrt import EngineBuildError, load_engine
+
+    with pytest.raises(EngineBuildError):  # what TensorRT itself does with it (the double refuses it too)
+        load_engine(tmp_path / "model.fp16.engine")
+    choice = choose(tmp_path, "auto")
+    assert choice.backend == "onnxruntime" and choice.path.name == "model.onnx"
+    assert "built with TensorRT 10.13.0 but this machine has 10.13.1" in choice.reason
+    assert "\n" not in choice.reason
+
+
+def test_echo_run_falls_back_from_a_stale_engine_and_says_why(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from typer.testing import CliRunner
+
+    from echoseg.data.synthetic import make_video
+    from echoseg.data.video import write_video
+    from echoseg.runtime.cli import app
+
+    model_dir = tmp_path / "exp"
+    trt_doubles.install(monkeypatch, "10.13.0")
+    _build(model_dir, "10.13.0")
+    v = make_video(3, frames=16)
+    clip = write_video(tmp_path / "clip.avi", v.frames, v.fps)
+    trt_doubles.install(monkeypatch, "10.13.1")
+    with caplog.at_level(logging.WARNING, logger="echoseg.runtime.trt"):
+        res = CliRunner().invoke(app, [str(clip), "--model", str(model_dir), "--out", str(tmp_path / "out"),
+                                       "--no-video"])
+    assert res.exit_code == 0, res.output
+    (summary,) = list((tmp_path / "out").glob("*/summary.json"))
+    s = json.loads(summary.read_text())
+    assert s["backend"] == "onnxruntime"
+    assert "built with TensorRT 10.13.0 but this machine has 10.13.1" in s["backend_reason"]
+    said = [r.getMessage() for r in caplog.records if "10.13.1" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0] and "falls back" in said[0]
+
+
+def _faithful_engines(monkeypatch) -> None:
+    """Engines that compute what the graph they were built from computes (the double's own engine
+    returns the channel mean, which no parity gate passes)."""
+    from echoseg.artifacts import read_sidecar as sidecar_of
+    from echoseg.export.parity import run_onnx
+    from echoseg.runtime import trt as runtime_trt
+
+    real_init = runtime_trt.TrtSession.__init__
+
+    def init(self, path, device=0):
+        real_init(self, path, device)
+        self._graph = Path(path).with_name(sidecar_of(path).onnx_file)
+
+    monkeypatch.setattr(runtime_trt.TrtSession, "__init__", init)
+    monkeypatch.setattr(runtime_trt.TrtSession, "run", lambda self, batch: run_onnx(self._graph, batch))
+
+
+def test_export_int8_builds_the_int8_engine_from_the_tensorrt_form(export_base, tmp_path, monkeypatch):
+    """echo-export build --int8 --int8-form tensorrt with TensorRT present: model.int8.engine is built
+    from model.int8.onnx (strongly typed, no precision flag), gated at INT8 against FP32, and described
+    by its own sidecar; the cpu form gets a one-line note instead (TensorRT refuses its zero points)."""
+    from echoseg.export.build import export_checkpoint
+
+    ckpt = cached_checkpoint(export_base, "unet")
+    fake = trt_doubles.install(monkeypatch, "10.13.0")
+    _faithful_engines(monkeypatch)
+    res = export_checkpoint(ckpt, quick_options(tmp_path / "t", int8=True, int8_form="tensorrt"))
+    assert res.ok, res.errors
+    d = tmp_path / "t" / "unet"
+    assert fake.called("parse_from_file") == [str(d / "model.int8.onnx")]
+    assert fake.called("set_flag") == []
+    (flags,) = fake.called("create_network")
+    assert flags & (1 << int(fake.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    side = read_sidecar(d / "model.int8.engine")
+    assert (side.precision, side.onnx_file, side.tensorrt_version) == ("int8", "model.int8.onnx", "10.13.0")
+    man = json.loads((d / "manifest.json").read_text())["exports"][0]
+    assert man["files"]["engine_int8"] == "model.int8.engine" and "engine" not in man["files"]  # no --fp16
+    gate = json.loads((d / "parity.json").read_text())["1"]["engine_int8_vs_fp32"]
+    assert gate["gate"] == {"mask_dice": 0.98} and gate["mask_dice"] >= 0.98
+    said: list[str] = []
+    cpu = export_checkpoint(ckpt, quick_options(tmp_path / "c", int8=True), say=said.append)
+    assert cpu.ok, cpu.errors
+    assert not (tmp_path / "c" / "unet" / "model.int8.engine").exists()
+    (note,) = [n for n in cpu.notes if "INT8 engine skipped" in n]
+    assert "--int8-form tensorrt" in note and note in said and "\n" not in note
+
+
+def test_the_tensorrt_parser_double_refuses_the_cpu_int8_form(export_base, tmp_path, monkeypatch):
+    """What makes the note above necessary: TensorRT's parser takes zero points of 0 only."""
+    from echoseg.export.build import export_checkpoint
+
+    res = export_checkpoint(cached_checkpoint(export_base, "unet"), quick_options(tmp_path, int8=True))
+    assert res.ok, res.errors
+    fake = trt_doubles.install(monkeypatch, "10.13.0")
+    trt = fake.trt
+    net = trt.Builder(trt.Logger()).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(net, trt.Logger())
+    assert not parser.parse_from_file(str(tmp_path / "unet" / "model.int8.onnx"))
+    assert "zeroPt must be all zeros" in parser.get_error(0).desc()

@@ -65,3 +65,79 @@ def test_torchrun_two_cpu_processes_train_one_run(synth_dir, tmp_path):
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [r_["epoch"] for r_ in rows] == ["1"]  # one log, written once (rank 0)
     assert r.stdout.count("best val Dice") == 1
+
+
+_RECAL_SCRIPT = r"""
+import json, os, sys
+import numpy as np, torch, torch.distributed as dist
+from torch import nn
+from echoseg.config import InputSpec, ModelConfig
+from echoseg.models import build_model
+from echoseg.train.recipe import recalibrate_bn
+from echoseg.train.records import plain_copy
+
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+model = nn.SyncBatchNorm.convert_sync_batchnorm(build_model(ModelConfig("matae-unet", 4, (0.5, 1.0))))
+spec = InputSpec(mean=(40.0,) * 3, std=(50.0,) * 3, height=32, width=32)
+frames = np.random.default_rng(1).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+out = {}
+if dist.get_rank() == 0:  # what EpochEnd does on rank 0 alone
+    try:
+        recalibrate_bn(model, frames, spec, model.granularities, "cpu")
+        out["in_place"] = "ran"
+    except Exception as exc:  # SyncBatchNorm in train mode: a collective (on CPU, a refusal)
+        out["in_place"] = type(exc).__name__ + ": " + str(exc)[:80]
+    shipped = plain_copy(model)
+    recalibrate_bn(shipped, frames, spec, shipped.granularities, "cpu")
+    plain = build_model(ModelConfig("matae-unet", 4, (0.5, 1.0)))
+    plain.load_state_dict(shipped.state_dict())
+    recalibrate_bn(plain, frames, spec, plain.granularities, "cpu")
+    out["sync_left_in_copy"] = sum(isinstance(m, nn.SyncBatchNorm) for m in shipped.modules())
+    out["sync_left_in_model"] = sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+    out["same_stats"] = all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), plain.state_dict().values()))
+    out["stats_moved"] = bool(any((m.running_mean != 0).any() for m in shipped.modules() if isinstance(m, nn.BatchNorm2d)))
+    print(json.dumps(out))
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_rank0_recalibrates_a_plain_copy_not_the_syncbatchnorm_model(tmp_path):
+    """Under torchrun on GPUs without EMA, rank 0 alone recalibrated the SyncBatchNorm model in train
+    mode: a collective the other ranks never join. Two gloo processes: rank 0 runs the recalibration
+    on plain_copy (BatchNorm2d, same weights) while rank 1 waits at the barrier."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "recal.py"
+    script.write_text(_RECAL_SCRIPT)
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-800:] for o in outs]
+    import json
+
+    got = json.loads(outs[0][0].strip().splitlines()[-1])
+    assert got["in_place"] != "ran"  # the old way: SyncBatchNorm refuses to run on one rank alone
+    assert got["sync_left_in_copy"] == 0 and got["sync_left_in_model"] > 0  # training model untouched
+    assert got["same_stats"] and got["stats_moved"]
+
+
+def test_default_workers_scale_with_the_epoch_not_only_the_machine(monkeypatch):
+    """On a 16-core GPU box a tiny training used to start 8 loader processes every epoch."""
+    from echoseg.train import batches
+
+    monkeypatch.setattr(batches.os, "cpu_count", lambda: 16)
+    assert batches.default_workers("cuda") == 8 and batches.default_workers("cpu") == 4  # no size given: as before
+    assert batches.default_workers("cuda", batches=10) == 0  # a test's or smoke run's epoch: main process
+    assert batches.default_workers("cuda", batches=2 * batches.BATCHES_PER_WORKER) == 2
+    assert batches.default_workers("cuda", batches=10_000) == 8 and batches.default_workers("cpu", 10_000) == 4
+    monkeypatch.setattr(batches.os, "cpu_count", lambda: 2)
+    assert batches.default_workers("cpu", 10_000) == 0 and batches.default_workers("cuda", 10_000) == 1

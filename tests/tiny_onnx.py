@@ -9,6 +9,17 @@ import numpy as np
 from echoseg.artifacts import set_onnx_meta
 from echoseg.config import ArtifactMeta, InputSpec, ModelConfig
 
+#: The IR version echo-export's graphs carry (torch's exporter at opset 17); test-made graphs use it too,
+#: because onnx's own default (the newest IR it knows) is more than older ONNX Runtimes load.
+EXPORT_IR_VERSION = 8
+
+
+def make_model(graph, opset: int = 17):
+    """A ModelProto of ``graph`` at opset ``opset`` and the exporter's IR version."""
+    from onnx import helper
+
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=EXPORT_IR_VERSION)
+
 
 def tiny_meta(g: float = 1.0, name: str = "matae-unet") -> ArtifactMeta:
     spec = InputSpec(mean=(40.0, 40.0, 40.0), std=(50.0, 50.0, 50.0))
@@ -30,8 +41,7 @@ def write_tiny_onnx(path: Path, meta: ArtifactMeta | None = None) -> Path:
         [helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["batch", spec.channels, spec.height, spec.width])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1, spec.height, spec.width])],
         [w, b])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
+    proto = make_model(graph)
     set_onnx_meta(proto, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))

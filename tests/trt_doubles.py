@@ -141,6 +141,17 @@ def make_tensorrt(version: str, cc: tuple[int, int], d: Doubles) -> types.Module
             except Exception as exc:  # noqa: BLE001 - like the real parser: report, return False
                 self.errors.append(ParserError(f"cannot read {path}: {exc}"))
                 return False
+            # NVIDIA, "Explicit Quantization": symmetric only; the parser asserts "zeroPt must be all zeros"
+            from onnx import numpy_helper
+
+            inits = {i.name: i for i in proto.graph.initializer}
+            for i, node in enumerate(proto.graph.node):
+                if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+                    zp = inits.get(node.input[2])
+                    if zp is not None and (zp.data_type == 2 or numpy_helper.to_array(zp).any()):  # 2: UINT8
+                        self.errors.append(ParserError(f"node {i} ({node.op_type}): TRT only supports symmetric "
+                                                       "quantization - zeroPt must be all zeros"))
+                        return False
             for info, into in ((proto.graph.input, self.network.inputs), (proto.graph.output, self.network.outputs)):
                 for vi in info:
                     t = vi.type.tensor_type

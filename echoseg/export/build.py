@@ -30,6 +30,7 @@ from echoseg.artifacts import artifact_name, file_sha256, preprocess, rejected_n
 from echoseg.config import EngineSidecar
 
 from . import frames as frame_source
+from .domains import check_domains
 from .fp16 import convert_fp16, emulate_fp16, last_compute_node, tensor_types
 from .int8 import quantize_int8
 from .manifest import MANIFEST, PARITY, build_manifest, write_sidecar
@@ -217,11 +218,18 @@ def _export_granularity(ckpt, model, g: float, d: Path, opts: BuildOptions, x: n
         _engine_step(d, g, meta, opts, section, say, result)
         if opts.parity and "engine" in section["files"]:
             _engine_gate(d / section["files"]["engine"], x, y32, threshold, section, say)
+    if opts.int8 and files.get("int8") == artifact_name(g, "int8"):
+        _engine_step(d, g, meta, opts, section, say, result, precision="int8")
+        if opts.parity and "engine_int8" in section["files"]:
+            _engine_gate(d / section["files"]["engine_int8"], x, y32, threshold, section, say, precision="int8")
 
 
-def _engine_gate(engine: Path, x: np.ndarray, y32: np.ndarray, threshold: float, section, say: Report) -> None:
+def _engine_gate(engine: Path, x: np.ndarray, y32: np.ndarray, threshold: float, section, say: Report,
+                 precision: str = "fp16") -> None:
     """The engine itself against the FP32 graph, through the runtime's engine runner (what echo-run
-    runs), at the FP16 gate; a miss renames the engine and its sidecar *.rejected.* and fails."""
+    runs), at its precision's gate (FP16 or INT8); a miss renames the engine and its sidecar
+    *.rejected.* and fails."""
+    key = "engine" if precision == "fp16" else f"engine_{precision}"
     from echoseg.runtime.trt import TrtSession
 
     sess = TrtSession(engine)
@@ -231,16 +239,16 @@ def _engine_gate(engine: Path, x: np.ndarray, y32: np.ndarray, threshold: float,
         y = np.concatenate([sess.run(x[i:i + step]) for i in range(0, len(x), step)])
     finally:
         sess.close()
-    report = section["parity"]["engine_vs_fp32"] = compare(y32, y, threshold)
+    report = section["parity"][f"{key}_vs_fp32"] = compare(y32, y, threshold)
     try:
-        check(report, "fp16", f"{engine} vs FP32")
+        check(report, precision, f"{engine} vs FP32")
     except ExportParityError:
         side = sidecar_path(engine)
-        section["files"]["engine"] = _reject(engine).name
+        section["files"][key] = _reject(engine).name
         if side.is_file():
-            section["files"]["engine_sidecar"] = _reject(side).name
+            section["files"][f"{key}_sidecar"] = _reject(side).name
         raise
-    say(_line("TensorRT engine vs FP32", report))
+    say(_line(f"TensorRT {precision.upper()} engine vs FP32", report))
 
 
 def _line(what: str, r: dict[str, Any]) -> str:
@@ -256,6 +264,7 @@ def _fp16_step(fp32_path: Path, path: Path, x, y32, threshold, opts: BuildOption
     for attempt in range(2):
         proto, info = convert_fp16(src, keep_fp32_nodes=keep_nodes)
         onnx.checker.check_model(proto)
+        check_domains(proto, path.name)
         save_onnx(proto, path)
         section["files"]["fp16"] = path.name
         section["steps"]["fp16"] = {**info.to_dict(), "types": tensor_types(proto)}
@@ -298,6 +307,9 @@ def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts:
                          form=opts.int8_form)
     section["files"]["int8"] = path.name
     section["steps"]["int8"] = info.to_dict()
+    import onnx
+
+    check_domains(onnx.load(str(path), load_external_data=False), path.name)
     if not opts.parity:
         return
     report = section["parity"]["int8_vs_fp32"] = compare(y32, run_onnx(path, x), threshold)
@@ -326,20 +338,33 @@ def _ort_latency(graphs: dict[str, Path], x: np.ndarray) -> dict[str, float]:
             s.close()
 
 
-def _engine_step(d: Path, g: float, meta, opts: BuildOptions, section, say: Report, result: ExportResult) -> None:
+def _engine_step(d: Path, g: float, meta, opts: BuildOptions, section, say: Report, result: ExportResult,
+                 precision: str = "fp16") -> None:
+    """The TensorRT engine of ``precision`` (fp16: from model.fp16.onnx; int8: from the tensorrt-form QDQ
+    graph) where TensorRT and a GPU exist; otherwise a one-line note (an error with --engine)."""
+    key = "engine" if precision == "fp16" else f"engine_{precision}"
     version, why = tensorrt_status()
     if not version:
         if opts.engine:
             raise TensorRTUnavailable(f"--engine asked for a TensorRT engine but {why}")
-        section["steps"]["engine"] = {"skipped": why}
+        section["steps"][key] = {"skipped": why}
         if not any("engine skipped" in n for n in result.notes):
             note = f"TensorRT engine skipped: {why}"
             result.notes.append(note)
             say(note)
         return
+    if precision == "int8" and opts.int8_form != "tensorrt":
+        why = (f"{artifact_name(g, 'int8')} is the {opts.int8_form} INT8 form, which TensorRT does not take; "
+               "pass --int8-form tensorrt for an INT8 engine")
+        section["steps"][key] = {"skipped": why}
+        if not any("INT8 engine skipped" in n for n in result.notes):
+            note = f"TensorRT INT8 engine skipped: {why}"
+            result.notes.append(note)
+            say(note)
+        return
     graphs = {p: d / artifact_name(g, p) for p in ("fp32", "fp16", "int8")}
-    plan = plan_engine(version, "fp16", graphs, opts.profile, opts.workspace_mb)
-    engine = d / artifact_name(g, "fp16", "engine")
+    plan = plan_engine(version, precision, graphs, opts.profile, opts.workspace_mb)
+    engine = d / artifact_name(g, precision, "engine")
     built = build_engine(plan, engine, opts.timing_cache or Path(opts.out) / "timing.cache")
     gpu = {k: built[k] for k in ("gpu_name", "compute_capability", "cuda_version")}  # the CUDA device built on
     sidecar = EngineSidecar(meta=meta, tensorrt_version=built["tensorrt_version"], cuda_version=gpu["cuda_version"],
@@ -348,8 +373,8 @@ def _engine_step(d: Path, g: float, meta, opts: BuildOptions, section, say: Repo
                             precision=plan.precision, profile=plan.profile, build_seconds=built["build_seconds"],
                             strongly_typed=plan.strongly_typed)
     side = write_sidecar(engine, sidecar)
-    section["files"]["engine"] = engine.name
-    section["files"]["engine_sidecar"] = side.name
-    section["steps"]["engine"] = {**plan.to_dict(), **built, **gpu, "onnx_sha256": sidecar.onnx_sha256}
+    section["files"][key] = engine.name
+    section["files"][f"{key}_sidecar"] = side.name
+    section["steps"][key] = {**plan.to_dict(), **built, **gpu, "onnx_sha256": sidecar.onnx_sha256}
     say(f"{engine}: TensorRT {built['tensorrt_version']}, {gpu['gpu_name']} (sm {gpu['compute_capability']}), "
-        f"built in {built['build_seconds']:.1f} s")
+        f"{precision.upper()}, built in {built['build_seconds']:.1f} s")

@@ -81,7 +81,7 @@ def _summary_table(results) -> "object":
 def build(
     checkpoints: Optional[List[Path]] = typer.Argument(None, help="Run directories or .pt files (default: every runs/*/best.pt)."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx and, where TensorRT and a GPU exist, model.fp16.engine."),
-    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (static QDQ quantization, in the --int8-form)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx (static QDQ quantization, in the --int8-form) and, with --int8-form tensorrt where TensorRT and a GPU exist, model.int8.engine."),
     engine: bool = typer.Option(False, "--engine", help="Require the TensorRT engine (implies --fp16); a missing TensorRT or GPU is an error."),
     granularity: List[float] = typer.Option([], "--granularity", "-g", help="matae-unet: also export this nested sub-network as its own smaller model, OUT/RUN/model.gG[.fp16|.int8].onnx (repeatable)."),
     batch: str = typer.Option("1,16,64", "--batch", help="Batch range MIN,OPT,MAX for the engine profile and Triton."),

@@ -20,6 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .domains import prune_domains
+
 log = logging.getLogger(__name__)
 
 HOW_RUN_ON_CPU = (
@@ -59,6 +61,9 @@ def convert_fp16(proto, *, keep_fp32_ops: Sequence[str] = (), keep_fp32_nodes: S
     out = convert_float_to_float16(src, keep_io_types=True, op_block_list=block,
                                    node_block_list=[n for n in keep_fp32_nodes if n in names])
     topo_sort(out.graph)
+    dropped = prune_domains(out)
+    if dropped:
+        log.info("FP16 graph: dropped opset imports no node uses: %s", ", ".join(dropped))
     info = Fp16Info(kept_fp32_ops=sorted(present & set(block)),
                     kept_fp32_nodes=[n for n in keep_fp32_nodes if n in names], block_list=block)
     return out, info

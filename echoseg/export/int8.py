@@ -34,6 +34,7 @@ from echoseg.config import ArtifactMeta
 
 from echoseg.atomic import temp_for
 
+from .domains import prune_domains
 from .onnx import INPUT_NAME, ExportError, set_metadata, save_onnx
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,9 @@ def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndar
             extra.unlink(missing_ok=True)
     if form == "tensorrt":
         per_tensor_conv_transpose(proto)
+    dropped = prune_domains(proto)  # quantizer leftovers: ai.onnx.training, com.microsoft.experimental, ...
+    if dropped:
+        log.info("INT8 graph: dropped opset imports no node uses: %s", ", ".join(dropped))
     set_metadata(proto, meta)
     onnx.checker.check_model(proto)
     save_onnx(proto, out)

@@ -61,6 +61,11 @@ def engine_problem(path: str | Path, device: int = 0) -> str | None:
         side = read_sidecar(path)
     except ArtifactError as exc:
         return str(exc)
+    return _mismatch(side, path, device)
+
+
+def _mismatch(side, path: str | Path, device: int = 0) -> str | None:
+    """The sidecar against this TensorRT (exact x.y.z release) and CUDA device (compute capability)."""
     import tensorrt as trt
 
     dev = device_identity(device)
@@ -206,8 +211,24 @@ class TrtSession:
             setattr(self, name, None)
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
 def _problem(path: Path) -> str | None:
-    return engine_problem(path)
+    """The registry's check. An engine that is here but was built for another TensorRT release or GPU
+    is also said once per process, in one line: ``auto`` runs the ONNX graph beside it instead."""
+    problem = tensorrt_problem()
+    if problem:
+        return problem
+    try:
+        side = read_sidecar(path)
+    except ArtifactError as exc:
+        return str(exc)
+    mismatch = _mismatch(side, path)
+    if mismatch and (str(path), mismatch) not in _WARNED:
+        _WARNED.add((str(path), mismatch))
+        log.warning("TensorRT engine not used (auto falls back to the next backend): %s", mismatch)
+    return mismatch
 
 
 BACKEND = register(Backend(name="tensorrt", artifact="engine", rank=10, open=TrtSession, problem=_problem,

@@ -16,14 +16,24 @@ from typing import Iterator, Sequence
 import numpy as np
 
 
-def default_workers(device: str) -> int:
-    """Loader workers when --workers is not given: most cores on a GPU box (the GPU waits for
-    augmentation otherwise); none on a small CPU box, where workers would take the cores the
-    training itself runs on."""
+#: An epoch shorter than this many batches per worker is loaded in the main process: each worker is
+#: a process started again every epoch, which a short epoch does not pay back.
+BATCHES_PER_WORKER = 32
+
+
+def default_workers(device: str, batches: int | None = None) -> int:
+    """Loader workers when --workers is not given: on a GPU box most cores (the GPU waits for
+    augmentation otherwise), none on a small CPU box (workers would take the cores the training
+    runs on); in both, at most one per BATCHES_PER_WORKER batches of an epoch (``batches``: this
+    rank's batches per epoch), so a tiny training (a test, a smoke run) starts no processes."""
     cores = os.cpu_count() or 1
     if device.startswith("cuda"):
-        return max(0, min(8, cores - 1))
-    return 0 if cores <= 4 else min(4, cores // 4)
+        cap = max(0, min(8, cores - 1))
+    else:
+        cap = 0 if cores <= 4 else min(4, cores // 4)
+    if batches is not None:
+        cap = min(cap, max(0, int(batches)) // BATCHES_PER_WORKER)
+    return cap
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

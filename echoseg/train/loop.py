@@ -216,7 +216,8 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
     if cfg.unlabelled_frames and recon_w > 0:
         unlabelled = load_unlabelled(cfg.data, "train")
         log.info("unlabelled frames for the autoencoder: %d", len(unlabelled))
-    workers = default_workers(device) if cfg.workers < 0 else cfg.workers
+    batches = -(-len(train_set) // max(1, cfg.batch_size * world.size))  # this rank's batches per epoch
+    workers = default_workers(device, batches) if cfg.workers < 0 else cfg.workers
     loader, plan = make_loader(train_set.images, train_set.masks.astype(np.uint8), batch_size=cfg.batch_size,
                                seed=cfg.seed, augment=cfg.augment, workers=workers,
                                augment_strength=cfg.augment_strength,

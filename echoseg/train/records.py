@@ -1,4 +1,5 @@
-"""Rank 0's record of a run after every epoch: recalibrated EMA weights validated, the selected
+"""Rank 0's record of a run after every epoch: recalibrated EMA weights (or a plain copy of the
+model: SyncBatchNorm reverted, so rank 0 alone can run it) validated, the selected
 epoch saved as best.pt, last.pt with what --resume needs, log.csv and curves.png."""
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class EpochEnd:
         from .plots import plot_curves
 
         cfg, out = self.cfg, self.out
-        shipped = ema.model if ema is not None else model
+        # Recalibrating runs the model in train mode; a SyncBatchNorm there is a collective the other
+        # ranks never join (rank 0 alone is here), so without EMA rank 0 works on a plain copy.
+        shipped = ema.model if ema is not None else plain_copy(model)
         recalibrate_bn(shipped, self.recal, self.spec, self.grans, self.device)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses))}
         row.update(validate(shipped, self.val_set, self.spec, self.device, self.grans))
@@ -73,6 +76,33 @@ class EpochEnd:
         r = rows[chosen]
         return {"val_dice": float(r["val_dice"]), "val_iou": float(r["val_iou"]),
                 "val_pixel_accuracy": float(r["val_pixel_accuracy"]), "epoch": int(r["epoch"])}
+
+
+def plain_copy(model):
+    """``model`` itself when it has no SyncBatchNorm; else a copy with each SyncBatchNorm turned back
+    into a BatchNorm2d holding the same weights and statistics (what one process may run alone)."""
+    import copy
+
+    from torch import nn
+
+    if not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
+        return model
+    out = copy.deepcopy(model)
+
+    def revert(module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.SyncBatchNorm):
+                ref = child.running_mean if child.running_mean is not None else child.weight
+                bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                    child.track_running_stats, device=ref.device if ref is not None else None)
+                bn.load_state_dict(child.state_dict())
+                bn.train(child.training)
+                module._modules[name] = bn
+            else:
+                revert(child)
+
+    revert(out)
+    return out
 
 
 def _train_state(model, opt, ema, scaler) -> dict:
