@@ -16,6 +16,7 @@ from echoseg.data.video import VideoError, VideoReader
 from .cardiac import MAX_HEART_RATE_BPM, analyse, beat_in_cm
 from .discover import choose
 from .backends import get as _backend, open_session
+from .readout import mask_readout
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
 from .session import Session, SessionError
@@ -206,6 +207,7 @@ def run_one(path: Path, session: Session, out_dir: Path, batch: int = 8, video: 
         plot_area(staging.tmp / AREA_PNG, stats.area_px, fps, cardiac, f"{path.name}: LV area")
         summary = _summary(path, name, session, stats, cardiac, fps, fps_video <= 0, video, reason)
         summary.update(_units(vinfo, cardiac, clean_masks, summary["beats"]))
+        summary.update(mask_readout(stats.area_px))  # masks empty on (nearly) every frame: said, not "no beat"
         write_json(staging.tmp / SUMMARY_JSON, summary)
         final = staging.commit()
         staging = None

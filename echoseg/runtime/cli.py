@@ -74,7 +74,8 @@ def run(
             continue
         s = r.summary
         ef = s["ef_estimate_pct"]["mean"]
-        ef_text = f"EF estimate {ef:.1f}% over {len(s['beats'])} beat(s)" if ef is not None else "no full beat found"
+        ef_text = (f"EF estimate {ef:.1f}% over {len(s['beats'])} beat(s)" if ef is not None
+                   else s.get("mask_warning") or "no full beat found")
         console.print(f"{r.input}: {s['frames']} frames, {s['processing_fps']:.1f} fps end to end "
                       f"({s['backend']} {s['precision']}), {ef_text} -> {r.out_dir}", highlight=False, soft_wrap=True)
     for line in run_errors:
