@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoseg.atomic import check_writable, write_json
-from echoseg.data.video import VideoError, VideoReader
+from echoseg.data.video import VideoError, VideoReader, is_dicom
 
 from .cardiac import MAX_HEART_RATE_BPM, analyse, beat_in_cm
 from .discover import choose
@@ -62,14 +62,16 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list
         found = _videos_in(p) or (_videos_in(p / "Videos") if (p / "Videos").is_dir() else [])
         if not found:
             failed.append(VideoResult(str(p), p.name, False,
-                                      f"{p}: no videos in this folder (looked for {', '.join(VIDEO_SUFFIXES)})"))
+                                      f"{p}: no videos in this folder (looked for {', '.join(VIDEO_SUFFIXES)}, "
+                                      "and DICOM files by content)"))
         videos.extend(found)
     return videos, failed, any_dir
 
 
 def _videos_in(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
-                  and not p.name.startswith("."))
+    """Videos by suffix, and DICOM files by content (preamble + DICM: PACS exports often have no suffix)."""
+    return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and (
+        p.suffix.lower() in VIDEO_SUFFIXES or (p.name.upper() != "DICOMDIR" and is_dicom(p))))
 
 
 def _unique_name(stem: str, taken: set[str]) -> str:
