@@ -162,14 +162,14 @@ def integrity_problem(path: str | os.PathLike, entry: dict[str, Any] | None = No
     try:
         size = p.stat().st_size
         if "bytes" in entry and int(entry["bytes"]) != size:
-            return (f"{p}: {size} bytes, but {MANIFEST} records {int(entry['bytes'])}; the file changed or is "
-                    "damaged since export: refused (restore it or re-export with echo-export build)")
+            return (f"{p}: refused, {size} bytes where {MANIFEST} records {int(entry['bytes'])} (changed or "
+                    "damaged since export; restore it or re-export)")
         digest = cached_sha256(p)
     except (OSError, ValueError, TypeError) as exc:
         return f"{p}: cannot be read to check it against {MANIFEST} ({exc})"
     if digest != str(entry["sha256"]).lower():
-        return (f"{p}: sha256 {digest[:12]}... does not match {MANIFEST} ({str(entry['sha256'])[:12]}...); the file "
-                "changed or is damaged since export: refused (restore it or re-export with echo-export build)")
+        return (f"{p}: refused, its sha256 does not match {MANIFEST} (changed or damaged since export; "
+                "restore it or re-export)")
     return None
 
 
