@@ -128,3 +128,14 @@ def test_triton_leaves_a_damaged_file_out_in_one_line_and_records_hashes(tmp_pat
     assert len(errors) == 1 and "model.int8.onnx" in errors[0] and "does not match" in errors[0]
     cfg = (tmp_path / "repo" / "exp" / "config.pbtxt").read_text()
     assert A.file_sha256(d / "model.onnx") in cfg
+
+
+def test_echo_bench_lists_a_damaged_file_as_skipped_and_does_not_time_it(tmp_path):
+    from echoseg.bench.targets import CheckpointFinder, plan_export
+
+    d = _export(tmp_path / "exp")
+    _flip(d / "model.fp16.onnx")
+    plan = plan_export(d, CheckpointFinder(tmp_path / "runs"), ("onnxruntime",), ("fp32", "fp16", "int8"))
+    assert sorted(Path(t.artifact).name for t in plan.targets) == ["model.int8.onnx", "model.onnx"]
+    why = [s.reason for s in plan.skipped if "model.fp16.onnx" in s.reason]
+    assert len(why) == 1 and "does not match manifest.json" in why[0]
