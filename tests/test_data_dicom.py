@@ -224,3 +224,14 @@ def test_a_folder_s_dicom_files_are_found_by_content(tmp_path, synth):
     videos, failed, _ = expand_inputs([d])
     assert [p.name for p in videos] == ["IM0001", "b.dcm"] and failed == []
     assert probe(d / "IM0001").kind == "dicom"
+
+
+def test_ybr_full_422_frames_are_counted_at_two_samples_a_pixel(tmp_path):
+    from echoseg.data.dicom import _frames_held
+
+    p = write_dicom(tmp_path / "ybr.dcm", np.zeros((3, 16, 16, 3), np.uint8), colour=True)
+    ds = pydicom.dcmread(p)
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PixelData = b"\0" * (3 * 16 * 16 * 2)
+    ds.save_as(p, enforce_file_format=True)
+    assert _frames_held(p, pydicom.dcmread(p, defer_size="1 KB"), 3) == 3

@@ -126,6 +126,8 @@ def _frames_held(path: str | os.PathLike, ds: Any, said: int) -> int:
         return _encapsulated_frames(ds, said)
     samples = int(ds.get("SamplesPerPixel") or 1)
     bits = int(ds.get("BitsAllocated") or 8)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "YBR_FULL_422":
+        samples = 2  # chroma shared by pixel pairs: two samples a pixel as stored
     frame_bits = rows * cols * samples * bits
     held = (8 * int(length)) // frame_bits
     if held < 1:
