@@ -8,6 +8,7 @@ colour comes from :func:`tagged` (a styled word before literal text) instead of 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 
@@ -33,3 +34,26 @@ def styled(text: object, style: str) -> Any:
     from rich.text import Text
 
     return Text(str(text), style=style)
+
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Each log record as one line on a rich console: ``warning: <message>`` (the message literal).
+
+    rich's own handler lays records out in columns and wraps a long message over several lines
+    (at 80 columns when not a terminal); a warning that names a file should stay one line."""
+
+    STYLES = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "red"}
+
+    def __init__(self, con: Any, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.con = con
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record).replace("\n", " ")
+            if record.levelno >= logging.WARNING:
+                text = tagged(f"{record.levelname.lower()}:", self.STYLES.get(record.levelname, ""), text)
+            self.con.print(text, highlight=False, soft_wrap=True)
+        except Exception:  # a log handler must not raise
+            self.handleError(record)

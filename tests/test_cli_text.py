@@ -150,3 +150,23 @@ def test_an_error_while_loading_leaves_no_progress_bar_with_loss_nan(tmp_path, m
                                   "--out", str(tmp_path / "run")])
     assert r.exit_code == 2 and "nan" not in r.output
     assert [ln for ln in r.output.splitlines() if ln.strip()] == ["error: no training frame has any LV pixel"]
+
+
+def test_echo_run_warnings_are_one_line_however_long(tmp_path, monkeypatch):
+    import logging
+
+    from echoseg.clitext import ConsoleLogHandler, console
+    from echoseg.runtime import api, cli
+
+    con = console(width=80, record=True)
+    handler = ConsoleLogHandler(con)
+    long_name = "model.fp16.onnx" + "x" * 150
+    handler.handle(logging.LogRecord("echoseg.runtime.discover", logging.WARNING, __file__, 1,
+                                     "%s: refused [gpu], its sha256 does not match", (long_name,), None))
+    lines = [ln for ln in con.export_text().splitlines() if ln.strip()]
+    assert lines == [f"warning: {long_name}: refused [gpu], its sha256 does not match"]
+    seen = {}
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(api, "choose", lambda *a, **k: (_ for _ in ()).throw(api.SessionError("x")))
+    runner.invoke(cli.app, [str(tmp_path / "a.avi")])
+    assert [type(h) for h in seen["handlers"]] == [ConsoleLogHandler]

@@ -30,17 +30,16 @@ def run(
     """Stream each video through one model session and write its outputs under --out/<video>/."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our own one-line errors replace FFmpeg's noise
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # and OpenCV's "[ WARN:0@...] cap_ffmpeg" lines (a full disk)
-    from rich.logging import RichHandler
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from echoseg.atomic import Terminated, sigterm_as_interrupt
-    from echoseg.clitext import console as make_console, tagged
+    from echoseg.clitext import ConsoleLogHandler, console as make_console, tagged
     from echoseg.runtime.api import run_videos
     from echoseg.runtime.session import SessionError
 
     err = make_console(stderr=True)  # user text (file names, errors) printed literally: no rich markup
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=err, show_path=False, show_time=False)])
+                        handlers=[ConsoleLogHandler(err)])  # one line per record, however long
     logging.getLogger("echoseg.runtime.api").setLevel(logging.INFO if verbose else logging.CRITICAL)
     tasks: dict[str, int] = {}
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
