@@ -88,13 +88,19 @@ def _count(v: float) -> int:
     return int(v) if math.isfinite(v) and v > 0 else 0
 
 
+_REFUSED: set[str] = set()
+
+
 def read_filelist(root: Path) -> list[VideoRecord]:
     """FileList.csv's rows; a row whose FileName would leave Videos/ is refused in one warning line."""
     records = []
     for i, row in enumerate(_read_csv(root / "FileList.csv", FILELIST_COLUMNS, FILELIST_REQUIRED), start=2):
         bad = name_problem(row["FileName"])
         if bad:
-            log.warning("skipped FileList.csv line %d (%r): %s", i, row["FileName"], bad)
+            line = f"skipped {root / 'FileList.csv'} line {i} ({row['FileName']!r}): {bad}"
+            if line not in _REFUSED:  # once per process: every split reads the file list
+                _REFUSED.add(line)
+                log.warning("%s", line)
             continue
         h, w = _num(row, "FrameHeight", 112), _num(row, "FrameWidth", 112)
         records.append(VideoRecord(
@@ -114,7 +120,14 @@ def read_tracings(root: Path, report: SkipReport) -> dict[str, OrderedDict[int, 
         if bad:
             if row["FileName"] not in refused:  # one line per name, not per row
                 refused.add(row["FileName"])
-                report.skip(f"VolumeTracings.csv line {i} ({row['FileName']!r})", bad)
+                what = f"VolumeTracings.csv line {i} ({row['FileName']!r})"
+                key = f"{root}: {what}"
+                if key in _REFUSED:  # said already (another split read the tracings): counted, not repeated
+                    report.reasons[bad] += 1
+                    report.messages.append(f"skipped {what}: {bad}")
+                else:
+                    _REFUSED.add(key)
+                    report.skip(what, bad)
             continue
         try:
             coords = tuple(float(row[c]) for c in ("X1", "Y1", "X2", "Y2"))
