@@ -126,6 +126,53 @@ def file_entry(path: str | os.PathLike) -> dict[str, Any]:
     return {"file": p.name, "bytes": p.stat().st_size, "sha256": file_sha256(p)}
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def cached_sha256(path: str | os.PathLike) -> str:
+    """file_sha256, remembered per (path, size, mtime) so a file is hashed once per process, not per
+    video or per session; a rewritten file (new size or mtime) is hashed again."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = file_sha256(p)
+    return _HASHES[key]
+
+
+def manifest_entry(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The entry manifest.json beside ``path`` has for it ({file, bytes, sha256}), or None when there is
+    no readable manifest or it does not list the file (then nothing can be checked)."""
+    p = Path(path)
+    try:
+        files = read_manifest(p.parent).get("files") or []
+    except ArtifactError:
+        return None
+    return next((e for e in files if isinstance(e, dict) and e.get("file") == p.name and e.get("sha256")), None)
+
+
+def integrity_problem(path: str | os.PathLike, entry: dict[str, Any] | None = None) -> str | None:
+    """None when ``path`` matches the sha256 its manifest records (or the manifest does not list it);
+    otherwise one line naming the file and what to do. Every model file is checked through here
+    before it is run: a file changed after export (a flipped byte still parses) must not run silently."""
+    p = Path(path)
+    entry = manifest_entry(p) if entry is None else entry
+    if entry is None:
+        return None
+    try:
+        size = p.stat().st_size
+        if "bytes" in entry and int(entry["bytes"]) != size:
+            return (f"{p}: refused, {size} bytes where {MANIFEST} records {int(entry['bytes'])} (changed or "
+                    "damaged since export; restore it or re-export)")
+        digest = cached_sha256(p)
+    except (OSError, ValueError, TypeError) as exc:
+        return f"{p}: cannot be read to check it against {MANIFEST} ({exc})"
+    if digest != str(entry["sha256"]).lower():
+        return (f"{p}: refused, its sha256 does not match {MANIFEST} (changed or damaged since export; "
+                "restore it or re-export)")
+    return None
+
+
 # ------------------------------------------------------------------ ONNX metadata
 
 def set_onnx_meta(proto, meta: ArtifactMeta) -> None:
@@ -328,6 +375,8 @@ class ExportIndex:
     dir: Path
     files: tuple[ArtifactFile, ...]
     rejected: tuple[Path, ...]
+    #: never in ``files``: model refused because they do not match the sha256 in manifest.json: (path, one-line reason)
+    refused: tuple[tuple[Path, str], ...] = ()
 
     def select(self, kind: str, granularity: float | None = None,
                precisions: Iterable[str] = PRECISIONS) -> ArtifactFile | None:
@@ -348,19 +397,40 @@ class ExportIndex:
         return [p for p in self.rejected if abs(granularity_from_name(p) - g) < 1e-9
                 and (kind is None or (p.suffix.lower() in ENGINE_SUFFIXES) == (kind == "engine"))]
 
+    def refused_for(self, granularity: float | None = None, kind: str | None = None) -> list[tuple[Path, str]]:
+        """Files refused at ``granularity`` (by name tag: a refused file's description is not trusted)."""
+        g = 1.0 if granularity is None else float(granularity)
+        return [(p, why) for p, why in self.refused if abs(granularity_from_name(p) - g) < 1e-9
+                and (kind is None or (p.suffix.lower() in ENGINE_SUFFIXES) == (kind == "engine"))]
+
     def granularities(self) -> list[float]:
         return sorted({a.granularity for a in self.files if not a.problem}, reverse=True)
 
 
 def index_export_dir(export_dir: str | os.PathLike) -> ExportIndex:
-    """Index an export directory: hidden and temporary files skipped, rejected ones listed apart."""
+    """Index an export directory: hidden and temporary files skipped, rejected ones listed apart, and
+    files that do not match the sha256 manifest.json records refused (listed apart with the reason)."""
     d = Path(export_dir)
     if not d.is_dir():
         raise ArtifactError(f"{d}: no such export directory")
     files = [p for p in _model_files(d) if not is_hidden(p)]
-    usable = sorted((_describe(p) for p in files if not is_rejected(p)), key=_rank)
+    try:
+        listed = {e["file"]: e for e in read_manifest(d).get("files") or []
+                  if isinstance(e, dict) and e.get("file") and e.get("sha256")}
+    except ArtifactError:
+        listed = {}
+    refused, kept = [], []
+    for p in files:
+        if is_rejected(p):
+            continue
+        why = integrity_problem(p, listed[p.name]) if p.name in listed else None
+        if why is None:
+            kept.append(p)
+        else:
+            refused.append((p, why))
+    usable = sorted((_describe(p) for p in kept), key=_rank)
     rejected = tuple(sorted(p for p in files if is_rejected(p)))
-    return ExportIndex(d, tuple(usable), rejected)
+    return ExportIndex(d, tuple(usable), rejected, tuple(sorted(refused)))
 
 
 def export_dirs_under(root: str | os.PathLike) -> list[Path]:

@@ -157,3 +157,84 @@ def test_echo_run_cli_on_a_dicom_cine(tmp_path, synth, unet_ckpt):
         assert s["pixel_spacing_cm"] == {"x": 0.05, "y": 0.05} and s["clean_masks"] == (flag == "--clean-masks")
         header = (out / "cine" / "frames.csv").read_text().splitlines()[0]
         assert header.endswith("lv_area_cm2,lv_length_cm,lv_volume_ml")
+
+
+def _j2k_garbage(path: Path, frames: np.ndarray) -> Path:
+    """A JPEG 2000 DICOM whose codestreams are garbage: pydicom's plugins fail on every frame."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID
+
+    write_dicom(path, frames)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.90")
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"garbage" * 20 for _ in range(len(frames))])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_an_undecodable_jpeg2000_is_one_line_without_library_logging(tmp_path, capfd, caplog):
+    import logging
+
+    p = _j2k_garbage(tmp_path / "j2k.dcm", np.zeros((3, 16, 16, 3), np.uint8))
+    pytest.importorskip("PIL")
+    logging.basicConfig()  # what a CLI does: library records would reach the terminal
+    with caplog.at_level(logging.DEBUG), pytest.raises(VideoError) as exc:
+        list(iter_frames(p))
+    msg = str(exc.value)
+    assert "\n" not in msg and "cannot be decoded" in msg and str(p) in msg and "BytesIO" not in msg
+    assert not [r for r in caplog.records if r.name.startswith("pydicom")]
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("said", [10, 2])
+def test_number_of_frames_that_disagrees_with_the_pixel_data_warns_and_uses_what_is_there(tmp_path, synth, said,
+                                                                                             caplog):
+    import logging
+
+    frames = synth.frames[:4]
+    p = write_dicom(tmp_path / "cine.dcm", frames, NumberOfFrames=said)
+    with caplog.at_level(logging.WARNING, logger="echoseg.data.dicom"):
+        info = probe(p)
+        got = list(iter_frames(p))
+    assert info.frame_count == 4 and len(got) == 4
+    assert np.array_equal(got[3][..., 1], frames[3][..., 1])
+    lines = [r.getMessage() for r in caplog.records if "NumberOfFrames" in r.getMessage()]
+    assert lines == [f"{p}: NumberOfFrames says {said} but the pixel data holds 4 frame(s); using the 4 present"]
+    assert read_frames(p, [3])[3].shape == frames[3].shape
+
+
+def test_pixel_data_short_of_one_frame_is_a_clear_error(tmp_path):
+    frames = np.zeros((1, 64, 64, 3), np.uint8)
+    p = write_dicom(tmp_path / "cut.dcm", frames)
+    ds = pydicom.dcmread(p)
+    ds.PixelData = b"\0" * 1000  # less than 64 x 64
+    ds.save_as(p, enforce_file_format=True)
+    with pytest.raises(VideoError) as exc:
+        probe(p)
+    assert "less than one 64x64 frame" in str(exc.value) and "reshape" not in str(exc.value)
+
+
+def test_a_folder_s_dicom_files_are_found_by_content(tmp_path, synth):
+    from echoseg.runtime.api import expand_inputs
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_dicom(d / "IM0001", synth.frames[:4])  # PACS exports often have no suffix
+    write_dicom(d / "b.dcm", synth.frames[:4])
+    (d / "notes.txt").write_text("not a video")
+    videos, failed, _ = expand_inputs([d])
+    assert [p.name for p in videos] == ["IM0001", "b.dcm"] and failed == []
+    assert probe(d / "IM0001").kind == "dicom"
+
+
+def test_ybr_full_422_frames_are_counted_at_two_samples_a_pixel(tmp_path):
+    from echoseg.data.dicom import _frames_held
+
+    p = write_dicom(tmp_path / "ybr.dcm", np.zeros((3, 16, 16, 3), np.uint8), colour=True)
+    ds = pydicom.dcmread(p)
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PixelData = b"\0" * (3 * 16 * 16 * 2)
+    ds.save_as(p, enforce_file_format=True)
+    assert _frames_held(p, pydicom.dcmread(p, defer_size="1 KB"), 3) == 3

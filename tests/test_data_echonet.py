@@ -122,3 +122,37 @@ def test_missing_columns_one_error_naming_expected(tmp_path):
 def test_not_a_dataset(tmp_path):
     with pytest.raises(DataError, match="not a dataset"):
         detect_layout(tmp_path)
+
+
+def test_names_that_leave_videos_are_refused_in_one_line_each(tmp_path, caplog):
+    import logging
+
+    from echoseg.data.echonet import name_problem, read_filelist
+
+    root = _mini_echonet(tmp_path / "data" / "e")
+    outside = tmp_path / "in"
+    outside.mkdir()
+    shutil.copy(root / "Videos" / "A.avi", outside / "good.avi")
+    escapes = ["../../../in/good", str(outside / "good")]
+    with open(root / "FileList.csv", "a", newline="") as fh:
+        w = csv.writer(fh)
+        for n in escapes:
+            w.writerow([n, 50, 1, 2, 112, 112, 50, 6, "TEST"])
+    with open(root / "VolumeTracings.csv", "a", newline="") as fh:
+        w = csv.writer(fh)
+        for n in escapes:
+            for frame in (1, 4):
+                w.writerows([[f"{n}.avi", *r, frame] for r in square_tracing(20, 60, 10, 50)])
+    assert (root / "Videos" / f"{escapes[0]}.avi").resolve() == (outside / "good.avi").resolve()  # would be read
+    with caplog.at_level(logging.WARNING):
+        fs = load_split(root, "test")
+        names = [r.name for r in read_filelist(root)]
+    assert fs.names == ["A#1", "A#4", "B#1", "B#4"]  # the rest goes on
+    assert names == ["A", "B"]
+    refused = [r.getMessage() for r in caplog.records if "inside Videos/" in r.getMessage()]
+    # one line per FileList row (once, however often the list is read) and one per tracing name (not per row)
+    assert sum("FileList.csv" in m for m in refused) == 2 and sum("VolumeTracings.csv" in m for m in refused) == 2
+    assert all("\n" not in m for m in refused)
+    assert fs.skipped.reasons["name does not stay inside Videos/ (a path, not a file name)"] == 2
+    assert [name_problem(n) is None for n in ("0X1A2B", "clip[apical]", "a b", "..", "a/b", "/x", "..\\x")] == \
+        [True, True, True, False, False, False, False]

@@ -121,6 +121,19 @@ def test_bundle_writes_weights_that_init_pretrained_loads(bundled_with_weights):
         assert torch.equal(v, want), k
 
 
+def test_init_pretrained_refuses_weights_that_do_not_match_the_manifest(bundled_with_weights):
+    dest, _ = bundled_with_weights
+    p = dest / "weights.npz"
+    b = bytearray(p.read_bytes())
+    b[len(b) // 2] ^= 0xFF  # same size, one byte flipped
+    p.write_bytes(bytes(b))
+    with pytest.raises(InitError) as exc:
+        initial_model(TrainConfig(model="matae-unet", width=8, init="pretrained"),
+                      model_config(TrainConfig(model="matae-unet", width=8)))
+    msg = str(exc.value)
+    assert "\n" not in msg and "weights.npz: refused, its sha256 does not match manifest.json" in msg
+
+
 def test_bundle_refuses_a_run_that_is_not_the_exported_one(exported, matae_ckpt, tmp_path):  # noqa: F811
     from echoseg.pretrained.bundle import bundle
 

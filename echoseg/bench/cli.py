@@ -17,14 +17,16 @@ _BACKENDS = "torch,onnxruntime,openvino,tensorrt"
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from echoseg.clitext import console
 
-    return Console(width=200, stderr=stderr)
+    return console(stderr=stderr, width=200)  # markup off: user text printed literally
 
 
 def _fail(message: str, code: int = 2) -> None:
     """One error line on stderr, then exit (2: nothing could be measured as asked)."""
-    _console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    from echoseg.clitext import tagged
+
+    _console(stderr=True).print(tagged("error:", "red", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -195,9 +197,11 @@ def compare(
         check_writable(out, "pass a writable --out (or free some space)", create=False)
     except OSError as exc:
         _fail(str(exc))
+    from echoseg.clitext import styled, tagged
+
     con = _console()
     try:
-        res = run_compare(opts, progress=lambda msg: con.print(f"[dim]{msg}[/dim]"))
+        res = run_compare(opts, progress=lambda msg: con.print(styled(msg, "dim")))
     except _errors() as exc:
         _fail(str(exc))
     env = environment()
@@ -219,7 +223,7 @@ def compare(
               f"of {', '.join(st['videos'])} (median of {st['video_repeats']}); resources: whole process over the "
               "warm inference, CPU 100 % = one core; Dice ref: masks vs the PyTorch FP32 reference")
     for n in res.notes:
-        con.print(f"[yellow]note:[/yellow] {n}")
+        con.print(tagged("note:", "yellow", n))
     if write_error:
         _fail(write_error, 1)
     con.print("wrote " + ", ".join(str(p) for p in files.values()))

@@ -143,6 +143,8 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
     plan = Plan()
     label = export_dir.name
     index = artifacts.index_export_dir(export_dir)
+    for bad, why in index.refused:
+        plan.skipped.append(Skipped(label, "-", precision_of(bad), why, artifacts.granularity_from_name(bad)))
     for bad in index.rejected:
         plan.skipped.append(Skipped(label, "-", precision_of(bad), f"{bad.name} was rejected at the export's "
                                     "parity gate; not benchmarked", artifacts.granularity_from_name(bad)))

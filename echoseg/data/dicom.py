@@ -12,14 +12,20 @@ VideoError naming what is missing.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from .video import VideoError, VideoInfo, _believable_fps
+
+log = logging.getLogger(__name__)
 
 #: PhysicalUnitsX/YDirection code for centimetres (DICOM PS3.3 C.8.5.5.1.15).
 UNITS_CM = 3
@@ -37,8 +43,31 @@ def _pydicom():
     return pydicom
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """pydicom's own logging (a decoder plugin's failure is logged with its traceback, ~20 lines) and
+    its warnings kept out of the terminal: what went wrong reaches the user as one VideoError line."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _why(exc: BaseException) -> str:
+    """An exception's text in one line (pydicom puts each plugin's reason on a line of its own)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the frame", text)
+    return (text or type(exc).__name__)[:300]
+
+
 def _dataset(path: str | os.PathLike) -> Any:
-    """The dataset with its pixel data deferred (not read into memory), checked for decodability."""
+    """The dataset with its pixel data deferred (not read into memory), checked for decodability;
+    NumberOfFrames set to the frames the pixel data holds (see :func:`_frames_held`)."""
     try:
         pydicom = _pydicom()
     except ImportError as exc:
@@ -46,9 +75,10 @@ def _dataset(path: str | os.PathLike) -> Any:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(str(path), defer_size="1 KB")
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise VideoError(path, f"not a readable DICOM file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        with _quiet():
+            ds = pydicom.dcmread(str(path), defer_size="1 KB")
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise VideoError(path, f"not a readable DICOM file ({_why(exc)})") from None
     if "PixelData" not in ds:
         what = "float pixel data, which is not supported" if ("FloatPixelData" in ds or "DoubleFloatPixelData" in ds) \
             else "no pixel data (7FE0,0010)"
@@ -58,7 +88,72 @@ def _dataset(path: str | os.PathLike) -> Any:
     if photometric not in PHOTOMETRIC_OK:
         raise VideoError(path, f"DICOM photometric interpretation {photometric} is not supported "
                                f"(supported: {', '.join(PHOTOMETRIC_OK)})")
+    said = int(ds.get("NumberOfFrames") or 1)
+    held = _frames_held(path, ds, said)
+    if held != said:
+        _warn_once(f"{path}: NumberOfFrames says {said} but the pixel data holds {held} frame(s); "
+                   f"using the {held} present")
+        ds.NumberOfFrames = held
     return ds
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(line: str) -> None:
+    if line not in _WARNED:  # probing and decoding both read the header
+        _WARNED.add(line)
+        log.warning("%s", line)
+
+
+def _frames_held(path: str | os.PathLike, ds: Any, said: int) -> int:
+    """How many whole frames the pixel data holds, read from its length (native) or its items
+    (encapsulated) without decoding it; ``said`` where that cannot be told. A file that holds not
+    even one frame of the Rows x Columns it declares is a one-line VideoError."""
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if rows <= 0 or cols <= 0:
+        raise VideoError(path, f"DICOM Rows x Columns is {rows} x {cols}; a cine needs both above 0")
+    raw = dict.get(ds._dict, 0x7FE00010)  # the element as read: a deferred value is not loaded for this
+    length = getattr(raw, "length", None)
+    if length is None:
+        value = getattr(raw, "value", None)
+        length = len(value) if isinstance(value, (bytes, bytearray)) else None
+    if length is None:
+        return said
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if length == 0xFFFFFFFF or (syntax is not None and syntax.is_compressed):
+        return _encapsulated_frames(ds, said)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    bits = int(ds.get("BitsAllocated") or 8)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "YBR_FULL_422":
+        samples = 2  # chroma shared by pixel pairs: two samples a pixel as stored
+    frame_bits = rows * cols * samples * bits
+    held = (8 * int(length)) // frame_bits
+    if held < 1:
+        raise VideoError(path, f"DICOM pixel data holds {length} bytes, less than one {cols}x{rows} frame "
+                               f"({frame_bits // 8} bytes at {samples} sample(s) of {bits} bits); the file is "
+                               "cut short or its Rows/Columns/BitsAllocated are wrong")
+    return held
+
+
+def _encapsulated_frames(ds: Any, said: int) -> int:
+    """Frames of compressed pixel data: the basic offset table's entries, else (each frame at least
+    one fragment) fewer fragments than NumberOfFrames bound it; ``said`` where nothing tells."""
+    from io import BytesIO
+
+    from pydicom.encaps import parse_basic_offsets, parse_fragments
+
+    try:
+        with _quiet():
+            buf = BytesIO(ds.PixelData)
+            offsets = parse_basic_offsets(buf)
+            fragments, _ = parse_fragments(buf)
+    except (ValueError, TypeError, KeyError, EOFError, OSError):
+        return said
+    if offsets:
+        return len(offsets)
+    return fragments if 0 < fragments < said else said
 
 
 def _check_transfer_syntax(path: str | os.PathLike, ds: Any) -> None:
@@ -177,10 +272,11 @@ def _frames(path: str | os.PathLike, indices: list[int] | None, ds: Any = None) 
     if not wanted:
         return
     try:
-        for i, frame in zip(wanted, iter_pixels(str(path), indices=wanted)):
-            yield i, _to_bgr8(frame, ds)
-    except (ValueError, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
-        raise VideoError(path, f"DICOM pixel data cannot be decoded ({str(exc).splitlines()[0]})") from None
+        with _quiet():  # no library traceback in the terminal: the one line below says what failed
+            for i, frame in zip(wanted, iter_pixels(str(path), indices=wanted, number_of_frames=n)):
+                yield i, _to_bgr8(frame, ds)
+    except (ValueError, RuntimeError, NotImplementedError, OSError, EOFError, KeyError, TypeError) as exc:
+        raise VideoError(path, f"DICOM pixel data cannot be decoded ({_why(exc)})") from None
 
 
 def dicom_frames(path: str | os.PathLike, ds: Any = None) -> Iterator[np.ndarray]:

@@ -47,6 +47,22 @@ def video_key(name: str) -> str:
     return name[:-4] if name.lower().endswith(".avi") else name
 
 
+#: why a FileList / VolumeTracings name is refused (it would reach outside Videos/)
+OUTSIDE_VIDEOS = "name does not stay inside Videos/ (a path, not a file name)"
+
+
+def name_problem(name: str) -> str | None:
+    """None when ``name`` is a plain file name that stays inside the dataset's Videos/ folder;
+    otherwise why not: ``../../x``, an absolute path, ``a/b`` or a drive letter would make a row
+    read (train on, score) a file from anywhere on the machine."""
+    n = name.strip()
+    if not n:
+        return "empty file name"
+    if "/" in n or "\\" in n or "\0" in n or n in (".", "..") or Path(n).is_absolute():
+        return OUTSIDE_VIDEOS
+    return None
+
+
 def _read_csv(path: Path, expected: tuple[str, ...], required: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
         raise DataError(f"{path}: not found; an EchoNet-Dynamic folder needs FileList.csv, "
@@ -72,9 +88,20 @@ def _count(v: float) -> int:
     return int(v) if math.isfinite(v) and v > 0 else 0
 
 
+_REFUSED: set[str] = set()
+
+
 def read_filelist(root: Path) -> list[VideoRecord]:
+    """FileList.csv's rows; a row whose FileName would leave Videos/ is refused in one warning line."""
     records = []
-    for row in _read_csv(root / "FileList.csv", FILELIST_COLUMNS, FILELIST_REQUIRED):
+    for i, row in enumerate(_read_csv(root / "FileList.csv", FILELIST_COLUMNS, FILELIST_REQUIRED), start=2):
+        bad = name_problem(row["FileName"])
+        if bad:
+            line = f"skipped {root / 'FileList.csv'} line {i} ({row['FileName']!r}): {bad}"
+            if line not in _REFUSED:  # once per process: every split reads the file list
+                _REFUSED.add(line)
+                log.warning("%s", line)
+            continue
         h, w = _num(row, "FrameHeight", 112), _num(row, "FrameWidth", 112)
         records.append(VideoRecord(
             name=video_key(row["FileName"]), split=row["Split"].upper(), ef=_num(row, "EF"),
@@ -87,7 +114,21 @@ def read_filelist(root: Path) -> list[VideoRecord]:
 def read_tracings(root: Path, report: SkipReport) -> dict[str, OrderedDict[int, list[tuple[float, ...]]]]:
     """video key -> frame -> rows (X1, Y1, X2, Y2) in file order; bad rows skipped and counted."""
     out: dict[str, OrderedDict[int, list[tuple[float, ...]]]] = defaultdict(OrderedDict)
+    refused: set[str] = set()
     for i, row in enumerate(_read_csv(root / "VolumeTracings.csv", TRACING_COLUMNS, TRACING_COLUMNS), start=2):
+        bad = name_problem(row["FileName"])
+        if bad:
+            if row["FileName"] not in refused:  # one line per name, not per row
+                refused.add(row["FileName"])
+                what = f"VolumeTracings.csv line {i} ({row['FileName']!r})"
+                key = f"{root}: {what}"
+                if key in _REFUSED:  # said already (another split read the tracings): counted, not repeated
+                    report.reasons[bad] += 1
+                    report.messages.append(f"skipped {what}: {bad}")
+                else:
+                    _REFUSED.add(key)
+                    report.skip(what, bad)
+            continue
         try:
             coords = tuple(float(row[c]) for c in ("X1", "Y1", "X2", "Y2"))
             frame = int(float(row["Frame"]))

@@ -24,9 +24,15 @@ MAX_PROFILE_BATCH = 4096
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from echoseg.clitext import console
 
-    return Console(highlight=False, stderr=stderr)
+    return console(stderr=stderr, highlight=False)  # markup off: user text printed literally
+
+
+def _error(text: object):
+    from echoseg.clitext import tagged
+
+    return tagged("error:", "red", text)
 
 
 def _human(n: float) -> str:
@@ -41,6 +47,8 @@ def _summary_table(results) -> "object":
     from rich import box
     from rich.table import Table
 
+    from echoseg.clitext import styled
+
     from .manifest import MANIFEST, read_manifest
 
     table = Table(title="sizes, and parity: FP32 max|dlogit| vs PyTorch; FP16/INT8 mask agreement vs FP32",
@@ -50,7 +58,7 @@ def _summary_table(results) -> "object":
         table.add_column(col, no_wrap=True)
     for res in results:
         if res.dir is None or not (res.dir / MANIFEST).is_file():
-            table.add_row(res.run, *["-"] * 7, "[red]FAIL[/]")
+            table.add_row(res.run, *["-"] * 7, styled("FAIL", "red"))
             continue
         man = read_manifest(res.dir)
         sizes = {f["file"]: _human(f["bytes"]) for f in man["files"]}
@@ -73,7 +81,7 @@ def _summary_table(results) -> "object":
             table.add_row(res.run if g == 1.0 else f"{res.run} g{g:g}", size("fp32"), size("fp16"), size("int8"),
                           size("engine"), num("fp32_vs_torch", "max_abs_logit", ".1e"),
                           num("fp16_vs_fp32", "mask_dice", ".4f"), num("int8_vs_fp32", "mask_dice", ".4f"),
-                          ("[green]ok[/]" + (f" (OpenVINO {'/'.join(off)} off)" if off else "")) if ok else "[red]FAIL[/]")
+                          styled("ok" + (f" (OpenVINO {'/'.join(off)} off)" if off else ""), "green") if ok else styled("FAIL", "red"))
     return table
 
 
@@ -98,6 +106,7 @@ def build(
 ) -> None:
     """Export checkpoints to ONNX (+FP16, INT8, TensorRT), each gated on parity with PyTorch."""
     from echoseg.atomic import Terminated, check_writable, sigterm_as_interrupt
+    from echoseg.clitext import styled
 
     from .build import BuildOptions, export_checkpoint
     from .int8 import CALIB_METHODS, FORMS
@@ -116,17 +125,17 @@ def build(
         if int8_form not in FORMS:
             raise ExportError(f"--int8-form {int8_form!r} is not one of {', '.join(FORMS)}")
     except ExportError as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err.print(_error(exc), soft_wrap=True)
         raise typer.Exit(2)
     paths = find_checkpoints(list(checkpoints or []), runs)
     if not paths:
-        err.print(f"[red]error:[/] no checkpoint given and no {runs}/*/best.pt found; train one with echo-train "
-                  "or pass a run directory or .pt file", soft_wrap=True)
+        err.print(_error(f"no checkpoint given and no {runs}/*/best.pt found; train one with echo-train "
+                         "or pass a run directory or .pt file"), soft_wrap=True)
         raise typer.Exit(2)
     try:
         check_writable(out, "pass a writable --out (or free some space)", create=False)
     except OSError as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err.print(_error(exc), soft_wrap=True)
         raise typer.Exit(2)
     opts = BuildOptions(out=out, fp16=fp16 or engine, int8=int8, engine=engine, granularities=tuple(granularity),
                         profile=profile, calib_frames=calib, calib_method=calib_method, int8_form=int8_form,
@@ -136,11 +145,11 @@ def build(
     try:
         with sigterm_as_interrupt():  # kill / timeout: temp files are removed as on Ctrl-C
             for path in paths:
-                console.rule(f"[bold]{path}")
+                console.rule(styled(path, "bold"))  # the path literally (markup is off)
                 with console.status(f"exporting {path} ..."):
                     res = export_checkpoint(path, opts, say=lambda line: console.print(f"  {line}", soft_wrap=True))
                 for line in res.errors:
-                    err.print(f"[red]error:[/] {line}", soft_wrap=True)
+                    err.print(_error(line), soft_wrap=True)
                 results.append(res)
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
@@ -149,7 +158,9 @@ def build(
     console.print(_summary_table(results))
     failed = [r.run for r in results if not r.ok]
     if failed:
-        err.print(f"[red]{len(failed)} of {len(results)} exports failed:[/] {', '.join(failed)}")
+        from echoseg.clitext import tagged
+
+        err.print(tagged(f"{len(failed)} of {len(results)} exports failed:", "red", ', '.join(failed)))
         raise typer.Exit(1)
 
 
@@ -169,14 +180,14 @@ def triton(
     for d in (export_dirs or [exports]):
         found = export_dirs_under(d)
         if not found:
-            err.print(f"[red]error:[/] {d}: no manifest.json here or below; export first with echo-export build",
+            err.print(_error(f"{d}: no manifest.json here or below; export first with echo-export build"),
                       soft_wrap=True)
             raise typer.Exit(2)
         dirs.extend(found)
     errors: list[str] = []
     models = write_repository(dirs, out, errors)
     for line in errors:
-        err.print(f"[red]error:[/] {line}", soft_wrap=True)
+        err.print(_error(line), soft_wrap=True)
     table = Table(title=f"Triton repository {out}")
     for col in ("model", "platform", "max batch", "from"):
         table.add_column(col)

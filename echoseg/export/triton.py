@@ -93,18 +93,25 @@ def export_dirs_under(root: str | os.PathLike) -> list[Path]:
     return artifacts.export_dirs_under(root)
 
 
-def models_of(export_dir: str | os.PathLike) -> list[TritonModel]:
+def models_of(export_dir: str | os.PathLike, refused: list[str] | None = None) -> list[TritonModel]:
     """The Triton models of an export directory: one per kept graph and granularity.
 
-    Files come from the artifacts index, so rejected graphs and hidden or temporary files are
-    never served; each file's precision and granularity are its own description's.
+    Files come from the artifacts index, so rejected graphs, hidden or temporary files and files
+    that do not match the sha256 in manifest.json are never served; each file's precision and
+    granularity are its own description's. A refused file is one line in ``refused`` (the others
+    go on) or, without that list, an ExportError. Each config carries the served file's sha256.
     """
     d = Path(export_dir)
     manifest = read_manifest(d)
     prof = manifest.get("profile", {})
     onnx_max, onnx_opt = int(prof.get("max", 64)), int(prof.get("opt", 16))
     models = []
-    for a in artifacts.index_export_dir(d).files:
+    index = artifacts.index_export_dir(d)
+    for _, why in index.refused:
+        if refused is None:
+            raise ExportError(why)
+        refused.append(why)
+    for a in index.files:
         if a.problem or a.meta is None:
             raise ExportError(a.problem or f"{a.path}: no description")
         g = a.granularity
@@ -121,6 +128,7 @@ def models_of(export_dir: str | os.PathLike) -> list[TritonModel]:
             suffix, platform, _ = ARTIFACTS[a.precision]
             max_b, opt_b = onnx_max, onnx_opt
             params = {"echoseg": a.meta.to_json()}
+        params["sha256"] = artifacts.cached_sha256(a.path)
         spec = a.meta.input_spec
         name = base + suffix
         if any(m.name == name for m in models):
@@ -145,7 +153,7 @@ def write_repository(export_dirs: Iterable[str | os.PathLike], out: str | os.Pat
     names: set[str] = set()
     for d in export_dirs:
         try:
-            models = models_of(d)
+            models = models_of(d, errors)
             clash = [m.name for m in models if m.name in names]
             if clash:
                 raise ExportError(f"{d}: Triton model name {clash[0]!r} is taken by another export; "

@@ -37,8 +37,10 @@ def bundle(export_dir: str | Path, dest: Path | None = None, checkpoint: str | P
     if not man.get("passed"):
         raise SystemExit(f"{src}: the export did not pass its parity gates; nothing bundled")
     weights = _checkpoint_weights(checkpoint, man) if checkpoint is not None else None
-    graphs = [f.path for f in artifacts.index_export_dir(src).files
-              if f.kind == "onnx" and f.precision in SHIPPED_PRECISIONS]
+    index = artifacts.index_export_dir(src)
+    if index.refused:  # never ship a file that does not match its own manifest
+        raise SystemExit(index.refused[0][1])
+    graphs = [f.path for f in index.files if f.kind == "onnx" and f.precision in SHIPPED_PRECISIONS]
     for prec in SHIPPED_PRECISIONS:
         if not any(artifacts.granularity_from_name(p) == 1.0 and artifacts.precision_of(p) == prec for p in graphs):
             raise SystemExit(f"{src}: no full-width {prec} graph; export with echo-export build --fp16 --int8")

@@ -45,8 +45,14 @@ def write_weights(path: str | Path, state: Mapping[str, np.ndarray], meta: Mappi
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(state, meta) of a weights file; FP16 arrays come back as FP16."""
+    """(state, meta) of a weights file; FP16 arrays come back as FP16. A file that manifest.json beside it
+    lists must match the sha256 recorded there (a damaged file is refused in one line, never loaded)."""
+    from echoseg.artifacts import integrity_problem
+
     path = Path(path)
+    why = integrity_problem(path) if path.is_file() else None  # checked against manifest.json's sha256
+    if why is not None:
+        raise WeightsError(why)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

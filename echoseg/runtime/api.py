@@ -14,13 +14,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoseg.atomic import check_writable, write_json
-from echoseg.data.video import VideoError, VideoReader, is_live, shown_source
+from echoseg.data.video import VideoError, VideoReader, is_dicom, is_live, shown_source
 
 from .cardiac import analyse, readout
 from .discover import choose
 from .backends import get as _backend, open_session
 from .live import BeatWatcher, OnBeat, stop_on_interrupt
 from .masks import MASK_FORMATS, mask_sink
+from .readout import mask_readout
 from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_JSON, OutputRefused, OverlaySink,
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
 from .roi import parse_roi
@@ -75,14 +76,16 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path | str]
         found = _videos_in(p) or (_videos_in(p / "Videos") if (p / "Videos").is_dir() else [])
         if not found:
             failed.append(VideoResult(str(p), p.name, False,
-                                      f"{p}: no videos in this folder (looked for {', '.join(VIDEO_SUFFIXES)})"))
+                                      f"{p}: no videos in this folder (looked for {', '.join(VIDEO_SUFFIXES)}, "
+                                      "and DICOM files by content)"))
         videos.extend(found)
     return videos, failed, any_dir
 
 
 def _videos_in(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
-                  and not p.name.startswith("."))
+    """Videos by suffix, and DICOM files by content (preamble + DICM: PACS exports often have no suffix)."""
+    return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and (
+        p.suffix.lower() in VIDEO_SUFFIXES or (p.name.upper() != "DICOMDIR" and is_dicom(p))))
 
 
 def _stem(source: Path | str) -> str:
@@ -276,6 +279,7 @@ def run_one(path: Path | str, session: Session, out_dir: Path, batch: int = 8, v
         summary = _summary(shown, name, session, stats, cardiac, fps, fps_video <= 0, video, reason)
         summary.update(readout(cardiac, fps, vinfo.spacing_cm))
         summary.update(_units(vinfo, clean_masks))
+        summary.update(mask_readout(stats.area_px))  # masks empty on (nearly) every frame: said, not "no beat"
         summary["roi"] = dict(crop.to_dict(), asked=roi)
         summary["source"] = "live" if live else vinfo.kind
         summary["outputs"]["masks"] = ({"npz": "masks.npz", "png": "masks/"}[save_masks] if save_masks else None)

@@ -37,22 +37,22 @@ def run(
 ) -> None:
     """Stream each video through one model session and write its outputs under --out/<video>/."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our own one-line errors replace FFmpeg's noise
-    from rich.console import Console
-    from rich.logging import RichHandler
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # and OpenCV's "[ WARN:0@...] cap_ffmpeg" lines (a full disk)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from echoseg.atomic import Terminated, sigterm_as_interrupt
+    from echoseg.clitext import ConsoleLogHandler, console as make_console, tagged
     from echoseg.runtime.api import OptionError, run_videos
     from echoseg.runtime.cardiac import describe_ef
     from echoseg.runtime.roi import RoiError
     from echoseg.runtime.session import SessionError
 
-    err = Console(stderr=True)
+    err = make_console(stderr=True)  # user text (file names, errors) printed literally: no rich markup
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=err, show_path=False, show_time=False)])
+                        handlers=[ConsoleLogHandler(err)])  # one line per record, however long
     logging.getLogger("echoseg.runtime.api").setLevel(logging.INFO if verbose else logging.CRITICAL)
     tasks: dict[str, int] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=True) as bar:
         def progress(name: str, done: int, total: int) -> None:
             if name not in tasks:
@@ -71,7 +71,7 @@ def run(
                                      threads=threads, errors=run_errors, clean_masks=clean_masks, roi=roi,
                                      save_masks=save_masks, seconds=seconds, on_beat=on_beat)
         except (SessionError, OSError, RoiError, OptionError) as exc:  # no model, --out not writable, a bad option
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(tagged("error:", "red", exc), highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt as exc:
             what = "terminated" if isinstance(exc, Terminated) else "interrupted"
@@ -80,21 +80,23 @@ def run(
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
     if model is not None:  # with no --model, the search already said in one line that it fell back to it
         _say_if_bundled(err, results)
-    console = Console()
+    console = make_console()
     failed = 0
     for r in results:
         if not r.ok:
             failed += 1
-            err.print(f"[red]failed:[/red] {r.error}", highlight=False, soft_wrap=True)
+            err.print(tagged("failed:", "red", r.error), highlight=False, soft_wrap=True)
             continue
         s = r.summary
-        ef_text = describe_ef(s)
+        no_ef = (s.get("ef_estimate_pct") or {}).get("value") is None
+        # masks empty on (nearly) every frame: that line, not a plain "no beat found"
+        ef_text = (s.get("mask_warning") if no_ef else None) or describe_ef(s)
         roi_text = "" if s["roi"]["method"] == "full" else \
             f", {s['roi']['method']} {s['roi']['x']},{s['roi']['y']},{s['roi']['w']},{s['roi']['h']}"
         console.print(f"{r.input}: {s['frames']} frames{roi_text}, {s['processing_fps']:.1f} fps end to end "
                       f"({s['backend']} {s['precision']}), {ef_text} -> {r.out_dir}", highlight=False, soft_wrap=True)
     for line in run_errors:
-        err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        err.print(tagged("error:", "red", line), highlight=False, soft_wrap=True)
     if failed:
         err.print(f"{failed} of {len(results)} video(s) failed", highlight=False)
     if failed or run_errors:

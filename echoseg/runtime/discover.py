@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from echoseg.artifacts import (ArtifactError, artifact_kind, checkpoint_in, export_dirs_under, index_export_dir,
-                               is_rejected, meta_of)
+                               integrity_problem, is_rejected, meta_of)
 
 from echoseg import pretrained
 
@@ -101,6 +101,9 @@ def _choose_file(path: Path, kind: str, backend: str, granularity: float | None)
     if is_rejected(path):
         raise SessionError(f"{path}: this graph was rejected at the export's parity gate and is never run; "
                            "fix and re-export it with echo-export build, or pass another file")
+    damaged = integrity_problem(path) if kind in ("onnx", "engine") else None
+    if damaged:
+        raise SessionError(damaged)
     able = registry.for_artifact(kind)
     if backend != "auto" and backend not in [b.name for b in able]:
         want = registry.get(backend).artifact
@@ -132,10 +135,25 @@ def _pick_problem(b, d: Path) -> str | None:
     return b.problem(d / "model.onnx")
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_refused(index, granularity: float | None, choice: ModelChoice) -> ModelChoice:
+    """One warning line per refused file (once per process): it does not match its manifest, and what runs instead."""
+    for p, why in index.refused_for(granularity):
+        line = f"{why}; running {choice.path.name} with {choice.backend} instead"
+        if line not in _WARNED:
+            _WARNED.add(line)
+            log.warning("%s", line)
+    return choice
+
+
 def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: str | None = None) -> ModelChoice:
     index = index_export_dir(d)
     note = _g_note(granularity)
-    tried: list[str] = []
+    # files that do not match manifest.json never reach a backend; auto says so and goes on
+    tried: list[str] = [f"{p.name} refused: it does not match the sha256 in manifest.json"
+                        for p, _ in index.refused_for(granularity)]
     candidates = registry.all_backends() if backend == "auto" else [registry.get(backend)]
     for b in candidates:
         if b.artifact == "checkpoint":
@@ -151,7 +169,7 @@ def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: 
                 tried.append(f"{b.name} passed over: {why_pick}")
                 continue
             why = "; ".join([t for t in tried if t] + [f"{picked_path.name}{note} runs with {b.name}: {why_pick}"])
-            return ModelChoice(picked_path, b.name, why, dict(chosen))
+            return _warn_refused(index, granularity, ModelChoice(picked_path, b.name, why, dict(chosen)))
         else:
             picked = index.select(b.artifact, granularity)
             if picked is None:
@@ -161,13 +179,16 @@ def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: 
         problem = b.problem(path) or (b.defer() if backend == "auto" else None)
         if problem is None:
             why = "; ".join([t for t in tried if t] + [f"{path.name}{note} runs with {b.name}"])
-            return ModelChoice(path, b.name, why)
+            return _warn_refused(index, granularity, ModelChoice(path, b.name, why))
         tried.append(f"{b.name} skipped for {path.name}: {problem}")
     rejected = index.rejected_for(granularity)
     if rejected:
         names = ", ".join(p.name for p in rejected)
         raise SessionError(f"{d}: the graph{note} was rejected at the export's parity gate ({names}) and is never "
                            "run; re-export it with echo-export build, or choose another granularity")
+    refused = index.refused_for(granularity)
+    if refused and not index.select("onnx", granularity) and not index.select("engine", granularity):
+        raise SessionError(refused[0][1] + (f" (and {len(refused) - 1} more file(s) likewise)" if len(refused) > 1 else ""))
     what = "nothing to run with any backend" if backend == "auto" else f"cannot run with backend {backend}"
     raise SessionError(f"{d}: {what}{note} ({'; '.join(t for t in tried if t)}); "
                        "export that granularity with echo-export or pass a checkpoint")

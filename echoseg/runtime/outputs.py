@@ -18,7 +18,7 @@ import numpy as np
 from echoseg.atomic import LockHeld, atomic_path, exclusive, remove_stale_temps
 from .cardiac import CardiacResult, cm_per_px
 from .discs import volume_scale
-from .overlay import overlay_frame
+from .overlay import fit_for_overlay, overlay_frame
 
 FRAMES_CSV = "frames.csv"
 SUMMARY_JSON = "summary.json"
@@ -45,7 +45,7 @@ class OverlaySink:
     def __call__(self, index: int, frame: np.ndarray, mask: np.ndarray) -> None:
         import cv2
 
-        out = overlay_frame(frame, mask)
+        out = overlay_frame(*fit_for_overlay(frame, mask))  # a 4K clip's overlay at 1920x1080 a side
         if self._writer is None:
             h, w = out.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (w, h), True)

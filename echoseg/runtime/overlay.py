@@ -20,6 +20,28 @@ def _blend_table(alpha: float, fill_bgr: tuple[int, int, int]) -> np.ndarray:
     return (v * (1 - alpha) + np.asarray(fill_bgr, np.float32) * alpha).astype(np.uint8)[:, None, :]
 
 
+#: Largest half (original, or overlay) of an overlay video frame: a 4K clip's side-by-side video
+#: would be 7680x2160, which OpenCV's MJPG writer alone holds ~200 MB for and few players show.
+OVERLAY_MAX_W, OVERLAY_MAX_H = 1920, 1080
+
+
+def fit_for_overlay(frame: np.ndarray, mask: np.ndarray, max_w: int = OVERLAY_MAX_W,
+                    max_h: int = OVERLAY_MAX_H) -> tuple[np.ndarray, np.ndarray]:
+    """Frame and mask scaled down together to fit max_w x max_h (as they are when they fit already).
+
+    Only the picture is scaled: areas and lengths are measured on the mask at the original size."""
+    h, w = frame.shape[:2]
+    scale = min(1.0, max_w / w, max_h / h)
+    if scale >= 1.0:
+        return frame, mask
+    import cv2
+
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    m = cv2.resize(np.asarray(mask, np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return small, m
+
+
 def overlay_frame(frame: np.ndarray, mask: np.ndarray, alpha: float = FILL_ALPHA,
                   fill_bgr: tuple[int, int, int] = FILL_BGR,
                   contour_bgr: tuple[int, int, int] = CONTOUR_BGR) -> np.ndarray:

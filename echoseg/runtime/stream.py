@@ -22,6 +22,7 @@ import numpy as np
 from echoseg.config import logit_cut
 from echoseg.data.video import VideoError, VideoReader
 
+from .buffers import LARGE_FRAME_BYTES, plan_buffers, return_large_blocks
 from .cardiac import FrameCurves, measure_mask
 from .postprocess import clean_mask
 from .roi import Crop
@@ -40,6 +41,7 @@ Measured = Callable[[int, Any], None]
 FRAME_COUNT_SLACK = 1
 
 _END = object()
+_PIXEL = np.zeros((1, 1, 3), np.uint8)
 
 
 @dataclass
@@ -173,12 +175,16 @@ def _stream(source: str | os.PathLike | VideoReader, session: Session, batch: in
     video = source if isinstance(source, VideoReader) else VideoReader(source)  # VideoError: missing / not a video
     path, info = video.path, video.info
     sinfo = session.info
-    batch = stream_batch(sinfo, batch)
+    # frames in flight held to a byte budget: a 4K video runs in smaller batches (runtime/buffers.py)
+    plan = plan_buffers(info.width, info.height, stream_batch(sinfo, batch), queue_batches)
+    batch = plan.batch
+    if plan.frame_bytes >= LARGE_FRAME_BYTES:
+        return_large_blocks()
     meta = sinfo.meta
     cut = logit_cut(meta.threshold, meta.output)
     stats = StreamStats(path=str(path), frames=0, height=info.height, width=info.width, fps=info.fps,
                         area_px=np.zeros(0), length_px=np.zeros(0), batch=batch)
-    q_in: queue.Queue = queue.Queue(maxsize=max(2, queue_batches * batch))
+    q_in: queue.Queue = queue.Queue(maxsize=plan.queue_frames)
     q_out: queue.Queue = queue.Queue(maxsize=max(1, queue_batches))
     stop = threading.Event()
     measures: list = []
@@ -197,6 +203,8 @@ def _stream(source: str | os.PathLike | VideoReader, session: Session, batch: in
                     raise VideoError(path, f"frame {n} is {frame.shape[1]}x{frame.shape[0]}, the video "
                                            f"{crop.frame_w}x{crop.frame_h}: a size that changes is not supported")
                 x = preprocess((crop.apply(frame) if crop is not None else frame)[None], meta)[0]
+                if sink is None:  # nothing draws on it: only its size travels on (a view of one pixel)
+                    frame = np.broadcast_to(_PIXEL, frame.shape)
                 busy += time.perf_counter() - t0
                 if not _put(q_in, (frame, x), stop):
                     return

@@ -88,8 +88,9 @@ def train(
 
     With --folds K: one run per fold and seed in OUT/fold<i>-seed<s>/, each scored on its held-out
     videos, and OUT/cv.csv, OUT/cv.json with Dice mean +- sd over seeds per granularity."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from echoseg.clitext import console as make_console
 
     from echoseg.data.dataset import detect_layout
     from echoseg.models import check_name
@@ -99,10 +100,13 @@ def train(
     from .preflight import preflight
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    console = Console()
+    console = make_console()  # markup off: user text (paths, run names) printed literally
     try:
         model, width = _model_and_width(model, width, init)
         check_name(model)
+        if fold and not folds:
+            raise ConfigError(f"--fold {' '.join(map(str, fold))} needs --folds K (the number of folds to split "
+                              "the videos into), e.g. --folds 5 --fold 0")
         cfg = TrainConfig(data=str(data), model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                           dice_loss=dice_loss, recon_weight=recon_weight, recon_until=recon_until,
                           unlabelled_frames=unlabelled_frames, distill=distill,
@@ -131,21 +135,29 @@ def train(
         if not world_from_env().is_main:  # torchrun: rank 0 alone draws progress and prints
             run_training(cfg, resume=resume)
             return
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console) as bar:
-            task = bar.add_task(f"{model} w{width}", total=1, loss=float("nan"))
-
+        # the bar is drawn from the first step on: an error while the data loads leaves no "0/1 loss nan" bar
+        # line above it, and the loss column is empty until there is a loss to show
+        bar = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[loss]}", markup=False), TimeRemainingColumn(), console=console)
+        task = bar.add_task(f"{model} w{width}", total=1, loss="")
+        try:
             def on_start(n_epochs: int, steps: int) -> None:
                 bar.update(task, total=n_epochs * steps)
+                bar.start()
 
             def on_epoch(row: dict) -> None:
+                if not _finite(row.get("train_loss")):  # a clear line, not "loss nan  val Dice 0.0000 ..."
+                    bar.console.print(_diverged(row))
+                    return
                 g = "  ".join(f"{k[9:]}={v:.3f}" for k, v in row.items() if k.startswith("val_dice_g"))
                 bar.console.print(f"epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  val Dice {row['val_dice']:.4f}  "
                                   f"IoU {row['val_iou']:.4f}  {row['seconds']:.1f}s  {g}")
 
             result = run_training(cfg, resume=resume, callbacks=Callbacks(
                 on_start=on_start, on_epoch=on_epoch,
-                on_step=lambda e, s, loss: bar.update(task, advance=1, loss=loss)))
+                on_step=lambda e, s, loss: bar.update(task, advance=1, loss=f"loss {loss:.4f}")))
+        finally:
+            bar.stop()
     except _user_errors() as exc:
         _fail(exc)
     console.print(f"best val Dice {result.best['val_dice']:.4f} at epoch {best_epoch(result.best, result.rows)}; "
@@ -160,6 +172,20 @@ def _model_and_width(model: str | None, width: int | None, init: str | None) -> 
         src = load_init(init).model
         return model or src.name, width or src.width
     return model or "unet", width or 64
+
+
+def _finite(value) -> bool:
+    import math
+
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _diverged(row: dict) -> str:
+    return (f"epoch {row.get('epoch', '?'):>3}  the training loss is not a number ({row.get('train_loss')}): "
+            "training diverged; lower --lr (or check the data for broken frames)")
 
 
 def _parse_seeds(text: str | None, default: int) -> list[int]:
@@ -181,7 +207,7 @@ def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], onl
         console.print(f"fold {f} seed {s} -> {run_cfg.out}")
         return Callbacks(on_epoch=lambda row: console.print(
             f"  epoch {row['epoch']:>3}  loss {row['train_loss']:.4f}  val Dice {row['val_dice']:.4f}  "
-            f"{row['seconds']:.1f}s"))
+            f"{row['seconds']:.1f}s" if _finite(row.get("train_loss")) else "  " + _diverged(row)))
 
     def on_done(rows: list[dict]) -> None:
         r = rows[0]
@@ -247,17 +273,17 @@ def evaluate(
                                 "runs here) | tensorrt | openvino | onnxruntime; checkpoints run in PyTorch"),
 ) -> None:
     """Per-frame Dice, IoU, pixel accuracy (bootstrap 95% CI), ED/ES and granularity breakdowns."""
-    from rich.console import Console
     from rich.table import Table
 
+    from echoseg.clitext import console as make_console
     from echoseg.runtime.session import SessionError
 
     from .eval import evaluate as run_eval
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    console = Console()
+    console = make_console()  # markup off: run names like clip[apical] printed literally
     if not console.is_terminal:  # logs and pipes: a wide table beats a squashed one
-        console = Console(width=150)
+        console = make_console(width=150)
     table = Table(title=f"{split} split of {data}")
     for col in ("run", "model", "g", "GMACs", "frames", "Dice (95% CI)", "IoU", "pixel acc."):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -338,12 +364,20 @@ def _print_comparison(console, scored: list, out: Optional[Path]) -> None:
     for col in ("B g", "vs A g", "Dice diff", "95% CI (videos resampled)", "frames", "videos"):
         diff.add_column(col, justify="right")
     for d in res["differences"]:
-        lo, hi = d["ci95"]
-        diff.add_row(f"{d['g_b']:g}", f"{d['g_a']:g}", f"{d['mean']:+.4f}", f"{lo:+.4f} .. {hi:+.4f}",
-                     str(d["frames"]), str(d["videos"]))
+        ci = "n/a (one video)" if not d["ci95"] else f"{d['ci95'][0]:+.4f} .. {d['ci95'][1]:+.4f}"
+        diff.add_row(f"{d['g_b']:g}", f"{d['g_a']:g}", f"{d['mean']:+.4f}", ci, str(d["frames"]), str(d["videos"]))
     console.print(diff)
+    for d in res["differences"]:
+        if d["frames"] < max(d["frames_a"], d["frames_b"]):
+            console.print(f"B g={d['g_b']:g} vs A g={d['g_a']:g}: paired the {d['frames']} frames both sides scored "
+                          f"(A scored {d['frames_a']}, B {d['frames_b']}); the others are left out: score both "
+                          "on the same data and split to compare them all")
     if out:
-        write_json(Path(out) / "compare.json", res)
+        try:
+            write_json(Path(out) / "compare.json", res)
+        except OSError as exc:
+            _fail(f"{Path(out) / 'compare.json'}: not written ({(exc.strerror or str(exc)).lower()}); "
+                  "free some space or pass another --out")
         console.print(f"wrote {out}/compare.json")
 
 

@@ -67,16 +67,21 @@ class Difference:
     g_a: float
     g_b: float
     mean: float
-    ci95: tuple[float, float]
-    frames: int
+    ci95: tuple[float, float] | None  # None with one video: resampling one video gives no interval
+    frames: int  # frames both sides scored (the pairs)
     videos: int
+    frames_a: int = 0  # frames each side scored (all its runs): more than ``frames`` when the sets differ
+    frames_b: int = 0
 
 
 def paired_difference(a: Sequence[Scored], b: Sequence[Scored], g_a: float, g_b: float,
                       n_boot: int = 2000, seed: int = 0) -> Difference:
     """Mean over frames of Dice(b) - Dice(a) (each side averaged over its runs), with a
-    percentile bootstrap 95% interval that resamples videos."""
+    percentile bootstrap 95% interval that resamples videos (None from one video: no interval).
+    Only frames both sides scored are paired; ``frames_a``/``frames_b`` say how many each had."""
     common = set.intersection(*(set(s.dice[g_a]) for s in a), *(set(s.dice[g_b]) for s in b))
+    n_a = len(set.union(*(set(s.dice[g_a]) for s in a)))
+    n_b = len(set.union(*(set(s.dice[g_b]) for s in b)))
     if not common:
         raise ValueError("the two sides share no scored frames; score both on the same data and split")
     names = sorted(common)
@@ -90,7 +95,8 @@ def paired_difference(a: Sequence[Scored], b: Sequence[Scored], g_a: float, g_b:
     pick = rng.integers(0, len(groups), size=(n_boot, len(groups)))
     boot = sums[pick].sum(1) / counts[pick].sum(1)
     lo, hi = np.quantile(boot, [0.025, 0.975])
-    return Difference(g_a, g_b, float(diff.mean()), (float(lo), float(hi)), len(names), len(groups))
+    ci = (float(lo), float(hi)) if len(groups) > 1 else None
+    return Difference(g_a, g_b, float(diff.mean()), ci, len(names), len(groups), n_a, n_b)
 
 
 def sides(scored: Sequence[Scored]) -> tuple[list[Scored], list[Scored]]:
@@ -119,5 +125,5 @@ def compare(scored: Sequence[Scored], n_boot: int = 2000) -> dict:
     a_gs = set.intersection(*(set(s.dice) for s in a))
     for g in sorted(set.intersection(*(set(s.dice) for s in b)), reverse=True):
         d = paired_difference(a, b, g if g in a_gs else 1.0, g, n_boot=n_boot)
-        result["differences"].append(d.__dict__ | {"ci95": list(d.ci95)})
+        result["differences"].append(d.__dict__ | {"ci95": list(d.ci95) if d.ci95 else None})
     return result

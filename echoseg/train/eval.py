@@ -122,14 +122,43 @@ def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test
         full = frames_by_g[1.0]
         result["phases"] = {ph: {k: float(full[k][phases == ph].mean()) for k in METRICS} | {"frames": int((phases == ph).sum())}
                             for ph in ("ED", "ES") if (phases == ph).any()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_frames_csv(out_dir / "frames.csv", fs, preds_full, frames_by_g)
-    from .plots import montage
-
-    montage(fs.images, fs.masks, preds_full, frames_by_g[1.0]["dice"], fs.names, out_dir / "montage.png")
-    write_json(out_dir / "metrics.json", result)
+    _write_outputs(out_dir, fs, preds_full, frames_by_g, result)
     result["out"] = str(out_dir)
     return result
+
+
+OUTPUTS = ("frames.csv", "montage.png", "metrics.json")
+
+
+def _write_outputs(out_dir: Path, fs, preds_full: np.ndarray, frames_by_g: dict[float, dict], result: dict) -> None:
+    """frames.csv, montage.png and metrics.json: all three, or none of this run's.
+
+    Each is written under a temporary name first; only when all three are complete are they
+    renamed into place (metrics.json last), so a full disk or any other failure leaves no
+    frames.csv without its metrics.json (an earlier evaluation's files stay as they were).
+    A write error is one line: a full disk reads "no space left on device"."""
+    from contextlib import ExitStack
+
+    from echoseg.atomic import NotWritableError
+
+    from .plots import montage
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as stack:  # entered metrics first: renamed last, after the others
+            tmp_metrics, tmp_montage, tmp_frames = (stack.enter_context(atomic_path(out_dir / name))
+                                                    for name in OUTPUTS[::-1])
+            _write_frames_csv(tmp_frames, fs, preds_full, frames_by_g)
+            montage(fs.images, fs.masks, preds_full, frames_by_g[1.0]["dice"], fs.names, tmp_montage)
+            write_json(tmp_metrics, result)
+    except OSError as exc:
+        if isinstance(exc, NotWritableError):
+            raise
+        import errno
+
+        why = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc)).lower()
+        raise NotWritableError(f"{out_dir}: {why}; nothing of this evaluation was written there "
+                               f"({', '.join(OUTPUTS)}); free some space or pass another --out", exc.errno) from None
 
 
 def _write_frames_csv(path: Path, fs, pred: np.ndarray, frames_by_g: dict[float, dict]) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echoseg.atomic import atomic_path
+from echoseg.atomic import atomic_path, write_bytes
 
 
 def _save_fig(fig, path: Path) -> None:
@@ -78,6 +78,8 @@ def montage(images: np.ndarray, truths: np.ndarray, preds: np.ndarray, dice: np.
         while len(tiles) < k:
             tiles.append(np.zeros_like(tiles[0]))
         rows.append(np.hstack(tiles))
-    with atomic_path(path) as tmp:
-        cv2.imwrite(str(tmp), np.vstack(rows))
+    ok, png = cv2.imencode(".png", np.vstack(rows))
+    if not ok:
+        raise ValueError(f"{path}: the montage could not be encoded as PNG")
+    write_bytes(path, png.tobytes())  # a full disk raises OSError(ENOSPC) here, not libpng lines
     return path
