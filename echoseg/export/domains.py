@@ -64,8 +64,8 @@ def check_domains(proto, what: str) -> None:
 
 def keep_ir_version(proto, source_ir: int) -> int:
     """Give a converted graph (FP16, INT8) the IR version of the FP32 graph it came from, or the lowest
-    its opsets need if that is higher. Some converters rebuild the model at their onnx's newest IR
-    (ONNX Runtime 1.19's FP16 converter with onnx 1.16 wrote IR 10), which older runtimes refuse."""
+    its opsets need if that is higher: a converter that rebuilds the model (at its onnx's newest IR)
+    must not make it newer than the graph the runtimes were tested to load."""
     from onnx import helper
 
     need = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
