@@ -138,3 +138,25 @@ def test_fp16_gate_miss_retries_with_fp32_head_then_rejects(export_base, tmp_pat
     d = tmp_path / "unet"
     assert (d / "model.fp16.rejected.onnx").is_file() and not (d / "model.fp16.onnx").exists()
     assert (d / "model.onnx").is_file()  # the FP32 graph passed and stays
+
+
+def test_fp16_conversion_keeps_the_source_ir_version():
+    """The FP16 graph stays at its FP32 graph's IR version (what the runtimes were tested to load),
+    or the lowest its opsets need, whatever IR the converter's rebuild wrote."""
+    from onnx import TensorProto, helper
+
+    from echoseg.export.domains import keep_ir_version
+    from echoseg.export.fp16 import convert_fp16
+    from tiny_onnx import EXPORT_IR_VERSION
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], [0.5] * 16)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [w])
+    out, _ = convert_fp16(make_model(graph))
+    assert out.ir_version == EXPORT_IR_VERSION
+    assert any(i.data_type == TensorProto.FLOAT16 for i in out.graph.initializer)
+    out.ir_version = 10
+    assert keep_ir_version(out, 8) == 8
+    new = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    assert keep_ir_version(new, 8) == 10  # opset 21 needs IR 10: never below what the opsets need

@@ -67,3 +67,15 @@ def test_the_installed_versions_meet_the_declared_floors():
         except PackageNotFoundError:
             continue  # an extra this venv did not install
         assert Version(have).release >= Version(low).release, f"{name} {have} is below the declared {low}"
+
+
+def test_importing_onnxslim_leaves_the_logging_setup_alone():
+    """onnxslim 0.1.30-0.1.32 called logging.basicConfig(level=ERROR) at import, which silenced every
+    warning echoseg logs after an export (the floor run caught it); 0.1.33 is the floor."""
+    import subprocess
+
+    pytest.importorskip("onnxslim", reason="onnxslim is not installed (the export extra)")
+    code = "import logging, onnxslim; print(logging.root.level, len(logging.root.handlers))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(30), "0"]  # WARNING, no handler: the application's to set

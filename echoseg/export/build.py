@@ -265,6 +265,7 @@ def _fp16_step(fp32_path: Path, path: Path, x, y32, threshold, opts: BuildOption
         proto, info = convert_fp16(src, keep_fp32_nodes=keep_nodes)
         onnx.checker.check_model(proto)
         check_domains(proto, path.name)
+        _check_ir(proto, src, path)
         save_onnx(proto, path)
         section["files"]["fp16"] = path.name
         section["steps"]["fp16"] = {**info.to_dict(), "types": tensor_types(proto)}
@@ -289,6 +290,13 @@ def _fp16_step(fp32_path: Path, path: Path, x, y32, threshold, opts: BuildOption
             check(report, "fp16", f"{bad} vs FP32")
 
 
+def _check_ir(proto, src, path: Path) -> None:
+    """A converted graph keeps the FP32 graph's IR version (what the runtimes were tested to load)."""
+    if proto.ir_version > src.ir_version:
+        raise ExportError(f"{path.name} has IR version {proto.ir_version}, above its FP32 graph's "
+                          f"{src.ir_version}; older runtimes may refuse it (see echoseg.export.domains.keep_ir_version)")
+
+
 def _worst(emulated: dict[str, Any], ort_cpu: dict[str, Any]) -> dict[str, Any]:
     """One FP16 report: the worse of each number over the two CPU runs, both kept in full."""
     out = dict(emulated)
@@ -309,7 +317,9 @@ def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts:
     section["steps"]["int8"] = info.to_dict()
     import onnx
 
-    check_domains(onnx.load(str(path), load_external_data=False), path.name)
+    proto = onnx.load(str(path), load_external_data=False)
+    check_domains(proto, path.name)
+    _check_ir(proto, onnx.load(str(fp32_path), load_external_data=False), path)
     if not opts.parity:
         return
     report = section["parity"]["int8_vs_fp32"] = compare(y32, run_onnx(path, x), threshold)

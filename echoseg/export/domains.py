@@ -60,3 +60,14 @@ def check_domains(proto, what: str) -> None:
     if extra:
         raise ExportError(f"{what} declares opset domains no node uses ({', '.join(extra)}); "
                           "prune them (echoseg.export.domains.prune_domains) before saving")
+
+
+def keep_ir_version(proto, source_ir: int) -> int:
+    """Give a converted graph (FP16, INT8) the IR version of the FP32 graph it came from, or the lowest
+    its opsets need if that is higher: a converter that rebuilds the model (at its onnx's newest IR)
+    must not make it newer than the graph the runtimes were tested to load."""
+    from onnx import helper
+
+    need = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    proto.ir_version = max(int(source_ir), int(need))
+    return proto.ir_version

@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .domains import prune_domains
+from .domains import keep_ir_version, prune_domains
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def convert_fp16(proto, *, keep_fp32_ops: Sequence[str] = (), keep_fp32_nodes: S
     dropped = prune_domains(out)
     if dropped:
         log.info("FP16 graph: dropped opset imports no node uses: %s", ", ".join(dropped))
+    keep_ir_version(out, proto.ir_version)
     info = Fp16Info(kept_fp32_ops=sorted(present & set(block)),
                     kept_fp32_nodes=[n for n in keep_fp32_nodes if n in names], block_list=block)
     return out, info

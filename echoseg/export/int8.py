@@ -34,7 +34,7 @@ from echoseg.config import ArtifactMeta
 
 from echoseg.atomic import temp_for
 
-from .domains import prune_domains
+from .domains import keep_ir_version, prune_domains
 from .onnx import INPUT_NAME, ExportError, set_metadata, save_onnx
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ def quantize_int8(src: str | os.PathLike, out: str | os.PathLike, calib: np.ndar
     dropped = prune_domains(proto)  # quantizer leftovers: ai.onnx.training, com.microsoft.experimental, ...
     if dropped:
         log.info("INT8 graph: dropped opset imports no node uses: %s", ", ".join(dropped))
+    keep_ir_version(proto, onnx.load(str(src), load_external_data=False).ir_version)
     set_metadata(proto, meta)
     onnx.checker.check_model(proto)
     save_onnx(proto, out)
