@@ -357,20 +357,12 @@ def _engine_step(d: Path, g: float, meta, opts: BuildOptions, section, say: Repo
     if not version:
         if opts.engine:
             raise TensorRTUnavailable(f"--engine asked for a TensorRT engine but {why}")
-        section["steps"][key] = {"skipped": why}
-        if not any("engine skipped" in n for n in result.notes):
-            note = f"TensorRT engine skipped: {why}"
-            result.notes.append(note)
-            say(note)
+        _skip_engine(section, key, result, say, "TensorRT engine skipped", why)
         return
     if precision == "int8" and opts.int8_form != "tensorrt":
         why = (f"{artifact_name(g, 'int8')} is the {opts.int8_form} INT8 form, which TensorRT does not take; "
                "pass --int8-form tensorrt for an INT8 engine")
-        section["steps"][key] = {"skipped": why}
-        if not any("INT8 engine skipped" in n for n in result.notes):
-            note = f"TensorRT INT8 engine skipped: {why}"
-            result.notes.append(note)
-            say(note)
+        _skip_engine(section, key, result, say, "TensorRT INT8 engine skipped", why)
         return
     graphs = {p: d / artifact_name(g, p) for p in ("fp32", "fp16", "int8")}
     plan = plan_engine(version, precision, graphs, opts.profile, opts.workspace_mb)
@@ -388,3 +380,12 @@ def _engine_step(d: Path, g: float, meta, opts: BuildOptions, section, say: Repo
     section["steps"][key] = {**plan.to_dict(), **built, **gpu, "onnx_sha256": sidecar.onnx_sha256}
     say(f"{engine}: TensorRT {built['tensorrt_version']}, {gpu['gpu_name']} (sm {gpu['compute_capability']}), "
         f"{precision.upper()}, built in {built['build_seconds']:.1f} s")
+
+
+def _skip_engine(section: dict, key: str, result, say, what: str, why: str) -> None:
+    """Record a skipped engine step, and note it once per export (not once per granularity)."""
+    section["steps"][key] = {"skipped": why}
+    if not any(what.removeprefix("TensorRT ") in n for n in result.notes):
+        note = f"{what}: {why}"
+        result.notes.append(note)
+        say(note)

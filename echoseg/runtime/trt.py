@@ -52,8 +52,13 @@ def device_identity(device: int = 0) -> dict[str, str]:
             "cuda_version": f"{version // 1000}.{(version % 1000) // 10}" if version else ""}
 
 
-def engine_problem(path: str | Path, device: int = 0) -> str | None:
-    """None when engine ``path`` fits this TensorRT and CUDA device; else why not and how to rebuild."""
+#: (engine, reason) pairs already said: a stale engine is warned about once per process.
+_WARNED: set[tuple[str, str]] = set()
+
+
+def engine_problem(path: str | Path, device: int = 0, warn: bool = False) -> str | None:
+    """None when engine ``path`` fits this TensorRT and CUDA device; else why not and how to rebuild.
+    ``warn``: an engine built for another TensorRT release or GPU is also said once per process."""
     problem = tensorrt_problem(device)
     if problem:
         return problem
@@ -61,7 +66,11 @@ def engine_problem(path: str | Path, device: int = 0) -> str | None:
         side = read_sidecar(path)
     except ArtifactError as exc:
         return str(exc)
-    return _mismatch(side, path, device)
+    mismatch = _mismatch(side, path, device)
+    if warn and mismatch and (str(path), mismatch) not in _WARNED:
+        _WARNED.add((str(path), mismatch))
+        log.warning("TensorRT engine not used (auto falls back to the next backend): %s", mismatch)
+    return mismatch
 
 
 def _mismatch(side, path: str | Path, device: int = 0) -> str | None:
@@ -211,24 +220,11 @@ class TrtSession:
             setattr(self, name, None)
 
 
-_WARNED: set[tuple[str, str]] = set()
 
 
 def _problem(path: Path) -> str | None:
-    """The registry's check. An engine that is here but was built for another TensorRT release or GPU
-    is also said once per process, in one line: ``auto`` runs the ONNX graph beside it instead."""
-    problem = tensorrt_problem()
-    if problem:
-        return problem
-    try:
-        side = read_sidecar(path)
-    except ArtifactError as exc:
-        return str(exc)
-    mismatch = _mismatch(side, path)
-    if mismatch and (str(path), mismatch) not in _WARNED:
-        _WARNED.add((str(path), mismatch))
-        log.warning("TensorRT engine not used (auto falls back to the next backend): %s", mismatch)
-    return mismatch
+    """The registry's check: ``auto`` runs the ONNX graph beside a stale engine, saying so once."""
+    return engine_problem(path, warn=True)
 
 
 BACKEND = register(Backend(name="tensorrt", artifact="engine", rank=10, open=TrtSession, problem=_problem,
