@@ -58,7 +58,7 @@ def _make_checkpoint(path: Path, name: str, width: int, steps: int = 40) -> Path
 
     from echoseg.data.synthetic import make_video
     from echoseg.models import build_model, default_config
-    from echoseg.train.checkpoint import save_checkpoint
+    from echoseg.models.checkpoint import save_checkpoint
     from echoseg.train.loop import compute_input_spec, normalise
     from echoseg.train.losses import segmentation_loss
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from echoseg.config import ArtifactMeta, InputSpec, ModelConfig
-from echoseg.runtime.session import SessionInfo
+from echoseg.backends.session import SessionInfo
 
 META = ArtifactMeta(model=ModelConfig("unet", 8), input_spec=InputSpec())
 

@@ -26,7 +26,7 @@ def export_onnx(ckpt_path: Path, out: Path, g: float = 1.0) -> Path:
     import onnx
     import torch
 
-    from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint
+    from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint
 
     ckpt = load_checkpoint(ckpt_path)
     model = build_from_checkpoint(ckpt).sliced(g) if g != 1.0 else build_from_checkpoint(ckpt)
@@ -78,7 +78,7 @@ def centred_checkpoint(src: Path, out: Path, g: float = 1.0) -> Path:
 
     from echoseg.data.synthetic import make_video
     from echoseg.artifacts import preprocess
-    from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+    from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(src)
     model = build_from_checkpoint(ckpt)
@@ -115,7 +115,7 @@ def test_discover_finds_onnx_files_and_the_source_checkpoint(bench_root):
         assert any(s.backend == "openvino" and "echoseg[openvino]" in s.reason for s in plan.skipped)
     bf16 = discover(None, bench_root / "exports", bench_root / "runs", backends=("openvino",), precisions=("bf16",))
     if ov:  # OpenVINO runs the FP32 graph in BF16 where the CPU lists BF16, else says why not
-        from echoseg import ovplan
+        from echoseg.backends import ovplan
 
         assert [(t.backend, t.precision, Path(t.artifact).name) for t in bf16.targets] == (
             [("openvino", "bf16", "model.onnx")] if ovplan.has_bf16() else [])
@@ -179,7 +179,7 @@ def test_compare_rows_measure_and_agree_with_the_reference(compared):
 
 def test_compare_macs_match_the_model(compared, bench_root):
     from echoseg.models import count_macs
-    from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint
+    from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint
 
     res, _ = compared
     model = build_from_checkpoint(load_checkpoint(bench_root / "runs" / "unet-w8" / "best.pt"))
@@ -327,7 +327,7 @@ def test_matae_granularity_subnetwork_against_its_reference(matae_ckpt, tmp_path
     assert rows["onnxruntime"]["dice_vs_ref"] > 0.99
 
     from echoseg.models import count_macs
-    from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint
+    from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint
 
     model = build_from_checkpoint(load_checkpoint(ckpt))
     assert rows["onnxruntime"]["macs_per_frame"] == count_macs(model, 0.5) < count_macs(model, 1.0)

@@ -24,7 +24,7 @@ def test_the_shared_console_prints_brackets_literally():
 
 def test_echo_run_keeps_brackets_in_errors_and_video_names(tmp_path, monkeypatch):
     from echoseg.runtime import api, cli
-    from echoseg.runtime.session import SessionError
+    from echoseg.backends.session import SessionError
 
     def refuse(*a, **k):
         raise SessionError("TensorRT is not installed: pip install 'echoseg[gpu]'")
@@ -161,7 +161,7 @@ def test_echo_run_warnings_are_one_line_however_long(tmp_path, monkeypatch):
     con = console(width=80, record=True)
     handler = ConsoleLogHandler(con)
     long_name = "model.fp16.onnx" + "x" * 150
-    handler.handle(logging.LogRecord("echoseg.runtime.discover", logging.WARNING, __file__, 1,
+    handler.handle(logging.LogRecord("echoseg.backends.choose", logging.WARNING, __file__, 1,
                                      "%s: refused [gpu], its sha256 does not match", (long_name,), None))
     lines = [ln for ln in con.export_text().splitlines() if ln.strip()]
     assert lines == [f"warning: {long_name}: refused [gpu], its sha256 does not match"]

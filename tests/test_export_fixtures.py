@@ -50,7 +50,7 @@ def train_checkpoint(path: Path, name: str, granularities: tuple[float, ...] = (
 def _train(torch, F, path, name, granularities, steps, data):
     from echoseg.config import InputSpec, ModelConfig, TrainConfig
     from echoseg.models import build_model
-    from echoseg.train.checkpoint import save_checkpoint
+    from echoseg.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     gs = (1.0,) if name == "unet" else granularities

@@ -58,7 +58,7 @@ def test_fp16_parity_passes_and_is_not_trivially_exact(exported, export_base):
     from echoseg.export.manifest import read_manifest
     from echoseg.export.parity import compare, run_onnx
     from echoseg.artifacts import preprocess
-    from echoseg.train.checkpoint import load_checkpoint
+    from echoseg.models.checkpoint import load_checkpoint
 
     for name in ("unet", "matae-unet"):
         rep = next(s for s in read_manifest(exported / name)["exports"]

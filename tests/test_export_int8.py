@@ -99,7 +99,7 @@ def test_int8_parity_both_models(exported, export_base):
     from echoseg.export.manifest import read_manifest
     from echoseg.export.parity import compare, run_onnx
     from echoseg.artifacts import preprocess
-    from echoseg.train.checkpoint import load_checkpoint
+    from echoseg.models.checkpoint import load_checkpoint
 
     for name in ("unet", "matae-unet"):
         man = read_manifest(exported / name)
@@ -118,7 +118,7 @@ def test_int8_parity_both_models(exported, export_base):
 def test_calibration_and_parity_frames_come_from_the_checkpoint_data(synth_dir):
     from echoseg.config import InputSpec, ModelConfig, TrainConfig
     from echoseg.export.frames import CALIB_SEED, PARITY_SEED, checkpoint_frames
-    from echoseg.train.checkpoint import Checkpoint
+    from echoseg.models.checkpoint import Checkpoint
 
     spec = InputSpec(height=32, width=32)
     with_data = Checkpoint(model=ModelConfig(name="unet", width=8), input_spec=spec, state_dict={},

@@ -12,7 +12,7 @@ from tiny_onnx import make_model
 
 
 def _load_model(path):
-    from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint
+    from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint
 
     ckpt = load_checkpoint(path)
     return ckpt, build_from_checkpoint(ckpt)
@@ -92,7 +92,7 @@ def test_without_onnxslim_the_unsimplified_graph_is_kept_and_still_exact(unet32,
 def test_metadata_round_trip(matae32, tmp_path, g):
     from echoseg.export.onnx import export_onnx, read_metadata, sub_network
     from echoseg.artifacts import read_onnx_meta
-    from echoseg.train.checkpoint import file_sha256
+    from echoseg.models.checkpoint import file_sha256
 
     ckpt, model = _load_model(matae32)
     path = export_onnx(sub_network(model, g), ckpt.meta(g), tmp_path / "m.onnx").path

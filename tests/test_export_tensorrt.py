@@ -249,7 +249,7 @@ def test_tensorrt_engine_builds_loads_and_reuses_its_timing_cache(export_base, t
     assert again.ok
     assert read_manifest(tmp_path / "unet")["exports"][0]["steps"]["engine"]["timing_cache_reused"] is True
     try:
-        from echoseg.runtime.trt import TrtSession
+        from echoseg.backends.tensorrt import TrtSession
     except ImportError:
         return
     from echoseg.export.parity import compare, run_onnx

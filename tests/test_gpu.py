@@ -35,7 +35,7 @@ def test_one_cuda_training_epoch_writes_a_checkpoint(synth_dir, tmp_path):
     import torch
 
     from echoseg.config import TrainConfig
-    from echoseg.train.checkpoint import load_checkpoint
+    from echoseg.models.checkpoint import load_checkpoint
     from echoseg.train.loop import train
 
     cfg = TrainConfig(data=str(synth_dir), model="matae-unet", width=8, epochs=1, batch_size=8, device="cuda",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from echoseg import artifacts as A
-from echoseg.runtime.discover import choose
-from echoseg.runtime.session import SessionError
+from echoseg.backends.choose import choose
+from echoseg.backends.session import SessionError
 from tiny_onnx import tiny_meta, write_tiny_onnx
 
 
@@ -56,7 +56,7 @@ def test_a_size_change_is_refused_too(tmp_path):
 def test_auto_goes_on_to_the_next_file_and_says_why_in_one_line(tmp_path, caplog):
     d = _export(tmp_path / "exp")
     _flip(d / "model.onnx")
-    with caplog.at_level(logging.WARNING, logger="echoseg.runtime.discover"):
+    with caplog.at_level(logging.WARNING, logger="echoseg.backends.choose"):
         c = choose(d, "onnxruntime")
     assert c.path.name == "model.fp16.onnx"
     assert "model.onnx refused" in c.reason

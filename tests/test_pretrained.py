@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from echoseg import pretrained
 from echoseg.pretrained.bundle import bundle
-from echoseg.runtime.discover import choose, find_default_model
-from echoseg.runtime.session import SessionError
+from echoseg.backends.choose import choose, find_default_model
+from echoseg.backends.session import SessionError
 
 
 @pytest.fixture()
@@ -55,7 +55,7 @@ def test_bundle_refuses_an_export_without_a_full_width_int8_graph(exported, tmp_
     assert not (tmp_path / "dest").exists()
 
 
-@pytest.mark.skipif(not __import__("echoseg.runtime.backends", fromlist=["x"]).importable("openvino"),
+@pytest.mark.skipif(not __import__("echoseg.backends.registry", fromlist=["x"]).importable("openvino"),
                     reason="OpenVINO is not installed")
 def test_on_a_cpu_auto_runs_the_bundled_int8_graph_on_openvino(bundled):
     rec = json.loads((bundled / "manifest.json").read_text())["exports"][0]["parity"]["openvino_int8_vs_fp32"]
@@ -103,7 +103,7 @@ def test_echo_eval_scores_the_bundle_through_the_runtime(bundled, synth_dir, tmp
     assert set(m["granularities"]) == {"1", "0.5"} and 0.0 <= m["dice"] <= 1.0 and m["frames"] > 0
     assert m["granularities"]["0.5"]["gmacs"] < m["gmacs"]
     assert (tmp_path / "ev" / "frames.csv").is_file()
-    from echoseg.runtime.discover import choose
+    from echoseg.backends.choose import choose
 
     for g, what in m["ran"].items():  # scored with what echo-run would run here, and said so
         c = choose("pretrained", "auto", float(g))

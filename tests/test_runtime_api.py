@@ -16,8 +16,8 @@ from echoseg.data.synthetic import make_video
 from echoseg.data.video import probe, write_video
 from echoseg.runtime import run_videos
 from echoseg.runtime.api import run_one
-from echoseg.runtime.discover import choose, find_default_model
-from echoseg.runtime.session import SessionError
+from echoseg.backends.choose import choose, find_default_model
+from echoseg.backends.session import SessionError
 
 
 @pytest.fixture(scope="module")

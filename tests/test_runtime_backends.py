@@ -15,8 +15,8 @@ import pytest
 from echoseg.data.synthetic import make_video
 from echoseg.data.video import write_video
 from echoseg.runtime import open_session, preprocess, run_videos
-from echoseg.runtime.discover import choose
-from echoseg.runtime.session import SessionError
+from echoseg.backends.choose import choose
+from echoseg.backends.session import SessionError
 from echoseg.runtime.stream import stream_video
 from echoseg.train.metrics import mask_agreement
 
@@ -32,7 +32,7 @@ def video(tmp_path_factory):
 def _export_dir(tmp: Path, src_ckpt: Path, frames: np.ndarray, grans: tuple[float, ...]) -> Path:
     """The (briefly trained) checkpoint plus one ONNX per granularity (model.onnx for g=1)."""
     from echoseg.export.onnx import export_onnx, sub_network
-    from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+    from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(src_ckpt)
     model = build_from_checkpoint(ck)

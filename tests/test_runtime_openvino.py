@@ -12,9 +12,9 @@ from test_export_fixtures import (cached_checkpoint, export_base, exported, no_t
                                   synthetic_batch)
 
 from echoseg.artifacts import parity_record, preprocess
-from echoseg.runtime import backends
-from echoseg.runtime.discover import choose
-from echoseg.runtime.session import SessionError
+from echoseg.backends import registry as backends
+from echoseg.backends.choose import choose
+from echoseg.backends.session import SessionError
 from echoseg.train.metrics import mask_agreement
 
 needs_openvino = pytest.mark.skipif(not backends.importable("openvino"),
@@ -27,7 +27,7 @@ def _frames(meta, n: int) -> np.ndarray:
 
 
 def _bf16_here() -> bool:
-    from echoseg import ovplan
+    from echoseg.backends import ovplan
 
     return ovplan.has_bf16()
 
@@ -35,7 +35,7 @@ def _bf16_here() -> bool:
 @needs_openvino
 @pytest.mark.parametrize("name,g", [("unet", 1.0), ("matae-unet", 1.0), ("matae-unet", 0.5)])
 def test_openvino_agrees_with_onnxruntime_at_every_batch_size(exported, name, g):
-    from echoseg.runtime.backends import open_session
+    from echoseg.backends.choose import open_session
 
     d = exported / name
     tag = "" if g == 1.0 else f".g{g:g}"
@@ -95,8 +95,8 @@ def _copy_with_records(src, dst, edit):
 
 @needs_openvino
 def test_auto_picks_the_fastest_openvino_precision_that_passed(exported, tmp_path, monkeypatch):
-    from echoseg.runtime import openvino as ovb
-    from echoseg.runtime.backends import open_session
+    from echoseg.backends import openvino as ovb
+    from echoseg.backends.choose import open_session
 
     monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
     backends.register(backends.Backend(**{**ovb.BACKEND.__dict__, "defer": lambda: None}))
@@ -144,8 +144,8 @@ def test_auto_picks_the_fastest_openvino_precision_that_passed(exported, tmp_pat
 def test_openvino_batch_shapes_follow_the_calls(exported, monkeypatch):
     """A one-frame probe, then batches beyond the cap (pieces), then single frames (a shape of their own
     after REFIT_AFTER padded calls), then a third shape (the least recently used one goes)."""
-    from echoseg import ovplan
-    from echoseg.runtime.backends import open_session
+    from echoseg.backends import ovplan
+    from echoseg.backends.choose import open_session
 
     monkeypatch.setattr(ovplan, "MAX_COMPILED_BATCH", 4)
     d = exported / "unet"
@@ -172,7 +172,7 @@ def test_openvino_batch_shapes_follow_the_calls(exported, monkeypatch):
 
 @needs_openvino
 def test_openvino_refuses_what_it_cannot_run(exported):
-    from echoseg.runtime.backends import open_session
+    from echoseg.backends.choose import open_session
 
     d = exported / "unet"
     with pytest.raises(SessionError, match="FP16 graph is for TensorRT"):

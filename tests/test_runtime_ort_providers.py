@@ -7,8 +7,8 @@ import json
 import pytest
 from tiny_onnx import tiny_meta, write_tiny_onnx
 
-from echoseg.runtime.ort import CPU, CUDA, TRT, TRT_CACHE_DIR, provider_plan
-from echoseg.runtime.session import SessionError
+from echoseg.backends.ort import CPU, CUDA, TRT, TRT_CACHE_DIR, provider_plan
+from echoseg.backends.session import SessionError
 from test_export_fixtures import export_base, exported, no_tensorrt  # noqa: F401
 
 SPEC = tiny_meta().input_spec
@@ -43,10 +43,10 @@ def test_asking_for_a_provider_that_is_not_there_is_an_error(tmp_path):
 
 
 def test_the_session_logs_and_reports_its_providers(tmp_path, caplog):
-    from echoseg.runtime.ort import OrtSession
+    from echoseg.backends.ort import OrtSession
 
     path = write_tiny_onnx(tmp_path / "model.onnx")
-    with caplog.at_level("INFO", logger="echoseg.runtime.ort"):
+    with caplog.at_level("INFO", logger="echoseg.backends.ort"):
         sess = OrtSession(path, providers=[CPU])
     assert sess.info.extra["providers"] == [CPU] and sess.info.extra["providers_asked"] == [CPU]
     assert not sess.info.on_gpu
@@ -60,7 +60,7 @@ def test_the_session_logs_and_reports_its_providers(tmp_path, caplog):
 def test_on_the_cpu_provider_a_batch_runs_in_pieces_with_the_same_logits(tmp_path):
     import numpy as np
 
-    from echoseg.runtime import ort as ort_backend
+    from echoseg.backends import ort as ort_backend
 
     path = write_tiny_onnx(tmp_path / "model.onnx")
     sess = ort_backend.OrtSession(path, providers=[CPU])
@@ -87,8 +87,8 @@ def test_auto_on_a_cpu_onnxruntime_takes_int8_only_where_the_export_measured_it_
     import json
     import shutil
 
-    from echoseg.runtime import backends, openvino as ovb, ort
-    from echoseg.runtime.discover import choose
+    from echoseg.backends import registry as backends, openvino as ovb, ort
+    from echoseg.backends.choose import choose
 
     monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))  # OpenVINO out of the way
     backends.register(backends.Backend(**{**ovb.BACKEND.__dict__, "defer": lambda: "not in this test"}))

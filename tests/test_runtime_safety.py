@@ -20,8 +20,8 @@ from echoseg.config import ONNX_META_KEY, ArtifactMeta, InputSpec, ModelConfig
 from echoseg.data.synthetic import make_video
 from echoseg.data.video import write_video
 from echoseg.runtime import api, run_videos
-from echoseg.runtime.discover import ModelChoice
-from echoseg.runtime.session import SessionError
+from echoseg.backends.choose import ModelChoice
+from echoseg.backends.session import SessionError
 
 RUN_MARKER = ".echoseg-run"  # echoseg.runtime.outputs.RUN_MARKER, spelled out: it is part of the contract
 
@@ -154,8 +154,8 @@ _SLOW_RUN = textwrap.dedent("""
     from echoseg.config import ArtifactMeta, InputSpec, ModelConfig
     from echoseg.runtime import api
     from echoseg.runtime.cli import app
-    from echoseg.runtime.discover import ModelChoice
-    from echoseg.runtime.session import SessionInfo
+    from echoseg.backends.choose import ModelChoice
+    from echoseg.backends.session import SessionInfo
 
     class Slow:
         info = SessionInfo("slow", "fp32", "cpu", 1, 0, ArtifactMeta(ModelConfig("unet", 8), InputSpec()), "slow")

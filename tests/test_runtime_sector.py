@@ -21,7 +21,7 @@ from echoseg.runtime.discs import FrameMeasure, area_length_volume_px3
 from echoseg.runtime.live import BeatWatcher, stop_on_interrupt
 from echoseg.runtime.roi import Crop, RoiError, full_crop, given_crop, parse_roi
 from echoseg.runtime.sector import find_sector, resolve_crop
-from echoseg.runtime.session import SessionInfo
+from echoseg.backends.session import SessionInfo
 
 META = ArtifactMeta(model=ModelConfig("unet", 8), input_spec=InputSpec())
 RED = np.array([0, 0, 255], np.uint8)

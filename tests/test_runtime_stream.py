@@ -11,7 +11,7 @@ import pytest
 from echoseg.config import ArtifactMeta, InputSpec, ModelConfig
 from echoseg.data.synthetic import make_video
 from echoseg.data.video import VideoError, write_video
-from echoseg.runtime.session import SessionInfo
+from echoseg.backends.session import SessionInfo
 from echoseg.runtime.stream import mask_at, stream_video
 
 META = ArtifactMeta(model=ModelConfig("unet", 8), input_spec=InputSpec())

@@ -112,8 +112,8 @@ def test_load_engine_round_trip_and_a_foreign_engine(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_trt_session_runs_pads_splits_and_frees_everything(tmp_path, monkeypatch, version):
-    from echoseg.runtime.backends import open_session
-    from echoseg.runtime.session import SessionError
+    from echoseg.backends.choose import open_session
+    from echoseg.backends.session import SessionError
 
     fake = trt_doubles.install(monkeypatch, version)
     _, _, engine = _build(tmp_path, version, (2, 4, 8))
@@ -141,7 +141,7 @@ def test_trt_session_runs_pads_splits_and_frees_everything(tmp_path, monkeypatch
 
 
 def test_auto_falls_back_to_onnx_when_the_engine_does_not_fit_this_gpu(tmp_path, monkeypatch):
-    from echoseg.runtime.discover import choose
+    from echoseg.backends.choose import choose
 
     trt_doubles.install(monkeypatch, "10.13.0", "Tesla T4", (7, 5))
     _build(tmp_path, "10.13.0")
@@ -160,7 +160,7 @@ def test_export_gates_the_engine_itself_against_fp32(export_base, tmp_path, monk
     sidecar and the export fails; one that agrees is kept with its report in parity.json."""
     from echoseg.export.build import export_checkpoint
     from echoseg.export.parity import run_onnx
-    from echoseg.runtime import trt as runtime_trt
+    from echoseg.backends import tensorrt as runtime_trt
 
     ckpt = cached_checkpoint(export_base, "unet")
     trt_doubles.install(monkeypatch, "10.13.0")
@@ -195,7 +195,7 @@ def test_export_gates_the_engine_itself_against_fp32(export_base, tmp_path, monk
 def test_a_patch_level_tensorrt_mismatch_falls_back_to_onnx(tmp_path, monkeypatch):
     """TensorRT 10.13.1 refuses an engine of 10.13.0 (only the exact release loads it): auto must pass
     it over for the ONNX graph, with the reason in one line, instead of picking it and failing."""
-    from echoseg.runtime.discover import choose
+    from echoseg.backends.choose import choose
 
     trt_doubles.install(monkeypatch, "10.13.0")
     _build(tmp_path, "10.13.0")
@@ -226,7 +226,7 @@ def test_echo_run_falls_back_from_a_stale_engine_and_says_why(tmp_path, monkeypa
     v = make_video(3, frames=16)
     clip = write_video(tmp_path / "clip.avi", v.frames, v.fps)
     trt_doubles.install(monkeypatch, "10.13.1")
-    with caplog.at_level(logging.WARNING, logger="echoseg.runtime.trt"):
+    with caplog.at_level(logging.WARNING, logger="echoseg.backends.tensorrt"):
         res = CliRunner().invoke(app, [str(clip), "--model", str(model_dir), "--out", str(tmp_path / "out"),
                                        "--no-video"])
     assert res.exit_code == 0, res.output
@@ -243,7 +243,7 @@ def _faithful_engines(monkeypatch) -> None:
     returns the channel mean, which no parity gate passes)."""
     from echoseg.artifacts import read_sidecar as sidecar_of
     from echoseg.export.parity import run_onnx
-    from echoseg.runtime import trt as runtime_trt
+    from echoseg.backends import tensorrt as runtime_trt
 
     real_init = runtime_trt.TrtSession.__init__
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from echoseg.config import TrainConfig
-from echoseg.train.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint, save_checkpoint
+from echoseg.models.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint, save_checkpoint
 from echoseg.train.metrics import bootstrap_ci, mask_agreement, per_frame, summarize
 
 

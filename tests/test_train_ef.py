@@ -125,7 +125,7 @@ def _test_videos(root: Path) -> list[dict]:
 
 def _runtime_ef(model, root: Path, backend: str = "auto", method: str = "discs") -> dict[str, float | None]:
     """Each test video's EF as ef_from_masks reads it from the raw masks the runtime's session makes."""
-    from echoseg.runtime.backends import open_session
+    from echoseg.backends.choose import open_session
     from echoseg.runtime.cardiac import ef_from_masks
     from echoseg.runtime.stream import stream_video
 

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from echoseg import pretrained  # noqa: E402
 from echoseg.config import TrainConfig  # noqa: E402
-from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint  # noqa: E402
+from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint  # noqa: E402
 from echoseg.train.init import InitError, apply_init, initial_model, load_init  # noqa: E402
 from echoseg.train.loop import model_config  # noqa: E402
 

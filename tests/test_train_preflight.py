@@ -46,7 +46,7 @@ def test_an_existing_run_is_refused_without_resume_or_overwrite(data, tmp_path):
 
 @pytest.mark.slow
 def test_overwrite_replaces_an_existing_run(data, tmp_path):
-    from echoseg.train.checkpoint import load_checkpoint
+    from echoseg.models.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
     run.mkdir()

@@ -70,8 +70,8 @@ def _check_model_paths(models: list[str]) -> None:
 def _errors() -> tuple[type[BaseException], ...]:
     from echoseg.config import ConfigError
     from echoseg.data.video import VideoError
-    from echoseg.runtime.session import SessionError
-    from echoseg.train.checkpoint import CheckpointError
+    from echoseg.backends.session import SessionError
+    from echoseg.models.checkpoint import CheckpointError
 
     from .compare import BenchError
 

@@ -60,14 +60,14 @@ class Plan:
 
 
 def has_module(name: str) -> bool:
-    from echoseg.runtime.backends import importable
+    from echoseg.backends.registry import importable
 
     return importable(name)
 
 
 def backend_problem(name: str, path: Path) -> str | None:
     """The runtime backend's own check of whether ``path`` can run here (None: it can)."""
-    from echoseg.runtime.backends import get
+    from echoseg.backends.registry import get
 
     return get(name).problem(path)
 
@@ -203,7 +203,7 @@ def _openvino_targets(label: str, export_dir: Path, metas, precisions: tuple[str
     if problem:
         plan.skipped.append(Skipped(label, "openvino", "-", problem))
         return
-    from echoseg import ovplan
+    from echoseg.backends import ovplan
 
     bf16 = ovplan.has_bf16()
     for a in metas:
@@ -221,7 +221,7 @@ def _openvino_targets(label: str, export_dir: Path, metas, precisions: tuple[str
 
 def plan_checkpoint(path: Path, backends: tuple[str, ...], precisions: tuple[str, ...]) -> Plan:
     """Targets of a run directory or checkpoint file that has no export: PyTorch only."""
-    from echoseg.train.checkpoint import load_checkpoint, resolve
+    from echoseg.models.checkpoint import load_checkpoint, resolve
 
     plan = Plan()
     ckpt = resolve(path)

@@ -14,7 +14,7 @@ its own process and one's memory never counts in another's. Phases, in order:
 
 Resources (RSS, CPU, GPU) cover phases 3-4, the warm inference; NVML is opened only when the
 session computes on a GPU, for the CUDA device it uses. Sessions come only from
-:func:`echoseg.runtime.backends.open_session`.
+:func:`echoseg.backends.choose.open_session`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class WorkerConfig:
 
 
 def _open(cfg: WorkerConfig):
-    from echoseg.runtime.backends import open_session
+    from echoseg.backends.choose import open_session
 
     opts: dict[str, Any] = {}
     if cfg.backend in ("onnxruntime", "openvino") and cfg.threads:
@@ -227,7 +227,7 @@ def _macs(cfg: WorkerConfig) -> int | None:
     if cfg.backend != "torch":
         return None
     from echoseg.models import count_macs
-    from echoseg.train.checkpoint import build_from_checkpoint, load_checkpoint
+    from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint
 
     ckpt = load_checkpoint(cfg.artifact)
     model = build_from_checkpoint(ckpt)
@@ -237,7 +237,7 @@ def _macs(cfg: WorkerConfig) -> int | None:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from echoseg.data.video import VideoError
-    from echoseg.runtime.session import SessionError
+    from echoseg.backends.session import SessionError
 
     return (SessionError, VideoError, ValueError, ImportError, OSError)
 

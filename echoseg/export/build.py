@@ -105,7 +105,7 @@ def _reject(path: Path) -> Path:
 def export_checkpoint(checkpoint: str | os.PathLike, opts: BuildOptions, say: Report = log.info) -> ExportResult:
     """Export one checkpoint at every asked granularity; one failing granularity stops only itself."""
     from echoseg.models import UnknownModelError
-    from echoseg.train.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
+    from echoseg.models.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
 
     path = Path(checkpoint)
     result = ExportResult(run=run_name(path), checkpoint=path)
@@ -230,7 +230,7 @@ def _engine_gate(engine: Path, x: np.ndarray, y32: np.ndarray, threshold: float,
     runs), at its precision's gate (FP16 or INT8); a miss renames the engine and its sidecar
     *.rejected.* and fails."""
     key = "engine" if precision == "fp16" else f"engine_{precision}"
-    from echoseg.runtime.trt import TrtSession
+    from echoseg.backends.tensorrt import TrtSession
 
     sess = TrtSession(engine)
     try:
@@ -338,7 +338,7 @@ def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts:
 
 def _ort_latency(graphs: dict[str, Path], x: np.ndarray) -> dict[str, float]:
     """Batch-1 latency of each graph on ONNX Runtime as echo-run opens it (CPU provider, default threads)."""
-    from echoseg.runtime.ort import OrtSession
+    from echoseg.backends.ort import OrtSession
 
     sessions = {k: OrtSession(p, providers=["CPUExecutionProvider"]) for k, p in graphs.items()}
     try:

@@ -1,7 +1,7 @@
 """The OpenVINO parity gate: each OpenVINO precision against ONNX Runtime FP32, recorded in the manifest.
 
 Run by echo-export where OpenVINO is installed, on the same frames as the other gates, with the
-graph compiled exactly as the runtime compiles it (:mod:`echoseg.ovplan`). BF16 is not a file
+graph compiled exactly as the runtime compiles it (:mod:`echoseg.backends.ovplan`). BF16 is not a file
 but a way of running ``model.onnx``, so a miss rejects nothing: the report says ``passed: false``
 and the runtime's ``auto`` never picks that precision (asking for it explicitly is refused).
 Gates (export/parity.py): fp32 as ONNX FP32 vs PyTorch, bf16 like fp16 (mask agreement >= 0.99),
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from echoseg import ovplan
+from echoseg.backends import ovplan
 from echoseg.artifacts import precision_of
 
 from .parity import ExportParityError, batch1_latency_ms, check, compare

@@ -154,7 +154,7 @@ def gpu_identity(device: int = 0) -> dict[str, str]:
     ordinal ``device``, not NVML's index 0. Raises TensorRTUnavailable when neither can say.
     """
     try:
-        from echoseg.runtime.trt import device_identity
+        from echoseg.backends.tensorrt import device_identity
 
         return device_identity(device)
     except Exception as exc:  # no pycuda, or its driver call failed: try torch below

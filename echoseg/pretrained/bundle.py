@@ -65,7 +65,7 @@ def _checkpoint_weights(checkpoint: str | Path, man: dict) -> tuple[dict, dict]:
     """The state and description of the checkpoint the export was made from (refused if it is another)."""
     import numpy as np
 
-    from echoseg.train.checkpoint import load_checkpoint
+    from echoseg.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     sha = artifacts.file_sha256(ckpt.path)
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # read every input before the package is touched
         tc = None
         if args.run:
-            from echoseg.train.checkpoint import load_checkpoint
+            from echoseg.models.checkpoint import load_checkpoint
 
             cfg = load_checkpoint(args.run).train_config
             tc = cfg.to_dict() if cfg else None

@@ -1,10 +1,10 @@
 """Lean streaming runtime (never imports torch unless the torch backend is asked for)."""
 
 from echoseg.artifacts import preprocess
+from echoseg.backends.choose import open_session
+from echoseg.backends.session import Session, SessionError, SessionInfo
 
 from .api import VideoResult, run_videos
-from .backends import open_session
-from .session import Session, SessionError, SessionInfo
 
 #: Names of the built-in backends, in auto's order of preference.
 BACKENDS = ("tensorrt", "onnxruntime", "torch")

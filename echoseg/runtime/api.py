@@ -14,11 +14,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoseg.atomic import check_writable, write_json
+from echoseg.backends.choose import choose, open_session
+from echoseg.backends.registry import get as _backend
+from echoseg.backends.session import Session, SessionError
 from echoseg.data.video import VideoError, VideoReader, is_dicom, is_live, shown_source
 
 from .cardiac import analyse, readout
-from .discover import choose
-from .backends import get as _backend, open_session
 from .live import BeatWatcher, OnBeat, stop_on_interrupt
 from .masks import MASK_FORMATS, mask_sink
 from .readout import mask_readout
@@ -26,7 +27,6 @@ from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_
                       StagingDir, plot_area, remove_stale_staging, write_frames_csv, write_summary_csv)
 from .roi import parse_roi
 from .sector import resolve_crop
-from .session import Session, SessionError
 from .stream import StreamStats, stream_batch, stream_video
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ def run(
     from echoseg.runtime.api import OptionError, run_videos
     from echoseg.runtime.cardiac import describe_ef
     from echoseg.runtime.roi import RoiError
-    from echoseg.runtime.session import SessionError
+    from echoseg.backends.session import SessionError
 
     err = make_console(stderr=True)  # user text (file names, errors) printed literally: no rich markup
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",

@@ -26,7 +26,7 @@ from .buffers import LARGE_FRAME_BYTES, plan_buffers, return_large_blocks
 from .cardiac import FrameCurves, measure_mask
 from .postprocess import clean_mask
 from .roi import Crop
-from .session import Session, SessionInfo, preprocess
+from echoseg.backends.session import Session, SessionInfo, preprocess
 
 log = logging.getLogger(__name__)
 

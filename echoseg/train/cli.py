@@ -20,7 +20,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from echoseg.data.frameset import DataError
     from echoseg.models import UnknownModelError
 
-    from .checkpoint import CheckpointError
+    from echoseg.models.checkpoint import CheckpointError
     from .init import InitError
     from .loop import TrainError
     from .preflight import PreflightError
@@ -276,7 +276,7 @@ def evaluate(
     from rich.table import Table
 
     from echoseg.clitext import console as make_console
-    from echoseg.runtime.session import SessionError
+    from echoseg.backends.session import SessionError
 
     from .eval import evaluate as run_eval
 

@@ -65,7 +65,7 @@ def open_model(target: str | Path, backend: str = "auto", device: str = "auto"):
     auto: echo-run's choice of file and backend)."""
     from echoseg import pretrained
     from echoseg.artifacts import ArtifactError, artifact_kind
-    from echoseg.runtime.backends import open_session
+    from echoseg.backends.choose import open_session
 
     if not pretrained.is_name(target):
         try:
@@ -73,7 +73,7 @@ def open_model(target: str | Path, backend: str = "auto", device: str = "auto"):
         except ArtifactError:
             kind = "checkpoint"
         if kind not in ("export-dir", "onnx", "engine"):
-            from .checkpoint import load_checkpoint
+            from echoseg.models.checkpoint import load_checkpoint
 
             return open_session(load_checkpoint(target).path, "torch", device=device)
     return open_session(target, backend)

@@ -16,7 +16,7 @@ import numpy as np
 from echoseg.atomic import atomic_path, write_json
 from echoseg.data.dataset import FrameSet, load_split
 
-from .checkpoint import build_from_checkpoint, load_checkpoint
+from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint
 from .loop import pick_device, predict_logits
 from .metrics import METRICS, bootstrap_ci, per_frame
 

@@ -14,8 +14,8 @@ from echoseg.config import logit_cut
 def artifact_scorer(target: str | Path, backend: str = "auto"):
     from echoseg import pretrained
     from echoseg.artifacts import ArtifactError, index_export_dir, preprocess, read_manifest
-    from echoseg.runtime.backends import open_session
-    from echoseg.runtime.discover import resolve_model
+    from echoseg.backends.choose import open_session
+    from echoseg.backends.choose import resolve_model
 
     from .eval import Scorer
 

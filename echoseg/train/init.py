@@ -49,7 +49,7 @@ def load_init(source: str) -> InitWeights:
             raise InitError(f"--init pretrained: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise InitError(f"--init pretrained: {path} has a bad description ({exc})") from None
-    from .checkpoint import CheckpointError, load_checkpoint
+    from echoseg.models.checkpoint import CheckpointError, load_checkpoint
 
     try:
         ckpt = load_checkpoint(source)

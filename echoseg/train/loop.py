@@ -19,7 +19,7 @@ from echoseg.config import InputSpec, ModelConfig, TrainConfig
 from echoseg.data.dataset import FrameSet, load_split, load_unlabelled
 from echoseg.data.folds import every_kth, subset
 
-from .checkpoint import load_checkpoint
+from echoseg.models.checkpoint import load_checkpoint
 from .metrics import summarize
 from .recipe import EMA, granularities_for, lr_at, recon_weight_at
 from .records import EpochEnd, read_log

@@ -15,7 +15,7 @@ from echoseg.atomic import atomic_path, copy_file, write_json
 from echoseg.config import InputSpec, ModelConfig, TrainConfig
 from echoseg.data.frameset import FrameSet
 
-from .checkpoint import save_checkpoint
+from echoseg.models.checkpoint import save_checkpoint
 from .recipe import recalibrate_bn
 from .select import Selector, collapsed
 from .select import score as select_score

@@ -1,7 +1,7 @@
 """OpenVINO backend: the same ONNX exports on Intel's CPU runtime, in FP32, BF16 or INT8.
 
-The graph runs through :class:`echoseg.ovplan.Runner` (static batch shapes, at most two; less memory
-than a dynamic batch axis), the compile plan (precision hints, threads) from :mod:`echoseg.ovplan`,
+The graph runs through :class:`echoseg.backends.ovplan.Runner` (static batch shapes, at most two; less memory
+than a dynamic batch axis), the compile plan (precision hints, threads) from :mod:`echoseg.backends.ovplan`,
 the module the exporter's OpenVINO parity gate runs through too. ``precision``: ``fp32`` or ``bf16`` on ``model.onnx``,
 ``int8`` on ``model.int8.onnx`` (the default is the file's own precision).
 
@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from echoseg import ovplan
+from . import ovplan
 from echoseg.artifacts import ArtifactError, ExportIndex, parity_record, precision_of, read_onnx_meta
 
-from .backends import Backend, importable as _importable, register
+from .registry import Backend, importable as _importable, register
 from .session import SessionError, SessionInfo
 
 log = logging.getLogger(__name__)

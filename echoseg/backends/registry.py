@@ -1,4 +1,4 @@
-"""The backend registry: each backend module registers itself; ``open_session`` opens through it.
+"""The backend registry: each backend module registers itself; :func:`echoseg.backends.choose.open_session` opens through it.
 
 A backend is a name, the artifact kind it runs (``onnx``, ``engine``, ``checkpoint``), a rank
 for ``auto`` (lower is preferred), an opener and a ``problem(path)`` check that says, without
@@ -10,18 +10,14 @@ modules are imported on first lookup; their heavy libraries only inside ``open``
 from __future__ import annotations
 
 import importlib
-import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from .session import Session, SessionError
 
-log = logging.getLogger(__name__)
-
 #: Modules that register the built-in backends (imported lazily, all cheap to import).
-BUILTIN = ("echoseg.runtime.trt", "echoseg.runtime.openvino", "echoseg.runtime.ort", "echoseg.runtime.torch")
+BUILTIN = ("echoseg.backends.tensorrt", "echoseg.backends.openvino", "echoseg.backends.ort", "echoseg.backends.torch")
 
 
 @dataclass(frozen=True)
@@ -89,28 +85,3 @@ def get(name: str) -> Backend:
 def for_artifact(kind: str) -> list[Backend]:
     """Backends that run artifacts of ``kind``, preferred first."""
     return [b for b in all_backends() if b.artifact == kind]
-
-
-def open_session(path: str | os.PathLike, backend: str | None = None, **options: Any) -> Session:
-    """Open an artifact (file, export directory or run directory) with ``backend`` or ``auto``.
-
-    options: ``granularity`` (selects the file in an export directory; the torch backend slices
-    to it), and per backend what its ``options`` lists (``providers``/``threads`` for
-    onnxruntime, ``device``/``precision`` for torch, ``device`` for tensorrt). An option the
-    chosen backend does not take is an error, not silently dropped.
-    """
-    from .discover import choose
-
-    granularity = options.get("granularity")
-    choice = choose(path, backend or "auto", granularity, precision=options.get("precision"))
-    chosen = get(choice.backend)
-    opts = {k: v for k, v in options.items() if v is not None and not (k == "granularity" and k not in chosen.options)}
-    unknown = sorted(set(opts) - set(chosen.options))
-    if unknown:
-        raise SessionError(f"backend {chosen.name} takes no option {', '.join(unknown)} "
-                           f"(it takes {', '.join(chosen.options) or 'none'})")
-    for k, v in choice.options.items():  # what auto chose (e.g. a precision); the caller's options win
-        if k in chosen.options:
-            opts.setdefault(k, v)
-    log.info("backend %s on %s (%s)", chosen.name, choice.path, choice.reason)
-    return chosen.open(choice.path, **opts)

@@ -18,7 +18,7 @@ import numpy as np
 
 from echoseg.artifacts import ArtifactError, read_sidecar
 
-from .backends import Backend, importable as _importable, register
+from .registry import Backend, importable as _importable, register
 from .session import SessionError, SessionInfo
 
 log = logging.getLogger(__name__)

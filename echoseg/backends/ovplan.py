@@ -1,6 +1,6 @@
 """How an echoseg precision becomes an OpenVINO compile plan, written once (torch-free, openvino lazy).
 
-The OpenVINO backend (runtime/openvino.py) and the exporter's OpenVINO parity gate
+The OpenVINO backend (backends/openvino.py) and the exporter's OpenVINO parity gate
 (export/openvino_gate.py) both run through :class:`Runner`, so the graph that passed the gate is
 compiled exactly as the runtime compiles it. Precisions:
 

@@ -25,7 +25,7 @@ from echoseg.artifacts import (ArtifactError, ExportIndex, manifest_profile, par
                                read_onnx_meta)
 from echoseg.config import InputSpec
 
-from .backends import Backend, importable as _importable, register
+from .registry import Backend, importable as _importable, register
 from .session import SessionError, SessionInfo
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """PyTorch backend: a checkpoint run as the reference (imports torch; the edge path never does).
 
-It lives in the runtime, beside the other backends, so echo-run and echo-bench open it like any
-other; the checkpoint reader and the model zoo (``echoseg.train.checkpoint``, ``echoseg.models``)
+It lives in backends/, beside the other backends, so echo-run and echo-bench open it like any
+other; the checkpoint reader and the model zoo (``echoseg.models.checkpoint``, ``echoseg.models``)
 are imported inside :class:`TorchSession`, never when the runtime is imported, so an ONNX or
-TensorRT run loads neither torch nor the training code.
+TensorRT run loads neither torch nor the models.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, importable as _importable, register
+from .registry import Backend, importable as _importable, register
 from .session import SessionError, SessionInfo
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class TorchSession:
         try:
             import torch
 
-            from echoseg.train.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
+            from echoseg.models.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
         except ImportError as exc:
             raise SessionError(f"{path}: the torch backend needs PyTorch ({exc}); pip install 'echoseg[train]' "
                                "or run an exported .onnx with onnxruntime") from exc

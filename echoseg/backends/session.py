@@ -3,7 +3,7 @@
 ``Session.run(batch)`` takes float32 N,C,H,W (already normalised with the artifact's
 InputSpec) and returns logits N,1,H,W as float32; ``info`` says what runs where; ``close()``
 frees it. Backends implement it in their own modules and register themselves in
-:mod:`echoseg.runtime.backends`, whose ``open_session`` picks one. This module imports no
+:mod:`echoseg.backends.registry`; :func:`echoseg.backends.choose.open_session` picks one. This module imports no
 backend, so there is no import loop.
 """
 

@@ -22,8 +22,8 @@ from echoseg.artifacts import (ArtifactError, artifact_kind, checkpoint_in, expo
 
 from echoseg import pretrained
 
-from . import backends as registry
-from .session import SessionError
+from . import registry
+from .session import Session, SessionError
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,6 @@ def resolve_model(model: str | os.PathLike | None, root: str | os.PathLike = "."
                                "`make pretrained`); build it with make pretrained or pass --model PATH")
         return bundled
     return Path(model) if model is not None else find_default_model(root)
-
-
-def tensorrt_problem() -> str | None:
-    """None when TensorRT can run here; otherwise what is missing (the TensorRT backend's check)."""
-    from .trt import tensorrt_problem as check
-
-    return check()
 
 
 def _g_note(granularity: float | None) -> str:
@@ -192,3 +185,26 @@ def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: 
     what = "nothing to run with any backend" if backend == "auto" else f"cannot run with backend {backend}"
     raise SessionError(f"{d}: {what}{note} ({'; '.join(t for t in tried if t)}); "
                        "export that granularity with echo-export or pass a checkpoint")
+
+
+def open_session(path: str | os.PathLike, backend: str | None = None, **options: Any) -> Session:
+    """Open an artifact (file, export directory or run directory) with ``backend`` or ``auto``.
+
+    options: ``granularity`` (selects the file in an export directory; the torch backend slices
+    to it), and per backend what its ``options`` lists (``providers``/``threads`` for
+    onnxruntime, ``device``/``precision`` for torch, ``device`` for tensorrt). An option the
+    chosen backend does not take is an error, not silently dropped.
+    """
+    granularity = options.get("granularity")
+    choice = choose(path, backend or "auto", granularity, precision=options.get("precision"))
+    chosen = registry.get(choice.backend)
+    opts = {k: v for k, v in options.items() if v is not None and not (k == "granularity" and k not in chosen.options)}
+    unknown = sorted(set(opts) - set(chosen.options))
+    if unknown:
+        raise SessionError(f"backend {chosen.name} takes no option {', '.join(unknown)} "
+                           f"(it takes {', '.join(chosen.options) or 'none'})")
+    for k, v in choice.options.items():  # what auto chose (e.g. a precision); the caller's options win
+        if k in chosen.options:
+            opts.setdefault(k, v)
+    log.info("backend %s on %s (%s)", chosen.name, choice.path, choice.reason)
+    return chosen.open(choice.path, **opts)
