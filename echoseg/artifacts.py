@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from echoseg.config import ONNX_META_KEY, ArtifactMeta, ConfigError, EngineSidecar, InputSpec
+from echoseg.errors import EchosegError
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -35,7 +36,7 @@ MANIFEST_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(EchosegError, ValueError):
     """An artifact that is missing, rejected, unreadable or not what was asked for."""
 
 

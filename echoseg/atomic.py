@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from echoseg.errors import EchosegError
+
 _TOKEN = secrets.token_hex(3)  # with the pid: unique per process, even across pid namespaces
 _COUNTER = itertools.count()
 _PART = re.compile(r"^\..+?\.(?:part|old)(\d+)(?:-[0-9a-f]+)*(?:\..*)?$")
@@ -167,7 +169,7 @@ def remove_stale_temps(folder: str | os.PathLike, keep_dir=lambda p: False) -> l
     return removed
 
 
-class LockHeld(RuntimeError):
+class LockHeld(EchosegError, RuntimeError):
     """Another live process holds the lock on an output (``pid``: its id when it wrote one)."""
 
     def __init__(self, path: Path, pid: int | None) -> None:
@@ -225,7 +227,7 @@ def exclusive(lock_path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
 
 
-class NotWritableError(OSError):
+class NotWritableError(EchosegError, OSError):
     """A folder outputs cannot be written to (read-only, full, not a folder, no permission).
 
     Its text is the whole one-line message (no ``[Errno N]`` prefix); ``errno`` is kept.

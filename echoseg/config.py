@@ -12,6 +12,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from echoseg.errors import EchosegError
+
 #: Granularities of the nested (Matryoshka) channel widths, smallest first.
 DEFAULT_GRANULARITIES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
 
@@ -31,7 +33,7 @@ def logit_cut(threshold: float, output: str = "logits") -> float:
     return math.log(t / (1 - t))
 
 
-class ConfigError(ValueError):
+class ConfigError(EchosegError, ValueError):
     """A configuration or artifact description that cannot be used as given."""
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from echoseg.errors import EchosegError
+
 OV_PRECISIONS = ("fp32", "bf16", "int8")
 #: The largest batch a Runner compiles; longer batches run in pieces of this size (memory stays bounded).
 MAX_COMPILED_BATCH = 32
@@ -37,7 +39,7 @@ MAX_SHAPES = 2
 REFIT_AFTER = 3
 
 
-class OpenVinoError(RuntimeError):
+class OpenVinoError(EchosegError, RuntimeError):
     """OpenVINO missing, or a precision this CPU or file cannot run."""
 
 

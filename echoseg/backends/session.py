@@ -16,9 +16,10 @@ import numpy as np
 
 from echoseg.artifacts import preprocess  # noqa: F401  (re-exported: preprocessing lives in artifacts)
 from echoseg.config import ArtifactMeta
+from echoseg.errors import EchosegError
 
 
-class SessionError(RuntimeError):
+class SessionError(EchosegError, RuntimeError):
     """A model artifact that cannot be opened or run with the asked-for backend."""
 
 

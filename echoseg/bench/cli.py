@@ -68,21 +68,9 @@ def _check_model_paths(models: list[str]) -> None:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    from echoseg.config import ConfigError
-    from echoseg.data.video import VideoError
-    from echoseg.backends.session import SessionError
-    from echoseg.models.checkpoint import CheckpointError
+    from echoseg.errors import EchosegError
 
-    from .compare import BenchError
-
-    errs: list[type[BaseException]] = [BenchError, SessionError, VideoError, CheckpointError, ConfigError]
-    try:
-        from echoseg.data.frameset import DataError
-
-        errs.append(DataError)
-    except ImportError:
-        pass
-    return tuple(errs)
+    return (EchosegError,)
 
 
 def _split(text: str, what: str, kind=str, allowed: tuple[str, ...] = ()) -> tuple:

@@ -25,10 +25,12 @@ from .targets import BACKENDS, PRECISIONS, Plan, Skipped, Target, discover
 from .inference import load_masks
 from .worker import WorkerConfig
 
+from echoseg.errors import EchosegError
+
 log = logging.getLogger(__name__)
 
 
-class BenchError(RuntimeError):
+class BenchError(EchosegError, RuntimeError):
     """A benchmark that cannot start as asked (no models, no video, bad option)."""
 
 

@@ -236,10 +236,9 @@ def _macs(cfg: WorkerConfig) -> int | None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from echoseg.data.video import VideoError
-    from echoseg.backends.session import SessionError
+    from echoseg.errors import EchosegError
 
-    return (SessionError, VideoError, ValueError, ImportError, OSError)
+    return (EchosegError, ValueError, ImportError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:

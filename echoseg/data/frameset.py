@@ -10,6 +10,8 @@ from typing import Callable
 
 import numpy as np
 
+from echoseg.errors import EchosegError
+
 log = logging.getLogger("echoseg.data")
 
 #: Called by the readers after each video or file: (done, total).
@@ -31,7 +33,7 @@ def log_progress(what: str, total: int) -> Progress:
     return tick
 
 
-class DataError(ValueError):
+class DataError(EchosegError, ValueError):
     """A dataset that cannot be read at all (wrong layout, missing columns)."""
 
 

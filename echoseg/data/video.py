@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from echoseg.atomic import atomic_path
+from echoseg.errors import EchosegError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ _IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF
                 (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
-class VideoError(RuntimeError):
+class VideoError(EchosegError, RuntimeError):
     """A video that is missing, not a video, empty or truncated."""
 
     def __init__(self, path: str | os.PathLike, cause: str) -> None:

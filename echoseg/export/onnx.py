@@ -18,6 +18,7 @@ from typing import Any
 from echoseg.atomic import atomic_path, temp_for
 from echoseg.artifacts import ArtifactError, read_onnx_meta, set_onnx_meta
 from echoseg.config import ArtifactMeta
+from echoseg.errors import EchosegError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ BATCH_DIM = "batch"
 OPSET = 17
 
 
-class ExportError(RuntimeError):
+class ExportError(EchosegError, RuntimeError):
     """An export step that cannot be done as asked; the message says why and what to do."""
 
 

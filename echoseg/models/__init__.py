@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from echoseg.config import DEFAULT_GRANULARITIES, ModelConfig
+from echoseg.errors import EchosegError
 
 
 def _unet(cfg: ModelConfig):
@@ -24,7 +25,7 @@ REGISTRY: dict[str, Callable[[ModelConfig], object]] = {"unet": _unet, "matae-un
 MODEL_NAMES = tuple(REGISTRY)
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(EchosegError, ValueError):
     """A model name that is not in the registry."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from echoseg.artifacts import file_sha256  # noqa: F401  (re-exported; hashes live in artifacts)
 from echoseg.atomic import atomic_path
 from echoseg.config import ArtifactMeta, ConfigError, InputSpec, ModelConfig, TrainConfig
+from echoseg.errors import EchosegError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ FORMAT = "echoseg-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EchosegError, ValueError):
     """A checkpoint that is missing, corrupt, or not an echoseg checkpoint."""
 
 

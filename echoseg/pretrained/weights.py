@@ -15,13 +15,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from echoseg.errors import EchosegError
+
 FILE = "weights.npz"
 FORMAT = "echoseg-weights"
 VERSION = 1
 _META = "__meta__"
 
 
-class WeightsError(ValueError):
+class WeightsError(EchosegError, ValueError):
     """A weights file that is missing, unreadable or not echoseg's."""
 
 

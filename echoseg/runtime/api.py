@@ -18,6 +18,7 @@ from echoseg.backends.choose import choose, open_session
 from echoseg.backends.registry import get as _backend
 from echoseg.backends.session import Session, SessionError
 from echoseg.data.video import VideoError, VideoReader, is_dicom, is_live, shown_source
+from echoseg.errors import EchosegError
 
 from .cardiac import analyse, readout
 from .live import BeatWatcher, OnBeat, stop_on_interrupt
@@ -41,7 +42,7 @@ MAX_BATCH = 4096
 RunProgress = Callable[[str, int, int], None]
 
 
-class OptionError(ValueError):
+class OptionError(EchosegError, ValueError):
     """A run option (--save-masks, --seconds) that cannot be used."""
 
 

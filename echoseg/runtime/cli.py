@@ -42,10 +42,9 @@ def run(
 
     from echoseg.atomic import Terminated, sigterm_as_interrupt
     from echoseg.clitext import ConsoleLogHandler, console as make_console, tagged
-    from echoseg.runtime.api import OptionError, run_videos
+    from echoseg.errors import EchosegError
+    from echoseg.runtime.api import run_videos
     from echoseg.runtime.cardiac import describe_ef
-    from echoseg.runtime.roi import RoiError
-    from echoseg.backends.session import SessionError
 
     err = make_console(stderr=True)  # user text (file names, errors) printed literally: no rich markup
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
@@ -70,7 +69,7 @@ def run(
                                      granularity=granularity, out=out, video=not no_video, progress=progress,
                                      threads=threads, errors=run_errors, clean_masks=clean_masks, roi=roi,
                                      save_masks=save_masks, seconds=seconds, on_beat=on_beat)
-        except (SessionError, OSError, RoiError, OptionError) as exc:  # no model, --out not writable, a bad option
+        except (EchosegError, OSError) as exc:  # no model, --out not writable, a bad option
             err.print(tagged("error:", "red", exc), highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt as exc:

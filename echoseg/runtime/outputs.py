@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from echoseg.atomic import LockHeld, atomic_path, exclusive, remove_stale_temps
+from echoseg.errors import EchosegError
 from .cardiac import CardiacResult, cm_per_px
 from .discs import volume_scale
 from .overlay import fit_for_overlay, overlay_frame
@@ -59,7 +60,7 @@ class OverlaySink:
             self._writer = None
 
 
-class OutputRefused(OSError):
+class OutputRefused(EchosegError, OSError):
     """An output folder echo-run must not write: not its own, or another process is writing it."""
 
 

@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from echoseg.errors import EchosegError
+
 #: A found square at least this fraction of the whole frame's square side means the whole frame.
 FULL_SIDE_FRACTION = 0.8
 ROI_MODES = ("auto", "full")
 
 
-class RoiError(ValueError):
+class RoiError(EchosegError, ValueError):
     """A --roi value that cannot be used."""
 
 

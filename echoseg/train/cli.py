@@ -17,17 +17,10 @@ eval_app = typer.Typer(add_completion=False, help="Score trained models: Dice, I
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from echoseg.data.frameset import DataError
-    from echoseg.models import UnknownModelError
-
-    from echoseg.models.checkpoint import CheckpointError
-    from .init import InitError
-    from .loop import TrainError
-    from .preflight import PreflightError
+    from echoseg.errors import EchosegError
 
     # OSError: an output that cannot be written (full disk, read-only), as one line, not a traceback
-    return (DataError, UnknownModelError, CheckpointError, TrainError, ConfigError, PreflightError, InitError,
-            OSError)
+    return (EchosegError, OSError)
 
 
 def _fail(exc: BaseException) -> None:
@@ -276,7 +269,6 @@ def evaluate(
     from rich.table import Table
 
     from echoseg.clitext import console as make_console
-    from echoseg.backends.session import SessionError
 
     from .eval import evaluate as run_eval
 
@@ -313,7 +305,7 @@ def evaluate(
 
                 block = evaluate_ef(run, data, split, r["out"], device, backend=backend, method=ef_volume)
                 console.print(f"{run}: {summary_line(block)}")
-        except (*_user_errors(), ValueError, SessionError) as exc:
+        except (*_user_errors(), ValueError) as exc:
             _error_line(f"{run}: {exc}")
             failed += 1
             continue

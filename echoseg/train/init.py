@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from echoseg.config import InputSpec, ModelConfig, TrainConfig
+from echoseg.errors import EchosegError
 
 log = logging.getLogger(__name__)
 
 
-class InitError(ValueError):
+class InitError(EchosegError, ValueError):
     """--init names weights this run cannot start from."""
 
 

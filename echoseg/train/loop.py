@@ -20,6 +20,7 @@ from echoseg.data.dataset import FrameSet, load_split, load_unlabelled
 from echoseg.data.folds import every_kth, subset
 
 from echoseg.models.checkpoint import load_checkpoint
+from echoseg.errors import EchosegError
 from .metrics import summarize
 from .recipe import EMA, granularities_for, lr_at, recon_weight_at
 from .records import EpochEnd, read_log
@@ -27,7 +28,7 @@ from .records import EpochEnd, read_log
 log = logging.getLogger(__name__)
 
 
-class TrainError(ValueError):
+class TrainError(EchosegError, ValueError):
     """Training cannot start as asked (no data, nothing to resume)."""
 
 

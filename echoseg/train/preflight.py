@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from echoseg.atomic import NotWritableError, check_writable
+from echoseg.errors import EchosegError
 
 #: Files whose presence means ``--out`` already holds a trained run.
 RUN_FILES = ("best.pt", "last.pt")
@@ -22,7 +23,7 @@ SPACE_FACTOR = 7
 SPACE_MARGIN_BYTES = 8 << 20  # log.csv, curves.png, train_config.json and some slack
 
 
-class PreflightError(RuntimeError):
+class PreflightError(EchosegError, RuntimeError):
     """echo-train would lose a trained run or cannot write its outputs."""
 
 
