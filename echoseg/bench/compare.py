@@ -1,9 +1,11 @@
 """`echo-bench compare`: every (model, granularity, backend, precision, batch), each in its own process.
 
-The parent never imports torch or a backend: it plans the targets, writes the inputs (a
-synthetic video with its truth masks, or labelled frames from --data), asks one reference
-worker per checkpoint for the PyTorch FP32 masks and MACs, then runs one measuring worker per
-configuration and joins the rows with the accuracy against the reference and the truth.
+The parent runs no model: it plans the targets (asking the backend registry's cheap checks, and
+OpenVINO whether the CPU has BF16; a run directory without an export is read with torch to learn
+its model), writes the inputs (a synthetic video with its truth masks, or labelled frames from
+--data), asks one reference worker per checkpoint for the PyTorch FP32 masks and MACs, then runs
+one measuring worker per configuration and joins the rows with the accuracy against the
+reference and the truth.
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ def train(
     data: Path = typer.Option(..., "--data", help="EchoNet-Dynamic folder or image/mask folders (auto-detected)"),
     model: Optional[str] = typer.Option(None, "--model", help=f"One of: {', '.join(MODEL_NAMES)} (default unet; "
                                         "with --init, the source's)"),
-    width: Optional[int] = typer.Option(None, "--width", min=1, help="Base width (paper: 64; default 64, with --init "
-                                        "the source's); matae-unet needs a multiple of 8"),
+    width: Optional[int] = typer.Option(None, "--width", min=1, help="Base width (default 64, the original "
+                                        "U-Net's; the paper gives none; with --init the source's); matae-unet "
+                                        "needs a multiple of 8"),
     epochs: int = typer.Option(20, "--epochs", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     lr: float = typer.Option(1e-3, "--lr"),
