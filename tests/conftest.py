@@ -59,7 +59,8 @@ def _make_checkpoint(path: Path, name: str, width: int, steps: int = 40) -> Path
     from echoseg.data.synthetic import make_video
     from echoseg.models import build_model, default_config
     from echoseg.models.checkpoint import save_checkpoint
-    from echoseg.train.loop import compute_input_spec, normalise
+    from echoseg.train.loop import compute_input_spec
+    from echoseg.train.predict import normalise
     from echoseg.train.losses import segmentation_loss
 
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ def _with_parents(name: str) -> set[str]:
 @lru_cache(maxsize=None)
 def imports_of(module: str) -> frozenset[str]:
     """The echoseg modules that ``module`` imports anywhere in its source (module level, functions, classes),
-    or names as a string (imported with importlib)."""
+    or lists by name in a tuple or list (imported with importlib)."""
     path = MODULES[module]
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
@@ -48,8 +48,10 @@ def imports_of(module: str) -> frozenset[str]:
             found |= _with_parents(target)
             for alias in node.names:  # `from pkg import submodule`
                 found |= _with_parents(f"{target}.{alias.name}")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in MODULES:
-            found |= _with_parents(node.value)  # a name given to importlib (the registry's built-in backends)
+        elif isinstance(node, (ast.Tuple, ast.List)):  # module names listed for importlib (the registry's BUILTIN)
+            for elt in node.elts:
+                if isinstance(elt, ast.Constant) and isinstance(elt.value, str) and elt.value in MODULES:
+                    found |= _with_parents(elt.value)
     found.discard(module)
     return frozenset(found)
 
@@ -112,3 +114,28 @@ def test_models_reach_none_of_the_parts_above_them():
 def test_only_the_torch_backend_imports_models():
     users = sorted(m for m in _in("backends") if any(_part(x) == "models" for x in imports_of(m)))
     assert users == ["echoseg.backends.torch"]
+
+
+def _circle(modules: list[str]) -> bool:
+    """Whether the first module reaches itself through the others in ``modules``."""
+    inside = set(modules)
+    seen: set[str] = set()
+    todo = [modules[0]]
+    while todo:
+        for m in imports_of(todo.pop()) & inside:
+            if m == modules[0]:
+                return True
+            if m not in seen:
+                seen.add(m)
+                todo.append(m)
+    return False
+
+
+def test_the_broken_import_circles_stay_broken():
+    assert _circle(["echoseg.backends.registry", "echoseg.backends.choose"]) is False
+    assert _circle(["echoseg.backends.choose", "echoseg.backends.registry", "echoseg.backends.tensorrt"]) is False
+    assert _circle(["echoseg.data.synthetic", "echoseg.data.synth_echo"]) is False
+    assert _circle(["echoseg.train.eval", "echoseg.train.eval_artifact"]) is False
+    for first in ("loop", "recipe", "records", "step"):
+        others = [m for m in ("loop", "recipe", "records", "step") if m != first]
+        assert _circle([f"echoseg.train.{m}" for m in (first, *others)]) is False, first

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from .synthetic import BASE_CUT, FPS, SIZE, Heart, SynthVideo, solve_kb, with_truth
+from .heart import BASE_CUT, FPS, SIZE, Heart, SynthVideo, solve_kb, with_truth
 
 MARGIN = 32  # the echogenicity canvas extends this far past each image edge (fans wider than the picture)
 N_DEPTH, N_BEAMS = 176, 128  # the polar grid the image is formed on
@@ -127,7 +127,7 @@ def random_echo_heart(rng: np.random.Generator, ef: float | None = None, version
 def _fan_covers_heart(heart: Heart, scene: dict) -> None:
     """Widen and deepen the fan until it holds the LV with its walls, as a sonographer sets it
     (version 2's wider poses and steering would otherwise put part of the mask outside the image)."""
-    from .synthetic import cavity_outline
+    from .heart import cavity_outline
 
     pts = cavity_outline(heart, 0.0, grow=heart.wall + 2.0) - heart.sector_apex
     ang = np.abs(np.arctan2(pts[:, 0], pts[:, 1]) - scene["tilt"]).max()
@@ -194,7 +194,7 @@ def _anatomy(heart: Heart, scene: dict, c: float, phase: float, tissue: np.ndarr
     """Echogenicity (dB, canvas) and exact LV mask (image) of one frame."""
     import cv2
 
-    from .synthetic import cavity_outline, lv_halfwidths
+    from .heart import cavity_outline, lv_halfwidths
 
     n_c = SIZE + 2 * MARGIN
     canvas = _Canvas(tissue.copy())
@@ -437,7 +437,7 @@ def make_echo_video(seed: int, frames: int = 96, name: str | None = None, ef: fl
     (``version`` 2: the ``echo2`` style, with wider ranges and the scenes the first model failed on)."""
     import cv2
 
-    from .synthetic import _smooth_noise
+    from .heart import _smooth_noise
 
     rng = np.random.default_rng([seed, 0xEC40])
     heart, scene = random_echo_heart(rng, ef, version)

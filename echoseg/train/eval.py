@@ -7,18 +7,18 @@ top-level keys of metrics.json are the full granularity's.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from echoseg.atomic import atomic_path, write_json
 from echoseg.data.dataset import FrameSet, load_split
-
 from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint
-from .loop import pick_device, predict_logits
+
+from .loop import pick_device
+from .predict import predict_logits
 from .metrics import METRICS, bootstrap_ci, per_frame
+from .scorer import Scorer
 
 
 def _scores(pred: np.ndarray, truth: np.ndarray, seed: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
@@ -27,21 +27,6 @@ def _scores(pred: np.ndarray, truth: np.ndarray, seed: int = 0) -> tuple[dict, d
     out["frames"] = int(len(frame["dice"]))
     out["ci95"] = {k: list(bootstrap_ci(frame[k], seed=seed)) for k in METRICS}
     return out, frame
-
-
-@dataclass
-class Scorer:
-    """What scoring needs of a model, whatever it is: a checkpoint in PyTorch or an exported graph."""
-
-    model: str
-    width: int
-    source: str  # the checkpoint or artifact scored
-    input_size: tuple[int, int]
-    granularities: tuple[float, ...]
-    predict: Callable[[np.ndarray, float], np.ndarray]  # uint8 N,H,W,3 frames, g -> bool masks N,H,W
-    gmacs: Callable[[float], float]
-    default_out: Path
-    ran: dict[str, str] = field(default_factory=dict)  # exported graphs: g -> "backend precision file"
 
 
 def checkpoint_scorer(run_or_checkpoint: str | Path, device: str = "auto") -> Scorer:

@@ -14,10 +14,9 @@ from echoseg.config import logit_cut
 def artifact_scorer(target: str | Path, backend: str = "auto"):
     from echoseg import pretrained
     from echoseg.artifacts import ArtifactError, index_export_dir, preprocess, read_manifest
-    from echoseg.backends.choose import open_session
-    from echoseg.backends.choose import resolve_model
+    from echoseg.backends.choose import open_session, resolve_model
 
-    from .eval import Scorer
+    from .scorer import Scorer
 
     path = resolve_model(target)
     export_dir = path if path.is_dir() else path.parent

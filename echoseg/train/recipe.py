@@ -131,7 +131,7 @@ def recalibrate_bn(model, images: np.ndarray, spec, granularities: Sequence[floa
     import torch
     from torch import nn
 
-    from .loop import normalise
+    from .predict import normalise
 
     if len(images) == 0:
         return

@@ -36,7 +36,7 @@ class EpochEnd:
 
     def __call__(self, epoch: int, model, ema, opt, scaler, losses: list[float], lr: float, rw: float,
                  t0: float, rows: list[dict]) -> dict:
-        from .loop import validate
+        from .predict import validate
         from .plots import plot_curves
 
         cfg, out = self.cfg, self.out
