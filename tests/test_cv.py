@@ -57,3 +57,15 @@ def test_parallel_cross_validation_matches_serial(tmp_path):
     # same batches and weights up to thread count: the scores agree closely
     for f in ("0", "2"):
         assert par["1"]["dice_per_fold"][f] == pytest.approx(serial["1"]["dice_per_fold"][f], abs=0.02)
+
+
+def test_jobs_and_seeds_without_folds_are_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import train_app
+
+    for extra, said in ((["--jobs", "4"], "--jobs only apply"), (["--seeds", "1,2"], "--seeds only apply"),
+                        (["--jobs", "2", "--seeds", "1,2"], "--jobs and --seeds only apply")):
+        r = CliRunner().invoke(train_app, ["--data", str(tmp_path), "--model", "unet", *extra])
+        lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+        assert r.exit_code == 2 and len(lines) == 1 and said in lines[0] and "--folds K" in lines[0]

@@ -101,6 +101,10 @@ def train(
         if fold and not folds:
             raise ConfigError(f"--fold {' '.join(map(str, fold))} needs --folds K (the number of folds to split "
                               "the videos into), e.g. --folds 5 --fold 0")
+        if not folds and (jobs > 1 or seeds):
+            asked = " and ".join(o for o, on in (("--jobs", jobs > 1), ("--seeds", bool(seeds))) if on)
+            raise ConfigError(f"{asked} only apply to cross-validation; add --folds K (e.g. --folds 9 for "
+                              "leave-one-patient-out over nine videos), or use --seed for one run")
         cfg = TrainConfig(data=str(data), model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                           dice_loss=dice_loss, recon_weight=recon_weight, recon_until=recon_until,
                           unlabelled_frames=unlabelled_frames, distill=distill,
