@@ -127,6 +127,18 @@ def exported(export_base, no_tensorrt) -> Path:
 
 
 @pytest.fixture()
+def bundled(monkeypatch, tmp_path, exported):
+    """The matae-unet export bundled as the package's model (echoseg.pretrained points at a temp copy)."""
+    from echoseg import pretrained
+    from echoseg.pretrained.bundle import bundle
+
+    dest = tmp_path / "pkg" / "echo-synth-matae-w16"
+    monkeypatch.setattr(pretrained, "FOLDER", dest)
+    bundle(exported / "matae-unet", dest)
+    return dest
+
+
+@pytest.fixture()
 def no_tensorrt(monkeypatch):
     """Make `import tensorrt` fail, as on a machine without it (also where it is installed)."""
     import sys

@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-from test_export_fixtures import export_base, exported, no_tensorrt  # noqa: F401
+from test_export_fixtures import bundled, export_base, exported, no_tensorrt  # noqa: F401
 from typer.testing import CliRunner
 
 from echoseg import pretrained
@@ -18,14 +18,6 @@ from echoseg.backends.session import SessionError
 @pytest.fixture()
 def no_bundle(monkeypatch, tmp_path):
     monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "no-bundle")
-
-
-@pytest.fixture()
-def bundled(monkeypatch, tmp_path, exported):
-    dest = tmp_path / "pkg" / "echo-synth-matae-w16"
-    monkeypatch.setattr(pretrained, "FOLDER", dest)
-    bundle(exported / "matae-unet", dest)
-    return dest
 
 
 def test_without_a_bundle_the_error_says_how_to_get_a_model(no_bundle, tmp_path):

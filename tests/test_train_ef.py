@@ -104,18 +104,7 @@ def test_echo_eval_ef_end_to_end_with_bad_input(tmp_path, unet_ckpt):
 
 # --- any model through the runtime: pretrained, export folders, single graphs ----------------------
 
-from test_export_fixtures import export_base, exported, no_tensorrt  # noqa: E402,F401
-
-
-@pytest.fixture()
-def bundled(monkeypatch, tmp_path, exported):
-    from echoseg import pretrained
-    from echoseg.pretrained.bundle import bundle
-
-    dest = tmp_path / "pkg" / "echo-synth-matae-w16"
-    monkeypatch.setattr(pretrained, "FOLDER", dest)
-    bundle(exported / "matae-unet", dest)
-    return dest
+from test_export_fixtures import bundled, export_base, exported, no_tensorrt  # noqa: E402,F401
 
 
 def _test_videos(root: Path) -> list[dict]:
