@@ -167,7 +167,7 @@ def test_a_still_image_renamed_avi_is_refused(tmp_path):
 
 
 def test_unknown_frame_rate_is_reported_as_zero():
-    from echoseg.data.video import _believable_fps
+    from echoseg.data.capture import believable_fps as _believable_fps
 
     assert _believable_fps(float("nan")) == 0.0 and _believable_fps(0.0) == 0.0 and _believable_fps(90000.0) == 0.0
     assert _believable_fps(50.0) == 50.0

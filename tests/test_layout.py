@@ -135,6 +135,10 @@ def test_the_broken_import_circles_stay_broken():
     assert _circle(["echoseg.backends.registry", "echoseg.backends.choose"]) is False
     assert _circle(["echoseg.backends.choose", "echoseg.backends.registry", "echoseg.backends.tensorrt"]) is False
     assert _circle(["echoseg.data.synthetic", "echoseg.data.synth_echo"]) is False
+    for first in ("video", "seek", "dicom"):  # the readers share data/capture.py, one floor down
+        others = [m for m in ("video", "seek", "dicom") if m != first]
+        assert _circle([f"echoseg.data.{m}" for m in (first, *others)]) is False, first
+    assert imports_of("echoseg.data.capture") & {"echoseg.data.video", "echoseg.data.seek", "echoseg.data.dicom"} == set()
     assert _circle(["echoseg.train.eval", "echoseg.train.eval_artifact"]) is False
     for first in ("loop", "recipe", "records", "step"):
         others = [m for m in ("loop", "recipe", "records", "step") if m != first]

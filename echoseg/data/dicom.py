@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .video import VideoError, VideoInfo, _believable_fps
+from .capture import VideoError, VideoInfo, believable_fps
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def frame_rate(ds: Any) -> tuple[float, str]:
     """(frames per second, the tag it came from); (0, "none") when no tag gives a usable rate."""
     if ds.get("FrameTime") not in (None, ""):
         ft = float(ds.FrameTime)
-        if ft > 0 and _believable_fps(1000.0 / ft):
+        if ft > 0 and believable_fps(1000.0 / ft):
             return 1000.0 / ft, "FrameTime"
     vec = ds.get("FrameTimeVector")
     if vec not in (None, ""):
@@ -186,11 +186,11 @@ def frame_rate(ds: Any) -> tuple[float, str]:
         steps = np.asarray([float(v) for v in values])
         steps = steps[1:] if len(steps) > 1 and steps[0] == 0 else steps
         steps = steps[steps > 0]
-        if steps.size and _believable_fps(1000.0 / float(steps.mean())):
+        if steps.size and believable_fps(1000.0 / float(steps.mean())):
             return 1000.0 / float(steps.mean()), "FrameTimeVector"
     for tag in ("CineRate", "RecommendedDisplayFrameRate"):
         if ds.get(tag) not in (None, ""):
-            fps = _believable_fps(float(ds.get(tag)))
+            fps = believable_fps(float(ds.get(tag)))
             if fps:
                 return fps, tag
     return 0.0, "none"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .capture import as_bgr, decoded, is_dicom, open_capture
+
 log = logging.getLogger(__name__)
 
 #: (suffix, fourcc) -> whether seeking was verified exact for that kind of file.
@@ -33,26 +35,24 @@ def _kind(path: Path, cap) -> tuple[str, str]:
 
 
 def _sequential(path: Path, wanted: list[int]) -> dict[int, np.ndarray]:
-    from .video import iter_frames
-
     want, last, out = set(wanted), max(wanted), {}
-    frames = iter_frames(path)
+    cap = open_capture(path)
     try:
+        frames = decoded(cap, path)
         for i, frame in enumerate(frames):
             if i in want:
                 out[i] = frame.copy()
             if i >= last:
                 break
-    finally:
         frames.close()
+    finally:
+        cap.release()
     return out
 
 
 def _seeked(cap, wanted: list[int], frame_count: int) -> dict[int, np.ndarray] | None:
     """Frames by seeking; None when a seek fails or lands elsewhere (the caller decodes instead)."""
     import cv2
-
-    from .video import _as_bgr
 
     out = {}
     for i in wanted:
@@ -65,15 +65,13 @@ def _seeked(cap, wanted: list[int], frame_count: int) -> dict[int, np.ndarray] |
         ok, frame = cap.read()
         if not ok or frame is None:
             return None
-        out[i] = _as_bgr(frame).copy()
+        out[i] = as_bgr(frame).copy()
     return out
 
 
 def read_selected(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
     """index -> BGR frame for the ``wanted`` (sorted, unique) indices that exist in the video."""
     import cv2
-
-    from .video import _open, is_dicom
 
     p = Path(path)
     if not wanted:
@@ -82,7 +80,7 @@ def read_selected(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.nd
         from .dicom import read_dicom_frames
 
         return read_dicom_frames(p, wanted)
-    cap = _open(p)
+    cap = open_capture(p)
     try:
         kind = _kind(p, cap)
         count = int(max(0.0, cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0))
