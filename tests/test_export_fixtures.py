@@ -98,6 +98,17 @@ def matae32(export_base) -> Path:
     return cached_checkpoint(export_base, "matae-unet")
 
 
+def onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    """Logits of an ONNX file as the exporter's gates and echo-run open it on a CPU (OrtSession, CPU provider)."""
+    from echoseg.export.parity import open_graph
+
+    sess = open_graph(path)
+    try:
+        return sess.run(x)
+    finally:
+        sess.close()
+
+
 def quick_options(out: Path, **kw):
     """BuildOptions with few parity and calibration frames, for tests."""
     from echoseg.export.build import BuildOptions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from test_export_fixtures import (cached_checkpoint, export_base, exported, no_tensorrt,  # noqa: F401
-                                  quick_options, synthetic_batch)
+                                  onnx_logits, quick_options, synthetic_batch)
 from tiny_onnx import make_model
 
 
@@ -17,13 +17,13 @@ def _types():
 def test_fp16_graph_is_fp16_inside_and_fp32_at_the_edges(exported):
     import onnx
 
-    from echoseg.export.onnx import read_metadata
+    from echoseg.artifacts import read_onnx_meta
 
     f32, f16 = _types()
     for path in (exported / "unet" / "model.fp16.onnx", exported / "matae-unet" / "model.g0.5.fp16.onnx"):
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto)
-        assert read_metadata(proto) == read_metadata(str(path).replace(".fp16", ""))
+        assert read_onnx_meta(proto) == read_onnx_meta(str(path).replace(".fp16", ""))
         assert proto.graph.input[0].type.tensor_type.elem_type == f32
         assert proto.graph.output[0].type.tensor_type.elem_type == f32
         # every weight is stored in FP16
@@ -56,7 +56,7 @@ def test_fp16_parity_passes_and_is_not_trivially_exact(exported, export_base):
 
     from echoseg.export.fp16 import emulate_fp16
     from echoseg.export.manifest import read_manifest
-    from echoseg.export.parity import compare, run_onnx
+    from echoseg.export.parity import OnnxGraph, compare
     from echoseg.artifacts import preprocess
     from echoseg.models.checkpoint import load_checkpoint
 
@@ -68,9 +68,8 @@ def test_fp16_parity_passes_and_is_not_trivially_exact(exported, export_base):
         ckpt = load_checkpoint(cached_checkpoint(export_base, name))
         frames, _ = synthetic_batch(900, videos=1, frames=8)
         x = preprocess(frames, ckpt.meta())
-        y32 = run_onnx(exported / name / "model.onnx", x)
-        emu = run_onnx(emulate_fp16(onnx.load(str(exported / name / "model.fp16.onnx"))).SerializeToString(), x,
-                       optimize=False)
+        y32 = onnx_logits(exported / name / "model.onnx", x)
+        emu = OnnxGraph(emulate_fp16(onnx.load(str(exported / name / "model.fp16.onnx"))), optimize=False).run(x)
         r = compare(y32, emu)
         assert r["mask_dice"] >= 0.99
         assert 1e-5 < r["max_abs_logit"] < 0.2  # FP16 rounding shows, but stays small
@@ -81,7 +80,7 @@ def test_emulation_rounds_each_fp16_tensor_after_fp32_math():
     from onnx import helper, numpy_helper
 
     from echoseg.export.fp16 import emulate_fp16
-    from echoseg.export.parity import run_onnx
+    from echoseg.export.parity import OnnxGraph
 
     f32, f16 = _types()
     three = numpy_helper.from_array(np.array([3.0], np.float16), "three")
@@ -94,7 +93,7 @@ def test_emulation_rounds_each_fp16_tensor_after_fp32_math():
     onnx.checker.check_model(emu)
     assert all(i.data_type == f32 for i in emu.graph.initializer)
     x = np.array([[1 / 3, 0.1, -2.0, 30000.0]], np.float32)
-    y = run_onnx(emu.SerializeToString(), x, optimize=False)
+    y = OnnxGraph(emu.SerializeToString(), optimize=False).run(x)
     h = x.astype(np.float16).astype(np.float32)  # input rounded to FP16
     with np.errstate(over="ignore"):
         expected = np.maximum((h * np.float32(3.0)).astype(np.float16).astype(np.float32), 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_export_fixtures import (cached_checkpoint, export_base, exported, no_tensorrt,  # noqa: F401
-                                  quick_options, synthetic_batch)
+                                  onnx_logits, quick_options, synthetic_batch)
 
 
 def _check_qdq(path, fp32_path, form: str) -> None:
@@ -14,7 +14,7 @@ def _check_qdq(path, fp32_path, form: str) -> None:
     from onnx import TensorProto, numpy_helper
 
     from echoseg.export.int8 import MIN_INT8_CHANNELS, form_of
-    from echoseg.export.onnx import read_metadata
+    from echoseg.artifacts import read_onnx_meta
 
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
@@ -64,7 +64,7 @@ def _check_qdq(path, fp32_path, form: str) -> None:
     else:  # uint8 activations; a ReLU after a quantized convolution folds into its quantizer
         assert all(zp.data_type == TensorProto.UINT8 for zp in activations)
         assert ops.count("Relu") < sum(n.op_type == "Relu" for n in fp32.graph.node) // 2
-    assert read_metadata(path) == read_metadata(fp32_path)
+    assert read_onnx_meta(path) == read_onnx_meta(fp32_path)
     assert path.stat().st_size < 0.5 * fp32_path.stat().st_size
 
 
@@ -82,7 +82,7 @@ def test_int8_graph_is_explicit_qdq_in_the_cpu_form_by_default(exported):
 def test_int8_tensorrt_form_is_signed_symmetric_and_keeps_parity(exported, tmp_path):
     from echoseg.artifacts import preprocess, read_onnx_meta
     from echoseg.export.int8 import quantize_int8
-    from echoseg.export.parity import compare, run_onnx
+    from echoseg.export.parity import compare
 
     d = exported / "matae-unet"
     meta = read_onnx_meta(d / "model.onnx")
@@ -92,12 +92,12 @@ def test_int8_tensorrt_form_is_signed_symmetric_and_keeps_parity(exported, tmp_p
     info = quantize_int8(d / "model.onnx", out, x[:16], meta, form="tensorrt")
     assert info.form == "tensorrt" and info.to_dict()["form"] == "tensorrt"
     _check_qdq(out, d / "model.onnx", "tensorrt")
-    assert compare(run_onnx(d / "model.onnx", x[16:]), run_onnx(out, x[16:]))["mask_dice"] >= 0.98
+    assert compare(onnx_logits(d / "model.onnx", x[16:]), onnx_logits(out, x[16:]))["mask_dice"] >= 0.98
 
 
 def test_int8_parity_both_models(exported, export_base):
     from echoseg.export.manifest import read_manifest
-    from echoseg.export.parity import compare, run_onnx
+    from echoseg.export.parity import compare
     from echoseg.artifacts import preprocess
     from echoseg.models.checkpoint import load_checkpoint
 
@@ -110,7 +110,7 @@ def test_int8_parity_both_models(exported, export_base):
         ckpt = load_checkpoint(cached_checkpoint(export_base, name))
         frames, _ = synthetic_batch(901, videos=1, frames=8)
         x = preprocess(frames, ckpt.meta())
-        r = compare(run_onnx(exported / name / "model.onnx", x), run_onnx(exported / name / "model.int8.onnx", x))
+        r = compare(onnx_logits(exported / name / "model.onnx", x), onnx_logits(exported / name / "model.int8.onnx", x))
         assert r["mask_dice"] >= 0.98
         assert r["max_abs_logit"] > 1e-4  # quantized: not the FP32 graph in disguise
 

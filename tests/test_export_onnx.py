@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 from test_export_fixtures import (cached_checkpoint, export_base, exported, matae32, no_tensorrt,  # noqa: F401
-                                  synthetic_batch, unet32)
+                                  onnx_logits, synthetic_batch, unet32)
 from tiny_onnx import make_model
 
 
@@ -19,9 +19,7 @@ def _load_model(path):
 
 
 def _ort(path, x):
-    from echoseg.export.parity import run_onnx
-
-    return run_onnx(path, x)
+    return onnx_logits(path, x)
 
 
 def _batch(ckpt, n=6, seed=300):
@@ -90,14 +88,16 @@ def test_without_onnxslim_the_unsimplified_graph_is_kept_and_still_exact(unet32,
 
 @pytest.mark.parametrize("g", [1.0, 0.5])
 def test_metadata_round_trip(matae32, tmp_path, g):
-    from echoseg.export.onnx import export_onnx, read_metadata, sub_network
+    import onnx
+
+    from echoseg.export.onnx import export_onnx, sub_network
     from echoseg.artifacts import read_onnx_meta
     from echoseg.models.checkpoint import file_sha256
 
     ckpt, model = _load_model(matae32)
     path = export_onnx(sub_network(model, g), ckpt.meta(g), tmp_path / "m.onnx").path
-    meta = read_metadata(path)
-    assert meta == ckpt.meta(g) == read_onnx_meta(path)
+    meta = read_onnx_meta(path)
+    assert meta == ckpt.meta(g) == read_onnx_meta(onnx.load(str(path)))
     assert meta.granularity == g
     assert meta.model.name == "matae-unet" and meta.model.width == 8
     assert meta.input_spec.mean == ckpt.input_spec.mean and meta.input_spec.std == ckpt.input_spec.std
@@ -109,14 +109,14 @@ def test_metadata_missing_is_a_clear_error(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from echoseg.export.onnx import ExportError, read_metadata
+    from echoseg.artifacts import ArtifactError, read_onnx_meta
 
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     onnx.save(make_model(g), str(tmp_path / "plain.onnx"))
-    with pytest.raises(ExportError, match="no 'echoseg' metadata"):
-        read_metadata(tmp_path / "plain.onnx")
+    with pytest.raises(ArtifactError, match="no 'echoseg' metadata"):
+        read_onnx_meta(tmp_path / "plain.onnx")
 
 
 def test_both_models_pass_fp32_parity_with_meaningful_masks(exported, export_base):
@@ -140,14 +140,14 @@ def test_both_models_pass_fp32_parity_with_meaningful_masks(exported, export_bas
 
 def test_sliced_granularity_export_is_smaller_and_matches_the_full_model_there(exported, export_base):
     from echoseg.export.manifest import read_manifest
-    from echoseg.export.onnx import read_metadata
+    from echoseg.artifacts import read_onnx_meta
     from echoseg.export.parity import compare, torch_logits
     from echoseg.models import count_macs
 
     d = exported / "matae-unet"
     full, half = d / "model.onnx", d / "model.g0.5.onnx"
     assert half.stat().st_size < 0.5 * full.stat().st_size
-    assert read_metadata(half).granularity == 0.5
+    assert read_onnx_meta(half).granularity == 0.5
     ckpt, model = _load_model(cached_checkpoint(export_base, "matae-unet"))
     man = read_manifest(d)
     sec = {s["granularity"]: s for s in man["exports"]}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_export_fixtures import (cached_checkpoint, export_base, exported, no_tensorrt,  # noqa: F401
-                                  quick_options, synthetic_batch)
+                                  onnx_logits, quick_options, synthetic_batch)
 from tiny_onnx import make_model
 
 
@@ -180,26 +180,29 @@ def _sidecar(meta, trt="10.3.0", cc="7.5", gpu="Tesla T4"):
 def test_engine_sidecar_round_trip_and_mismatch_explained(exported, tmp_path):
     import shutil
 
-    from echoseg.export.manifest import engine_problem, read_manifest, read_sidecar, sidecar_path, write_sidecar
-    from echoseg.export.onnx import read_metadata
+    from echoseg.artifacts import read_onnx_meta
+    from echoseg.export.manifest import read_sidecar, sidecar_path, write_sidecar
 
     d = tmp_path / "unet"
     shutil.copytree(exported / "unet", d)
     engine = d / "model.fp16.engine"
     engine.write_bytes(b"not really an engine")
-    meta = read_metadata(d / "model.onnx")
+    meta = read_onnx_meta(d / "model.onnx")
     side = _sidecar(meta)
     assert write_sidecar(engine, side) == sidecar_path(engine) == d / "model.fp16.json"
     assert read_sidecar(engine) == side
+
+    def engine_problem(engine, *here):  # what the runtime's TrtSession and auto check (backends/tensorrt.py)
+        return read_sidecar(engine).compat_problem(*here, engine_path=str(engine))
+
     assert engine_problem(engine, "10.3.0", "7.5", "Tesla T4") is None  # same release, same GPU kind
     assert engine_problem(engine, "10.3.0.26", "7.5", "Tesla T4") is None  # a build number beyond x.y.z
     patch = engine_problem(engine, "10.3.1", "7.5", "Tesla T4")  # TensorRT refuses an engine of 10.3.0 here
     assert "built with TensorRT 10.3.0 but this machine has 10.3.1" in patch and "\n" not in patch
     assert "exact TensorRT release" in patch
-    ckpt = read_manifest(d)["checkpoint"]
     version = engine_problem(engine, "11.0.0", "7.5")
     assert "built with TensorRT 10.3.0 but this machine has 11.0.0" in version
-    assert f"echo-export build {ckpt} --fp16 --engine" in version
+    assert "rebuild it here with: echo-export build <checkpoint> --fp16 --engine" in version
     gpu = engine_problem(engine, "10.3.0", "8.9", "NVIDIA L4")
     assert "built for Tesla T4 (compute capability 7.5) but this GPU is NVIDIA L4 (8.9)" in gpu
     engine.with_suffix(".json").unlink()
@@ -221,8 +224,9 @@ def _tensorrt_with_gpu() -> str:
 @pytest.mark.skipif(bool(_tensorrt_with_gpu()), reason=_tensorrt_with_gpu() or "TensorRT present")
 def test_tensorrt_engine_builds_loads_and_reuses_its_timing_cache(export_base, tmp_path):
     from echoseg.export.build import export_checkpoint
-    from echoseg.export.manifest import engine_problem, read_manifest, read_sidecar
-    from echoseg.export.tensorrt import gpu_identity, load_engine
+    from echoseg.backends.tensorrt import TrtSession, engine_problem
+    from echoseg.export.manifest import read_manifest, read_sidecar
+    from echoseg.export.tensorrt import gpu_identity
 
     res = export_checkpoint(cached_checkpoint(export_base, "unet"),
                             quick_options(tmp_path, engine=True, profile=(1, 4, 8)))
@@ -232,12 +236,17 @@ def test_tensorrt_engine_builds_loads_and_reuses_its_timing_cache(export_base, t
     assert side.profile == (1, 4, 8) and side.precision == "fp16" and side.build_seconds > 0
     gpu = gpu_identity()
     assert side.compute_capability == gpu["compute_capability"] and side.gpu_name == gpu["gpu_name"]
-    assert engine_problem(engine, side.tensorrt_version, gpu["compute_capability"], gpu["gpu_name"]) is None
-    _, eng = load_engine(engine)
-    names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
-    assert names == ["frames", "logits"]
-    lo, opt, hi = eng.get_tensor_profile_shape("frames", 0)
-    assert (lo[0], opt[0], hi[0]) == (1, 4, 8) and tuple(hi[1:]) == (3, 32, 32)
+    assert side.compat_problem(side.tensorrt_version, gpu["compute_capability"], gpu["gpu_name"]) is None
+    assert engine_problem(engine) is None  # what auto asks of it here
+    loaded = TrtSession(engine)  # deserialized as echo-run does
+    try:
+        eng = loaded._engine
+        names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
+        assert names == ["frames", "logits"]
+        lo, opt, hi = eng.get_tensor_profile_shape("frames", 0)
+        assert (lo[0], opt[0], hi[0]) == (1, 4, 8) and tuple(hi[1:]) == (3, 32, 32)
+    finally:
+        loaded.close()
     from echoseg.export.tensorrt import timing_cache_for
 
     cache = timing_cache_for(tmp_path / "timing.cache", gpu, side.tensorrt_version)
@@ -248,16 +257,12 @@ def test_tensorrt_engine_builds_loads_and_reuses_its_timing_cache(export_base, t
                               quick_options(tmp_path, engine=True, profile=(1, 4, 8)))
     assert again.ok
     assert read_manifest(tmp_path / "unet")["exports"][0]["steps"]["engine"]["timing_cache_reused"] is True
-    try:
-        from echoseg.backends.tensorrt import TrtSession
-    except ImportError:
-        return
-    from echoseg.export.parity import compare, run_onnx
+    from echoseg.export.parity import compare
     from echoseg.artifacts import preprocess
 
     sess = TrtSession(engine)
     frames, _ = synthetic_batch(42, videos=1, frames=6)
     x = preprocess(frames, side.meta)
-    r = compare(run_onnx(tmp_path / "unet" / "model.onnx", x), sess.run(x))
+    r = compare(onnx_logits(tmp_path / "unet" / "model.onnx", x), sess.run(x))
     sess.close()
     assert r["mask_dice"] >= 0.99 and np.isfinite(r["max_abs_logit"])

@@ -27,14 +27,14 @@ def with_engine(exported, tmp_path):
     """A copy of the exports where unet also has a (fake) engine with its sidecar."""
     from echoseg.config import EngineSidecar
     from echoseg.atomic import write_json
+    from echoseg.artifacts import read_onnx_meta
     from echoseg.export.manifest import read_manifest, write_sidecar
-    from echoseg.export.onnx import read_metadata
 
     out = tmp_path / "exports"
     shutil.copytree(exported, out)
     d = out / "unet"
     (d / "model.fp16.engine").write_bytes(b"plan bytes")
-    meta = read_metadata(d / "model.onnx")
+    meta = read_onnx_meta(d / "model.onnx")
     write_sidecar(d / "model.fp16.engine", EngineSidecar(
         meta=meta, tensorrt_version="10.3.0", cuda_version="12.4", gpu_name="Tesla T4", compute_capability="7.5",
         onnx_sha256="0" * 64, onnx_file="model.onnx", precision="fp16", profile=(2, 8, 32), build_seconds=3.0))
@@ -64,7 +64,7 @@ def test_repository_has_one_model_per_graph(with_engine, tmp_path):
 
 
 def test_onnx_config_content(with_engine, tmp_path):
-    from echoseg.export.onnx import read_metadata
+    from echoseg.artifacts import read_onnx_meta
     from echoseg.export.triton import write_repository
 
     write_repository([with_engine / "matae-unet"], tmp_path / "repo")
@@ -77,7 +77,7 @@ def test_onnx_config_content(with_engine, tmp_path):
     assert re.search(r"dynamic_batching \{\s*preferred_batch_size: \[ 16, 64 \]\s*max_queue_delay_microseconds: \d+", text)
     assert "KIND_GPU" not in text
     meta = _echoseg_param(text)
-    assert meta == read_metadata(with_engine / "matae-unet" / "model.g0.5.int8.onnx").to_dict()
+    assert meta == read_onnx_meta(with_engine / "matae-unet" / "model.g0.5.int8.onnx").to_dict()
     assert meta["granularity"] == 0.5
 
 

@@ -1,4 +1,4 @@
-"""build_engine, load_engine and TrtSession against contract doubles of tensorrt and pycuda (runs in CI).
+"""build_engine and TrtSession against contract doubles of tensorrt and pycuda (runs in CI).
 
 The doubles (tests/trt_doubles.py) follow NVIDIA's documented Python API and refuse what real
 TensorRT refuses: no profile for a dynamic batch, precision flags on a strongly typed network,
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trt_doubles
-from test_export_fixtures import cached_checkpoint, export_base, quick_options  # noqa: F401
+from test_export_fixtures import cached_checkpoint, export_base, onnx_logits, quick_options  # noqa: F401
 from tiny_onnx import tiny_meta, write_tiny_onnx
 
 from echoseg.artifacts import read_sidecar, write_sidecar
@@ -97,17 +97,30 @@ def test_timing_cache_is_kept_per_gpu_model_and_tensorrt_version(tmp_path, monke
     assert not base.exists()
 
 
-def test_load_engine_round_trip_and_a_foreign_engine(tmp_path, monkeypatch):
-    from echoseg.export.tensorrt import EngineBuildError, load_engine
+def _claim(engine: Path, **fields) -> None:
+    """Rewrite the engine's sidecar to claim ``fields`` (so the sidecar check passes and TensorRT itself decides)."""
+    import dataclasses
+
+    write_sidecar(engine, dataclasses.replace(read_sidecar(engine), **fields))
+
+
+def test_trt_session_loads_its_engine_and_tensorrt_refuses_a_foreign_one(tmp_path, monkeypatch):
+    from echoseg.backends.session import SessionError
+    from echoseg.backends.tensorrt import TrtSession
 
     trt_doubles.install(monkeypatch, "10.13.0")
     _, _, engine = _build(tmp_path, "10.13.0", (1, 4, 8))
-    _, eng = load_engine(engine)
+    sess = TrtSession(engine)
+    eng = sess._engine
     assert [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)] == ["frames", "logits"]
     assert [s[0] for s in eng.get_tensor_profile_shape("frames", 0)] == [1, 4, 8]
+    sess.close()
     trt_doubles.install(monkeypatch, "10.13.0", "NVIDIA L4", (8, 9))
-    with pytest.raises(EngineBuildError, match="could not load this engine"):
-        load_engine(engine)
+    with pytest.raises(SessionError, match="built for Tesla T4"):  # the sidecar says so first
+        TrtSession(engine)
+    _claim(engine, gpu_name="NVIDIA L4", compute_capability="8.9")  # a sidecar that lies: TensorRT refuses
+    with pytest.raises(SessionError, match="could not deserialize"):
+        TrtSession(engine)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -159,7 +172,6 @@ def test_export_gates_the_engine_itself_against_fp32(export_base, tmp_path, monk
     TrtSession) on the parity frames; one that misses the gate is renamed *.rejected.* with its
     sidecar and the export fails; one that agrees is kept with its report in parity.json."""
     from echoseg.export.build import export_checkpoint
-    from echoseg.export.parity import run_onnx
     from echoseg.backends import tensorrt as runtime_trt
 
     ckpt = cached_checkpoint(export_base, "unet")
@@ -174,7 +186,7 @@ def test_export_gates_the_engine_itself_against_fp32(export_base, tmp_path, monk
     fp32 = {}
 
     def faithful(self, batch):
-        return run_onnx(fp32["path"], batch)
+        return onnx_logits(fp32["path"], batch)
 
     real_init = runtime_trt.TrtSession.__init__
 
@@ -201,10 +213,16 @@ def test_a_patch_level_tensorrt_mismatch_falls_back_to_onnx(tmp_path, monkeypatc
     _build(tmp_path, "10.13.0")
     assert choose(tmp_path, "auto").backend == "tensorrt"
     trt_doubles.install(monkeypatch, "10.13.1")
-    from echoseg.export.tensorrt import EngineBuildError, load_engine
+    from echoseg.backends.session import SessionError
+    from echoseg.backends.tensorrt import TrtSession
 
-    with pytest.raises(EngineBuildError):  # what TensorRT itself does with it (the double refuses it too)
-        load_engine(tmp_path / "model.fp16.engine")
+    engine = tmp_path / "model.fp16.engine"
+    with pytest.raises(SessionError, match="built with TensorRT 10.13.0 but this machine has 10.13.1"):
+        TrtSession(engine)
+    _claim(engine, tensorrt_version="10.13.1")
+    with pytest.raises(SessionError, match="could not deserialize"):  # what TensorRT itself does with it
+        TrtSession(engine)
+    _claim(engine, tensorrt_version="10.13.0")
     choice = choose(tmp_path, "auto")
     assert choice.backend == "onnxruntime" and choice.path.name == "model.onnx"
     assert "built with TensorRT 10.13.0 but this machine has 10.13.1" in choice.reason
@@ -242,7 +260,6 @@ def _faithful_engines(monkeypatch) -> None:
     """Engines that compute what the graph they were built from computes (the double's own engine
     returns the channel mean, which no parity gate passes)."""
     from echoseg.artifacts import read_sidecar as sidecar_of
-    from echoseg.export.parity import run_onnx
     from echoseg.backends import tensorrt as runtime_trt
 
     real_init = runtime_trt.TrtSession.__init__
@@ -252,7 +269,7 @@ def _faithful_engines(monkeypatch) -> None:
         self._graph = Path(path).with_name(sidecar_of(path).onnx_file)
 
     monkeypatch.setattr(runtime_trt.TrtSession, "__init__", init)
-    monkeypatch.setattr(runtime_trt.TrtSession, "run", lambda self, batch: run_onnx(self._graph, batch))
+    monkeypatch.setattr(runtime_trt.TrtSession, "run", lambda self, batch: onnx_logits(self._graph, batch))
 
 
 def test_export_int8_builds_the_int8_engine_from_the_tensorrt_form(export_base, tmp_path, monkeypatch):

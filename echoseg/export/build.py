@@ -11,7 +11,10 @@ removed first):
 - ``parity.json`` and ``manifest.json`` covering all of them.
 
 Every graph passes the parity gate before it is kept; one that misses it is renamed
-``*.rejected.onnx`` and the export fails with the numbers.
+``*.rejected.onnx`` and the export fails with the numbers. Every gate is
+:func:`echoseg.export.parity.gate`, with each file opened through :mod:`echoseg.backends` as
+echo-run opens it; the FP32 graph's logits on the parity frames are computed once and are the
+reference of every gate after its own.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from .int8 import quantize_int8
 from .manifest import MANIFEST, PARITY, build_manifest, write_sidecar
 from .onnx import ExportError, export_onnx, save_onnx, sub_network
 from . import openvino_gate
-from .parity import ExportParityError, batch1_latency_ms, check, compare, run_onnx, torch_logits
+from .parity import OnnxGraph, TorchModel, batch1_latency_ms, check, gate, open_graph, run_logits
 from .tensorrt import (DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, TensorRTUnavailable, build_engine,
                        plan_engine, tensorrt_status)
 
@@ -197,14 +200,12 @@ def _export_granularity(ckpt, model, g: float, d: Path, opts: BuildOptions, x: n
     files["fp32"] = fp32_path.name
     steps["onnx"] = info.to_dict()
     say(f"{fp32_path}: {info.nodes} nodes, opset {info.opset}, {info.simplified_by or 'not simplified'}")
-    y32 = run_onnx(fp32_path, x) if opts.parity else None
+    y32 = _run_file(fp32_path, x) if opts.parity else None
     if opts.parity:
-        report = parity["fp32_vs_torch"] = compare(torch_logits(model, x, g), y32, threshold)
-        try:
-            check(report, "fp32", f"{fp32_path} vs PyTorch")
-        except ExportParityError:
+        report = parity["fp32_vs_torch"] = gate(TorchModel(model, g), y32, x, "fp32", threshold=threshold)
+        if not report["passed"]:
             files["fp32"] = _reject(fp32_path).name
-            raise
+            check(report, "fp32", f"{fp32_path} vs PyTorch")
         say(_line("ONNX FP32 vs PyTorch", report))
     if opts.fp16 or opts.engine:
         _fp16_step(fp32_path, d / artifact_name(g, "fp16"), x, y32, threshold, opts, section, say)
@@ -230,25 +231,45 @@ def _engine_gate(engine: Path, x: np.ndarray, y32: np.ndarray, threshold: float,
     runs), at its precision's gate (FP16 or INT8); a miss renames the engine and its sidecar
     *.rejected.* and fails."""
     key = "engine" if precision == "fp16" else f"engine_{precision}"
+    from echoseg.backends.session import SessionError
     from echoseg.backends.tensorrt import TrtSession
 
-    sess = TrtSession(engine)
     try:
-        lo, hi = sess.info.min_batch, sess.info.max_batch
-        step = max(lo, min(hi, 16))
-        y = np.concatenate([sess.run(x[i:i + step]) for i in range(0, len(x), step)])
+        sess = TrtSession(engine)
+    except SessionError as exc:
+        raise ExportError(str(exc)) from exc
+    try:
+        report = section["parity"][f"{key}_vs_fp32"] = gate(y32, _Chunked(sess), x, precision, threshold=threshold)
     finally:
         sess.close()
-    report = section["parity"][f"{key}_vs_fp32"] = compare(y32, y, threshold)
-    try:
-        check(report, precision, f"{engine} vs FP32")
-    except ExportParityError:
+    if not report["passed"]:
         side = sidecar_path(engine)
         section["files"][key] = _reject(engine).name
         if side.is_file():
             section["files"][f"{key}_sidecar"] = _reject(side).name
-        raise
+        check(report, precision, f"{engine} vs FP32")
     say(_line(f"TensorRT {precision.upper()} engine vs FP32", report))
+
+
+class _Chunked:
+    """A TensorRT session fed at most 16 frames a call (within its profile): what the engine gate
+    has always run, so its numbers come from the batch size the engine is tuned for (OPT 16)."""
+
+    def __init__(self, sess) -> None:
+        self.sess = sess
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        step = max(self.sess.info.min_batch, min(self.sess.info.max_batch, 16))
+        return np.concatenate([self.sess.run(batch[i:i + step]) for i in range(0, len(batch), step)])
+
+
+def _run_file(path: Path, x: np.ndarray) -> np.ndarray:
+    """Logits of the ONNX file ``path`` on ``x``, opened as echo-run opens it on a CPU (the FP32 reference)."""
+    sess = open_graph(path)
+    try:
+        return run_logits(sess, x)
+    finally:
+        sess.close()
 
 
 def _line(what: str, r: dict[str, Any]) -> str:
@@ -271,23 +292,31 @@ def _fp16_step(fp32_path: Path, path: Path, x, y32, threshold, opts: BuildOption
         section["steps"]["fp16"] = {**info.to_dict(), "types": tensor_types(proto)}
         if not opts.parity:
             return
-        ort_cpu = compare(y32, run_onnx(path, x), threshold)
-        emulated = compare(y32, run_onnx(emulate_fp16(proto).SerializeToString(), x, optimize=False), threshold)
-        report = section["parity"]["fp16_vs_fp32"] = _worst(emulated, ort_cpu)
-        try:
-            check(report, "fp16", f"{path} vs FP32")
+        report = section["parity"]["fp16_vs_fp32"] = _fp16_gate(path, proto, x, y32, threshold)
+        if report["passed"]:
             say(_line("FP16 vs FP32 (worse of ORT CPU and FP16-tensor emulation)", report))
             return
-        except ExportParityError:
-            head = last_compute_node(src)
-            if attempt == 0 and head:
-                say(f"FP16 graph missed the gate (agreement {report['mask_dice']:.5f}); "
-                    f"retrying with the logit head {head} in FP32")
-                keep_nodes = [head]
-                continue
-            bad = _reject(path)
-            section["files"]["fp16"] = bad.name
-            check(report, "fp16", f"{bad} vs FP32")
+        head = last_compute_node(src)
+        if attempt == 0 and head:
+            say(f"FP16 graph missed the gate (agreement {report['mask_dice']:.5f}); "
+                f"retrying with the logit head {head} in FP32")
+            keep_nodes = [head]
+            continue
+        bad = _reject(path)
+        section["files"]["fp16"] = bad.name
+        check(report, "fp16", f"{bad} vs FP32")
+
+
+def _fp16_gate(path: Path, proto, x, y32, threshold) -> dict[str, Any]:
+    """The FP16 file on ONNX Runtime's CPU provider and its FP16-tensor emulation (export/fp16.py),
+    against FP32; the emulation exists only in memory, hence OnnxGraph."""
+    emulated = OnnxGraph(emulate_fp16(proto), optimize=False, name=f"{path.name} (FP16 emulation)")
+    sess = open_graph(path)
+    try:
+        return gate(y32, {"emulated": emulated, "ort_cpu": sess}, x, "fp16", threshold=threshold)
+    finally:
+        sess.close()
+        emulated.close()
 
 
 def _check_ir(proto, src, path: Path) -> None:
@@ -295,16 +324,6 @@ def _check_ir(proto, src, path: Path) -> None:
     if proto.ir_version > src.ir_version:
         raise ExportError(f"{path.name} has IR version {proto.ir_version}, above its FP32 graph's "
                           f"{src.ir_version}; older runtimes may refuse it (see echoseg.export.domains.keep_ir_version)")
-
-
-def _worst(emulated: dict[str, Any], ort_cpu: dict[str, Any]) -> dict[str, Any]:
-    """One FP16 report: the worse of each number over the two CPU runs, both kept in full."""
-    out = dict(emulated)
-    for k in ("max_abs_logit", "mean_abs_logit", "lv_area_err_px_mean", "lv_area_err_px_max", "lv_area_err_pct_mean"):
-        out[k] = max(emulated[k], ort_cpu[k])
-    out["mask_dice"] = min(emulated["mask_dice"], ort_cpu["mask_dice"])
-    out["emulated"], out["ort_cpu"] = emulated, ort_cpu
-    return out
 
 
 def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts: BuildOptions, section,
@@ -322,10 +341,12 @@ def _int8_step(ckpt, fp32_path: Path, path: Path, meta, x, y32, threshold, opts:
     _check_ir(proto, onnx.load(str(fp32_path), load_external_data=False), path)
     if not opts.parity:
         return
-    report = section["parity"]["int8_vs_fp32"] = compare(y32, run_onnx(path, x), threshold)
+    sess = open_graph(path)
     try:
-        check(report, "int8", f"{path} vs FP32")
-    except ExportParityError:
+        report = section["parity"]["int8_vs_fp32"] = gate(y32, sess, x, "int8", threshold=threshold)
+    finally:
+        sess.close()
+    if not report["passed"]:
         bad = _reject(path)
         section["files"]["int8"] = bad.name
         check(report, "int8", f"{bad} vs FP32 (try --calib-method entropy or more --calib frames)")
@@ -340,8 +361,10 @@ def _ort_latency(graphs: dict[str, Path], x: np.ndarray) -> dict[str, float]:
     """Batch-1 latency of each graph on ONNX Runtime as echo-run opens it (CPU provider, default threads)."""
     from echoseg.backends.ort import OrtSession
 
-    sessions = {k: OrtSession(p, providers=["CPUExecutionProvider"]) for k, p in graphs.items()}
+    sessions: dict[str, OrtSession] = {}
     try:
+        for k, p in graphs.items():
+            sessions[k] = OrtSession(p, providers=["CPUExecutionProvider"])
         return batch1_latency_ms({k: s.run for k, s in sessions.items()}, x)
     finally:
         for s in sessions.values():

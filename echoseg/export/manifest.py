@@ -78,21 +78,3 @@ def read_sidecar(engine: str | os.PathLike) -> EngineSidecar:
         return artifacts.read_sidecar(engine)
     except ArtifactError as exc:
         raise ExportError(str(exc)) from exc
-
-
-def engine_problem(engine: str | os.PathLike, tensorrt_version: str, compute_capability: str,
-                   gpu_name: str = "") -> str | None:
-    """None when ``engine`` can load on this TensorRT/GPU, else why not and the rebuild command."""
-    side = read_sidecar(engine)
-    problem = side.compat_problem(tensorrt_version, compute_capability, gpu_name, engine_path=str(engine))
-    if problem and side.meta.source_sha256:
-        problem = problem.replace("<checkpoint>", _run_hint(engine))
-    return problem
-
-
-def _run_hint(engine: str | os.PathLike) -> str:
-    """The checkpoint path the export dir's manifest names, for the rebuild command."""
-    try:
-        return str(read_manifest(Path(engine).parent).get("checkpoint") or "<checkpoint>")
-    except ExportError:
-        return "<checkpoint>"

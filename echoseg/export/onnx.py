@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from echoseg.atomic import atomic_path, temp_for
-from echoseg.artifacts import ArtifactError, read_onnx_meta, set_onnx_meta
+from echoseg.artifacts import set_onnx_meta
 from echoseg.config import ArtifactMeta
 from echoseg.errors import EchosegError
 
@@ -59,14 +59,6 @@ def save_onnx(proto, path: str | os.PathLike) -> Path:
 def set_metadata(proto, meta: ArtifactMeta) -> None:
     """Store ``meta`` in the graph's metadata (the one writer: :func:`echoseg.artifacts.set_onnx_meta`)."""
     set_onnx_meta(proto, meta)
-
-
-def read_metadata(path_or_proto) -> ArtifactMeta:
-    """The ArtifactMeta of an ONNX file or ModelProto; ExportError when it has none."""
-    try:
-        return read_onnx_meta(path_or_proto)
-    except ArtifactError as exc:
-        raise ExportError(str(exc)) from exc
 
 
 def simplify(proto) -> tuple[Any, str]:

@@ -1,5 +1,12 @@
 """The parity gate: an exported graph must give the masks the PyTorch model gives.
 
+One function runs every gate of the export: :func:`gate` runs a reference and a candidate on
+the same frames and compares them at a named gate of :data:`GATES`. Either side is anything
+with ``run(batch) -> logits``: an :mod:`echoseg.backends` session (how every file on disk is
+opened, exactly as echo-run opens it), :class:`TorchModel` (the PyTorch model, the FP32
+graph's reference), :class:`OnnxGraph` (a graph that exists only in memory), or logits
+already computed on those frames (the FP32 graph's, shared by the gates after it).
+
 Each comparison reports max/mean |logit difference|, pooled mask agreement (Dice) and the
 LV-area error in pixels per frame; :func:`check` raises :class:`ExportParityError` with the
 numbers when a gate is missed. Masks are ``sigmoid(logit) > threshold``, i.e. ``logit >
@@ -11,7 +18,8 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -69,39 +77,145 @@ def misses(report: dict[str, Any], gate: str) -> list[str]:
     return out
 
 
+def missed_text(report: dict[str, Any], gate: str) -> str:
+    """What ``report`` misses of ``gate`` and what to do, as the miss message says it after ``parity gate missed``."""
+    return (f"({'; '.join(misses(report, gate))}; LV area error {report['lv_area_err_px_mean']:.1f} px "
+            f"mean over {report['frames']} frames); re-export with --no-parity to keep it anyway, or "
+            f"{'fewer fragile ops in reduced precision' if gate != 'fp32' else 'check the model exports deterministically'}")
+
+
 def check(report: dict[str, Any], gate: str, what: str) -> dict[str, Any]:
     """Mark ``report`` with the gate's verdict; raise ExportParityError with the numbers on a miss."""
     missed = misses(report, gate)
     report["gate"] = dict(GATES[gate])
     report["passed"] = not missed
     if missed:
-        raise ExportParityError(
-            f"{what}: parity gate missed ({'; '.join(missed)}; LV area error {report['lv_area_err_px_mean']:.1f} px "
-            f"mean over {report['frames']} frames); re-export with --no-parity to keep it anyway, or "
-            f"{'fewer fragile ops in reduced precision' if gate != 'fp32' else 'check the model exports deterministically'}"
-        )
+        raise ExportParityError(f"{what}: parity gate missed {missed_text(report, gate)}")
     return report
 
 
-def run_onnx(path: str | os.PathLike | bytes, batch: np.ndarray, *, optimize: bool = True,
-             chunk: int = 16) -> np.ndarray:
-    """Logits of an ONNX graph on ONNX Runtime's CPU provider, run ``chunk`` frames at a time."""
-    import onnxruntime as ort
+class Runner(Protocol):
+    """What :func:`gate` runs: float32 N,C,H,W -> float32 logits N,1,H,W (every echoseg.backends session)."""
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.log_severity_level = 3
-    src = path if isinstance(path, bytes) else str(path)
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+#: Worse-of numbers when a gate has several candidates: the larger error, the lower agreement.
+_WORST_MAX = ("max_abs_logit", "mean_abs_logit", "lv_area_err_px_mean", "lv_area_err_px_max", "lv_area_err_pct_mean")
+
+
+def gate(reference: Runner | np.ndarray, candidate: Runner | np.ndarray | Mapping[str, Runner | np.ndarray],
+         frames: np.ndarray, name: str, *, threshold: float = 0.5,
+         extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``reference`` and ``candidate`` on ``frames`` and judge the candidate at gate ``name`` of GATES.
+
+    Each side is a runner (``run(batch) -> logits``) or the logits it already gave on ``frames``.
+    ``candidate`` may also be {label: runner}: several ways of running one graph, judged by the
+    worse of each number over them, each report kept in full under its label (FP16: ONNX
+    Runtime's CPU kernels and the FP16-tensor emulation). ``extra`` goes into the report before
+    the verdict. Returns the report the manifest stores: :func:`compare`'s numbers, then ``gate``
+    (the limits) and ``passed``. A miss raises nothing here: the caller rejects what it must
+    (renaming a file) and then raises with :func:`check`. A runner's SessionError is an ExportError.
+    """
+    if name not in GATES:
+        raise ExportError(f"unknown parity gate {name!r}; one of {', '.join(GATES)}")
+    ref = run_logits(reference, frames)
+    if isinstance(candidate, Mapping):
+        reports = {label: compare(ref, run_logits(c, frames), threshold) for label, c in candidate.items()}
+        report = worst(reports)
+    else:
+        report = compare(ref, run_logits(candidate, frames), threshold)
+    report.update(extra or {})
+    missed = misses(report, name)
+    report["gate"] = dict(GATES[name])
+    report["passed"] = not missed
+    return report
+
+
+def worst(reports: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """One report over several runs of a graph: the worse of each number, every run's report kept in full."""
+    first, *rest = reports.values()
+    out = dict(first)
+    for k in _WORST_MAX:
+        out[k] = max(r[k] for r in reports.values())
+    out["mask_dice"] = min(r["mask_dice"] for r in reports.values())
+    out.update(reports)
+    return out
+
+
+def run_logits(side: Runner | np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """``side``'s logits on ``frames`` (a gate's side: a runner, or logits already computed on them)."""
+    if isinstance(side, np.ndarray):
+        if len(side) != len(frames):
+            raise ExportError(f"logits of {len(side)} frames given for a gate on {len(frames)} frames")
+        return side
+    from echoseg.backends.session import SessionError
+
     try:
-        sess = ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own exception types
-        name = "graph" if isinstance(path, bytes) else os.fspath(path)
-        raise ExportError(f"{name}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from exc
-    name_in = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name_in: np.ascontiguousarray(batch[i:i + chunk], dtype=np.float32)})[0]
-            for i in range(0, len(batch), chunk)]
-    return np.concatenate(outs).astype(np.float32)
+        return np.asarray(side.run(frames), dtype=np.float32)
+    except SessionError as exc:
+        raise ExportError(str(exc)) from exc
+
+
+def open_graph(path: str | os.PathLike):
+    """An ONNX file on disk as echo-run opens it on a CPU: echoseg.backends' OrtSession, CPU provider.
+
+    Its SessionError (a graph ONNX Runtime cannot load) is an ExportError here. The caller closes it.
+    """
+    from echoseg.backends.ort import CPU, OrtSession
+    from echoseg.backends.session import SessionError
+
+    try:
+        return OrtSession(Path(path), providers=[CPU])
+    except SessionError as exc:
+        raise ExportError(str(exc)) from exc
+
+
+class TorchModel:
+    """The PyTorch model at granularity ``g`` behind ``run(batch)``: the FP32 graph's reference."""
+
+    def __init__(self, model, g: float, chunk: int = 16) -> None:
+        self.model, self.g, self.chunk = model, g, chunk
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return torch_logits(self.model, batch, self.g, self.chunk)
+
+    def close(self) -> None:
+        pass
+
+
+class OnnxGraph:
+    """An ONNX graph that exists only in memory (a ModelProto or its bytes) on ONNX Runtime's CPU provider.
+
+    Only for what is never a file: the FP16 emulation (:func:`echoseg.export.fp16.emulate_fp16`)
+    is built for the gate and thrown away, and must run with ONNX Runtime's graph optimisations
+    off (``optimize=False``), which would otherwise remove the Cast pairs that do its FP16
+    rounding; an echoseg.backends session opens files only, always optimised. Every exported
+    file is opened with :func:`open_graph` instead.
+    """
+
+    def __init__(self, graph, *, optimize: bool = False, chunk: int = 16, name: str = "graph") -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        opts.log_severity_level = 3
+        src = graph if isinstance(graph, bytes) else graph.SerializeToString()
+        try:
+            self._sess = ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own exception types
+            raise ExportError(f"{name}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from exc
+        self._input = self._sess.get_inputs()[0].name
+        self.chunk = chunk
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        outs = [self._sess.run(None, {self._input: np.ascontiguousarray(batch[i:i + self.chunk], dtype=np.float32)})[0]
+                for i in range(0, len(batch), self.chunk)]
+        return np.concatenate(outs).astype(np.float32)
+
+    def close(self) -> None:
+        self._sess = None
 
 
 def batch1_latency_ms(runners: dict[str, Callable[[np.ndarray], Any]], frame: np.ndarray, rounds: int = 7,

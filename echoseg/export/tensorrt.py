@@ -237,16 +237,3 @@ def build_engine(plan: EnginePlan, out: str | os.PathLike, timing_cache: str | o
     log.info("built %s in %.1f s (TensorRT %s, %s)", out, seconds, trt.__version__, gpu["gpu_name"])
     return {"tensorrt_version": str(trt.__version__), "build_seconds": round(seconds, 3), **gpu,
             "timing_cache": str(cache_path) if cache_path else "", "timing_cache_reused": bool(cache_bytes)}
-
-
-def load_engine(path: str | os.PathLike):
-    """Deserialize an engine file (TensorRT runtime); raises EngineBuildError when it will not load."""
-    import tensorrt as trt
-
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
-    if engine is None:
-        raise EngineBuildError(f"{path}: TensorRT {trt.__version__} could not load this engine; "
-                               "it was probably built with another TensorRT version or GPU; rebuild it with "
-                               "echo-export build <run> --fp16 --engine")
-    return runtime, engine
