@@ -1,4 +1,5 @@
-"""Sessions opened by echo-run, echo-bench's worker and echo-eval's artifact scorer close on every path, errors included."""
+"""Sessions opened by echo-run, echo-bench's worker and echo-eval's artifact scorer close on every path,
+errors included."""
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def artifact_scorer(target: str | Path, backend: str = "auto"):
         for g in gs:
             sess = opened.enter_context(open_session(path, backend, granularity=g))
             sessions[float(sess.info.meta.granularity)] = sess
-            ran[f"{sess.info.meta.granularity:g}"] = f"{sess.info.backend} {sess.info.precision} {Path(sess.info.path).name}"
+            info = sess.info
+            ran[f"{info.meta.granularity:g}"] = f"{info.backend} {info.precision} {Path(info.path).name}"
         # a full-width graph must be among them: the top-level metrics are g = 1's
         if 1.0 not in sessions:
             raise ArtifactError(f"{path}: no full-width (g=1) graph to score; pass the export folder")
