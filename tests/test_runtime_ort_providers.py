@@ -76,9 +76,10 @@ def test_on_the_cpu_provider_a_batch_runs_in_pieces_with_the_same_logits(tmp_pat
     sess._sess = Recording()
     y = sess.run(x)
     assert ort_backend.CPU_PIECE == 4 and sizes == [4, 4, 2]
-    sess._sess = real
-    sess._piece = 0  # the whole batch in one call, as on a GPU provider
+    sizes.clear()
+    sess.max_piece = 0  # the whole batch in one call, as on a GPU provider
     np.testing.assert_array_equal(y, sess.run(x))
+    assert sizes == [10]
     assert y.shape == (10, 1, 112, 112) and y.dtype == np.float32
 
 

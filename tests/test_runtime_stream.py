@@ -11,20 +11,21 @@ import pytest
 from echoseg.config import ArtifactMeta, InputSpec, ModelConfig
 from echoseg.data.synthetic import make_video
 from echoseg.data.video import VideoError, write_video
-from echoseg.backends.session import SessionInfo
+from echoseg.backends.session import BaseSession, SessionInfo
 from echoseg.runtime.stream import mask_at, stream_video
 
 META = ArtifactMeta(model=ModelConfig("unet", 8), input_spec=InputSpec())
 
 
-class OracleSession:
-    """The Session protocol returning the true masks (logit +8 inside, -8 outside) in frame order."""
+class OracleSession(BaseSession):
+    """A backend session returning the true masks (logit +8 inside, -8 outside) in frame order;
+    ``calls``: the size of every backend call (after BaseSession's split and padding)."""
 
     def __init__(self, masks: np.ndarray, min_batch: int = 1, max_batch: int = 0, fail_at_call: int = -1):
         self.masks, self.i, self.calls, self.fail_at_call = masks, 0, [], fail_at_call
         self.info = SessionInfo("oracle", "fp32", "cpu", min_batch, max_batch, META, "oracle")
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def _run_piece(self, x: np.ndarray) -> np.ndarray:
         assert x.dtype == np.float32 and x.shape[1:] == (3, 112, 112)
         if len(self.calls) == self.fail_at_call:
             raise RuntimeError("oracle: simulated inference failure")
@@ -34,9 +35,6 @@ class OracleSession:
         out[:take, 0][self.masks[self.i:self.i + take]] = 8.0
         self.i += take
         return out
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from . import ovplan
 from echoseg.artifacts import ArtifactError, ExportIndex, parity_record, precision_of, read_onnx_meta
 
 from .registry import Backend, importable as _importable, register
-from .session import SessionError, SessionInfo
+from .session import BaseSession, SessionError, SessionInfo
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,16 @@ def record_key(precision: str) -> str:
     return f"openvino_{precision}_vs_fp32"
 
 
-class OpenVinoSession:
-    """An OpenVINO compiled model (CPU) behind the Session protocol."""
+class OpenVinoSession(BaseSession):
+    """An OpenVINO compiled model (CPU) behind the Session protocol.
+
+    Pieces of at most ovplan.MAX_COMPILED_BATCH frames; the padding of a piece up to a compiled
+    static shape stays with the Runner (it depends on which shapes are compiled, not on one fixed
+    minimum)."""
+
+    @property
+    def max_piece(self) -> int:
+        return ovplan.MAX_COMPILED_BATCH
 
     def __init__(self, path: str | Path, precision: str | None = None, threads: int = 0,
                  device: str = "CPU") -> None:
@@ -63,19 +71,17 @@ class OpenVinoSession:
                    "capabilities": list(ovplan.capabilities(device))},
         )
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        if len(x) == 0:
-            raise SessionError(f"{self.path}: empty batch (0 frames); give at least one frame")
+    def _run_piece(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
         try:
-            return self._runner.run(x)
+            return self._runner.run_piece(x)
         except ovplan.OpenVinoError as exc:
             raise SessionError(str(exc)) from exc
         except RuntimeError as exc:
             raise SessionError(f"{self.path}: OpenVINO failed on a batch of shape {x.shape} "
                                f"({str(exc).splitlines()[0][:200]})") from exc
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._runner.close()
 
 

@@ -26,7 +26,7 @@ from echoseg.artifacts import (ArtifactError, ExportIndex, manifest_profile, par
 from echoseg.config import InputSpec
 
 from .registry import Backend, importable as _importable, register
-from .session import SessionError, SessionInfo
+from .session import BaseSession, SessionError, SessionInfo
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,11 @@ def provider_plan(available: Sequence[str], requested: Sequence[str] | None, onn
     return plan
 
 
-class OrtSession:
-    """An ONNX Runtime InferenceSession behind the Session protocol."""
+class OrtSession(BaseSession):
+    """An ONNX Runtime InferenceSession behind the Session protocol.
+
+    Pieces: a fixed-batch graph takes exactly its batch (a short piece padded up to it); the CPU
+    provider alone runs a dynamic-batch graph in pieces of CPU_PIECE; GPU providers the whole batch."""
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int = 0,
                  tensorrt: bool = False) -> None:
@@ -113,7 +116,8 @@ class OrtSession:
             log.warning("onnxruntime on %s: %s was asked for first but %s is in use", self.path.name, asked[0], used[0])
         batch_dim = inp.shape[0]
         fixed = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else 0
-        self._piece = CPU_PIECE if used == [CPU] and not fixed else 0
+        if used == [CPU] and not fixed:
+            self.max_piece = CPU_PIECE  # else info's batch range: a fixed batch, or the whole batch
         self.info = SessionInfo(
             backend="onnxruntime", precision=precision_of(self.path),
             device=used[0] if used else CPU,
@@ -121,19 +125,15 @@ class OrtSession:
             extra={"providers": used, "providers_asked": asked, "onnxruntime": ort.__version__},
         )
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float16 if self._input_fp16 else np.float32)
-        if len(x) == 0:
-            raise SessionError(f"{self.path}: empty batch (0 frames); give at least one frame")
-        step = self._piece or len(x)
+    def _run_piece(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float16 if self._input_fp16 else np.float32)
         try:
-            ys = [self._sess.run([self._output], {self._input: x[i:i + step]})[0] for i in range(0, len(x), step)]
+            return self._sess.run([self._output], {self._input: x})[0]
         except Exception as exc:  # onnxruntime's Fail/InvalidArgument derive from Exception only
             raise SessionError(f"{self.path}: ONNX Runtime failed on a batch of shape {x.shape} "
                                f"({str(exc).splitlines()[0][:200]})") from exc
-        return np.asarray(ys[0] if len(ys) == 1 else np.concatenate(ys), dtype=np.float32)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._sess = None
 
 

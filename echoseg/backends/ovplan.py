@@ -147,16 +147,17 @@ class Runner:
         return size
 
     def run(self, batch):
-        """Logits (float32 copy) of a float32 N,C,H,W batch."""
-        outs = []
-        for i in range(0, len(batch), MAX_COMPILED_BATCH):
-            part = batch[i:i + MAX_COMPILED_BATCH]
-            k = len(part)
-            size = self._shape_for(k)
-            if k < size:
-                part = np.concatenate([part, np.zeros((size - k, *part.shape[1:]), part.dtype)])
-            outs.append(infer(self._requests[size], np.ascontiguousarray(part, np.float32))[:k])
+        """Logits (float32 copy) of a float32 N,C,H,W batch, in pieces of at most MAX_COMPILED_BATCH."""
+        outs = [self.run_piece(batch[i:i + MAX_COMPILED_BATCH]) for i in range(0, len(batch), MAX_COMPILED_BATCH)]
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def run_piece(self, part):
+        """Logits of at most MAX_COMPILED_BATCH frames, on the smallest compiled shape that holds them (zero-padded)."""
+        k = len(part)
+        size = self._shape_for(k)
+        if k < size:
+            part = np.concatenate([part, np.zeros((size - k, *part.shape[1:]), part.dtype)])
+        return infer(self._requests[size], np.ascontiguousarray(part, np.float32))[:k]
 
     def close(self) -> None:
         self._requests, self._model = {}, None

@@ -2,7 +2,8 @@
 
 Page-locked host buffers and device buffers sized for the profile's largest batch, async
 copies and execution on one CUDA stream, the input shape set per batch inside the profile;
-a batch smaller than the profile's minimum is padded, a larger one split, an empty one refused.
+a batch smaller than the profile's minimum is padded, a larger one split, an empty one refused
+(all three by :class:`echoseg.backends.session.BaseSession`, from ``info``'s batch range).
 The engine's sidecar (read through :mod:`echoseg.artifacts`) gives the input spec and is checked
 against the CUDA device first, so a stale engine is refused (or passed over by ``auto``) with
 the reason and the rebuild command instead of crashing. ``close()`` frees every buffer, the
@@ -19,7 +20,7 @@ import numpy as np
 from echoseg.artifacts import ArtifactError, read_sidecar
 
 from .registry import Backend, importable as _importable, register
-from .session import SessionError, SessionInfo
+from .session import BaseSession, SessionError, SessionInfo
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,12 @@ def _mismatch(side, path: str | Path, device: int = 0) -> str | None:
     return side.compat_problem(str(trt.__version__), dev["compute_capability"], dev["gpu_name"], engine_path=str(path))
 
 
-class TrtSession:
-    """One engine, one execution context, one stream, on CUDA device ``device``."""
+class TrtSession(BaseSession):
+    """One engine, one execution context, one stream, on CUDA device ``device``.
+
+    Pieces: the profile's min..max batch (``info.min_batch``..``info.max_batch``)."""
+
+    takes = "engine"
 
     def __init__(self, path: str | Path, device: int = 0) -> None:
         try:
@@ -154,24 +159,14 @@ class TrtSession:
         log.info("tensorrt engine %s: batch %d..%d, input %s %s", self.path.name, self._min_batch,
                  self._max_batch, self._chw, self._in_dtype)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        if getattr(self, "_context", None) is None:
-            raise SessionError(f"{self.path}: this TensorRT session is closed")
-        x = np.asarray(batch)
-        if x.ndim != 4 or len(x) == 0:
-            raise SessionError(f"{self.path}: expected a batch N,C,H,W with N >= 1, got shape {x.shape}")
-        if tuple(x.shape[1:]) != self._chw:
-            raise SessionError(f"{self.path}: input of shape {tuple(x.shape[1:])} given, the engine takes {self._chw}")
-        parts = [self._run_chunk(x[i:i + self._max_batch]) for i in range(0, len(x), self._max_batch)]
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+    def _run_piece(self, x: np.ndarray) -> np.ndarray:
+        """One call of min_batch..max_batch frames (BaseSession splits and pads)."""
         cuda = self._cuda
-        n = len(x)
-        m = max(n, self._min_batch)  # pad up to the profile's minimum
-        self._h_in[:n] = x
-        if m > n:
-            self._h_in[n:m] = 0
+        m = len(x)
+        if tuple(x.shape[1:]) != self._chw:
+            raise SessionError(f"{self.path}: input of shape {tuple(x.shape[1:])} given, the engine takes {self._chw}; "
+                               "rebuild the engine from its export with echo-export")
+        self._h_in[:m] = x
         self._ctx.push()
         try:
             if not self._context.set_input_shape(self._in, (m, *self._chw)):
@@ -187,9 +182,9 @@ class TrtSession:
             self._stream.synchronize()
         finally:
             self._ctx.pop()
-        return host_out.reshape(out_shape)[:n].astype(np.float32, copy=True)
+        return host_out.reshape(out_shape).astype(np.float32, copy=True)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if getattr(self, "_ctx", None) is None:
             return
         self._ctx.push()

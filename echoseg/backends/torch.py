@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from .registry import Backend, importable as _importable, register
-from .session import SessionError, SessionInfo
+from .session import BaseSession, SessionError, SessionInfo
 
 log = logging.getLogger(__name__)
 
 
-class TorchSession:
+class TorchSession(BaseSession):
     """A checkpoint's model at one granularity, on the CPU or a CUDA device."""
 
     def __init__(self, path: str | Path, device: str = "auto", granularity: float | None = None,
@@ -58,16 +58,14 @@ class TorchSession:
             extra={"torch": torch.__version__},
         )
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) == 0:
-            raise SessionError(f"{self.info.path}: empty batch (0 frames); give at least one frame")
+    def _run_piece(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._device, self._dtype)
             y = self._model(x, self._g)
             return y.float().cpu().numpy()
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._model = None
 
 

@@ -26,6 +26,7 @@ import logging
 import statistics
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -112,6 +113,11 @@ def _sync_for(sess) -> Any:
 
 def run(cfg: WorkerConfig) -> dict[str, Any]:
     """Measure one configuration; the returned row is JSON-ready (None for n/a)."""
+    with ExitStack() as sessions:  # every session opened below is closed on every path, errors included
+        return _run(cfg, sessions)
+
+
+def _run(cfg: WorkerConfig, sessions: ExitStack) -> dict[str, Any]:
     from .sampler import ResourceSampler
     from .timing import measure
 
@@ -126,11 +132,11 @@ def run(cfg: WorkerConfig) -> dict[str, Any]:
         # the reference is not timed: one thread avoids OpenMP spin-waits on a busy machine
         torch.set_num_threads(cfg.threads or 1)
     if cfg.mode == "reference":
-        return _reference(cfg, row)
+        return _reference(cfg, row, sessions)
 
     sampler = ResourceSampler(interval_s=cfg.interval_s, gpu_index=None).start()
     t = time.perf_counter()
-    sess = _open(cfg)
+    sess = sessions.enter_context(_open(cfg))
     if sess.info.on_gpu:  # a CPU row never reports the GPU's figures
         sampler.attach_gpu(_cuda_ordinal(str(sess.info.device), cfg.gpu_index))
     row["gpu_device"] = None if sampler.gpu_device is None else str(sampler.gpu_device)
@@ -185,7 +191,7 @@ def run(cfg: WorkerConfig) -> dict[str, Any]:
     return row
 
 
-def _reference(cfg: WorkerConfig, row: dict[str, Any]) -> dict[str, Any]:
+def _reference(cfg: WorkerConfig, row: dict[str, Any], sessions: ExitStack) -> dict[str, Any]:
     """The PyTorch FP32 CPU reference at each granularity: the video's masks and MACs, no timing.
 
     ``masks_out`` may hold "{g}", filled in per granularity.
@@ -193,7 +199,7 @@ def _reference(cfg: WorkerConfig, row: dict[str, Any]) -> dict[str, Any]:
     refs = []
     for g in cfg.granularities or [cfg.granularity]:
         one = replace(cfg, granularity=g)
-        sess = _open(one)
+        sess = sessions.enter_context(_open(one))
         masks = np.concatenate([stream_masks(sess, v, max(cfg.batch, 1))[1] for v in cfg.videos])
         path = cfg.masks_out.format(g=f"{sess.info.meta.granularity:g}") if cfg.masks_out else ""
         if path:

@@ -1,13 +1,13 @@
-"""Lean streaming runtime (never imports torch unless the torch backend is asked for)."""
+"""Lean streaming runtime (never imports torch unless the torch backend is asked for).
+
+The backends' names come from the registry alone: :func:`echoseg.backends.registry.names`.
+"""
 
 from echoseg.artifacts import preprocess
 from echoseg.backends.choose import open_session
-from echoseg.backends.session import Session, SessionError, SessionInfo
+from echoseg.backends.session import BaseSession, Session, SessionError, SessionInfo
 
 from .api import VideoResult, run_videos
 
-#: Names of the built-in backends, in auto's order of preference.
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
-
-__all__ = ["BACKENDS", "Session", "SessionError", "SessionInfo", "VideoResult", "open_session", "preprocess",
+__all__ = ["BaseSession", "Session", "SessionError", "SessionInfo", "VideoResult", "open_session", "preprocess",
            "run_videos"]

@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import threading
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -141,23 +141,20 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     out_root = check_writable(out, "pass a writable --out (or free some space)", create=False)
     for p in remove_stale_staging(out_root):
         log.info("removed %s, left by an echo-run that was killed", p)
-    owned = session is None
     reason = "session given"
-    if choice is not None:
-        log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
-        session = _open_checked(choice.path, choice.backend, granularity, threads, choice.options, batch)
-        reason = choice.reason
-    videos, results, any_dir = expand_inputs(inputs)
-    taken: set[str] = set()
-    try:
+    with ExitStack() as owned:  # a session opened here is closed on every path, errors included
+        if choice is not None:
+            log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
+            session = _open_checked(choice.path, choice.backend, granularity, threads, choice.options, batch)
+            owned.callback(session.close)  # any Session (a registered backend need not be a BaseSession)
+            reason = choice.reason
+        videos, results, any_dir = expand_inputs(inputs)
+        taken: set[str] = set()
         for path in videos:
             name = _unique_name(_stem(path), taken)
             results.append(run_one(path, session, out_root / name, batch=batch, video=video,
                                    progress=progress, reason=reason, clean_masks=clean_masks, roi=roi,
                                    save_masks=save_masks, seconds=seconds, on_beat=on_beat))
-    finally:
-        if owned:
-            session.close()
     if any_dir or len(results) > 1:
         try:
             write_summary_csv(out_root / SUMMARY_CSV, [_csv_row(r) for r in results])

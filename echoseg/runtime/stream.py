@@ -159,8 +159,9 @@ def stream_video(source: str | os.PathLike | VideoReader, session: Session, batc
     ``--seconds``): frames already read are finished, nothing more is read. ``max_frames``: stop
     after that many frames (0: all). ``measured`` is called per frame with its index and measurements (cardiac.measure_mask).
 
-    ``batch`` is clamped into the session's batch range; a short last batch is padded when
-    the session only takes fixed batches. The sink and progress run in the writer thread. OpenCV
+    ``batch`` is clamped into the session's batch range; a short last batch goes to the session
+    as it is (a session that only takes fixed batches pads it itself: BaseSession). The sink and
+    progress run in the writer thread. OpenCV
     runs without its own worker threads meanwhile (opencv_sequential).
     """
     with opencv_sequential():
@@ -274,15 +275,12 @@ def _stream(source: str | os.PathLike | VideoReader, session: Session, batch: in
             if not xs:
                 break
             x = np.stack(xs)
-            pad = sinfo.min_batch - len(xs) if len(xs) < sinfo.min_batch else 0
-            if pad:
-                x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
             t0 = time.perf_counter()
-            y = session.run(x)
+            y = session.run(x)  # the session pads a short batch itself (BaseSession) and returns len(xs) rows
             dt = time.perf_counter() - t0
             stats.inference_s += dt
             stats.batch_latency_ms.append(dt * 1000.0)
-            q_out.put((frames, y[: len(xs)]))
+            q_out.put((frames, y))
     except BaseException as exc:
         failure = exc
     finally:

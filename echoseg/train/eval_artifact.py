@@ -4,6 +4,7 @@ OpenVINO on a CPU) unless a backend is named: no PyTorch involved. What ran is i
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,16 @@ def artifact_scorer(target: str | Path, backend: str = "auto"):
     else:
         gs = [None]  # one graph: its own granularity
     sessions, ran = {}, {}
-    for g in gs:
-        sess = open_session(path, backend, granularity=g)
-        sessions[float(sess.info.meta.granularity)] = sess
-        ran[f"{sess.info.meta.granularity:g}"] = f"{sess.info.backend} {sess.info.precision} {Path(sess.info.path).name}"
+    with ExitStack() as opened:  # every session opened here is closed if the scorer is not returned
+        for g in gs:
+            sess = opened.enter_context(open_session(path, backend, granularity=g))
+            sessions[float(sess.info.meta.granularity)] = sess
+            info = sess.info
+            ran[f"{info.meta.granularity:g}"] = f"{info.backend} {info.precision} {Path(info.path).name}"
+        # a full-width graph must be among them: the top-level metrics are g = 1's
+        if 1.0 not in sessions:
+            raise ArtifactError(f"{path}: no full-width (g=1) graph to score; pass the export folder")
+        close = opened.pop_all().close  # from here on the scorer's close (``with scorer:``) frees them
     first = next(iter(sessions.values())).info.meta
     try:
         macs = read_manifest(export_dir).get("macs_per_frame", {})
@@ -48,9 +55,5 @@ def artifact_scorer(target: str | Path, backend: str = "auto"):
 
     label = "pretrained" if pretrained.is_name(target) else str(path)
     default_out = Path("eval-pretrained") if pretrained.is_name(target) else export_dir
-    scorer = Scorer(first.model.name, first.model.width, label, (first.input_spec.height, first.input_spec.width),
-                    tuple(sorted(sessions)), predict, gmacs, default_out, ran)
-    # a full-width graph must be among them: the top-level metrics are g = 1's
-    if 1.0 not in sessions:
-        raise ArtifactError(f"{path}: no full-width (g=1) graph to score; pass the export folder")
-    return scorer
+    return Scorer(first.model.name, first.model.width, label, (first.input_spec.height, first.input_spec.width),
+                  tuple(sorted(sessions)), predict, gmacs, default_out, ran, close)

@@ -15,7 +15,9 @@ import numpy as np
 
 @dataclass
 class Scorer:
-    """What scoring needs of a model, whatever it is: a checkpoint in PyTorch or an exported graph."""
+    """What scoring needs of a model, whatever it is: a checkpoint in PyTorch or an exported graph.
+
+    ``with scorer:`` closes what it holds (the runtime sessions of an exported graph) on every path."""
 
     model: str
     width: int
@@ -26,3 +28,10 @@ class Scorer:
     gmacs: Callable[[float], float]
     default_out: Path
     ran: dict[str, str] = field(default_factory=dict)  # exported graphs: g -> "backend precision file"
+    close: Callable[[], None] = lambda: None  # frees what predict runs on (an exported graph's sessions); idempotent
+
+    def __enter__(self) -> "Scorer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
