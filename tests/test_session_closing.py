@@ -91,3 +91,26 @@ def test_the_artifact_scorer_closes_its_sessions_on_a_refusal_and_on_with(tmp_pa
     assert opened[1].closes == 1
     scorer.close()  # twice is harmless
     assert opened[1].closes == 1
+
+
+def test_evaluate_closes_the_scorer_after_scoring_and_when_scoring_fails(tmp_path, monkeypatch):
+    from echoseg.data.dataset import FrameSet
+    from echoseg.train import eval as ev
+    from echoseg.train.scorer import Scorer
+
+    closes: list[str] = []
+
+    def scorer(target, device, backend):
+        return Scorer("unet", 8, str(target), (112, 112), (1.0,), lambda x, g: np.zeros(x.shape[:3], bool),
+                      lambda g: 0.0, tmp_path, close=lambda: closes.append(str(target)))
+
+    monkeypatch.setattr(ev, "scorer_for", scorer)
+    frames = FrameSet(images=np.zeros((2, 112, 112, 3), np.uint8), masks=np.ones((2, 112, 112), bool),
+                      names=["a", "b"], phases=["", ""], layout="frames")
+    result = ev.evaluate("good.onnx", tmp_path, frames=frames, out=tmp_path / "e")
+    assert closes == ["good.onnx"] and result["frames"] == 2
+    empty = FrameSet(images=np.zeros((0, 112, 112, 3), np.uint8), masks=np.zeros((0, 112, 112), bool),
+                     names=[], phases=[], layout="frames")
+    with pytest.raises(ValueError, match="no usable"):
+        ev.evaluate("bad.onnx", tmp_path, frames=empty, out=tmp_path / "f")
+    assert closes == ["good.onnx", "bad.onnx"]

@@ -73,8 +73,14 @@ def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test
              clean: bool = False, backend: str = "auto") -> dict:
     """Score a checkpoint, export or the bundled model on a split (or on the given ``frames``);
     writes metrics.json, frames.csv and montage.png to ``out``. ``clean`` scores the masks after
-    echo-run's clean-up (largest blob, holes filled): what echo-run measures areas on."""
-    sc = scorer_for(run_or_checkpoint, device, backend)
+    echo-run's clean-up (largest blob, holes filled): what echo-run measures areas on. An exported
+    graph's sessions are closed on every path, errors included."""
+    with scorer_for(run_or_checkpoint, device, backend) as sc:
+        return _score(sc, data, split, out, frames, clean)
+
+
+def _score(sc: Scorer, data: str | Path, split: str, out: str | Path | None, frames: FrameSet | None,
+           clean: bool) -> dict:
     fs = frames if frames is not None else load_split(data, split, sc.input_size)
     if len(fs) == 0:
         raise ValueError(f"{data}: no usable {split} frames ({fs.skipped.summary()})")
