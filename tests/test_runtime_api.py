@@ -261,13 +261,13 @@ def test_the_model_check_runs_the_batch_the_videos_will_run(tmp_path, synth, mon
 
     opened: list[Recording] = []
 
-    def fake_open(path, backend, **options):
+    def fake_open(choice, **options):
         opened.append(Recording(synth.masks))
         return opened[-1]
 
     monkeypatch.setattr(api, "choose", lambda *a: SimpleNamespace(path=tmp_path / "m.onnx", backend="onnxruntime",
                                                                  reason="test", options={}))
-    monkeypatch.setattr(api, "open_session", fake_open)
+    monkeypatch.setattr(api, "open_choice", fake_open)
     video = _write(tmp_path / "a.avi", synth.frames[:20])
     results = run_videos([video], model=tmp_path / "m.onnx", out=tmp_path / "out", batch=6, video=False)
     assert results[0].ok, results[0].error

@@ -142,3 +142,19 @@ def test_a_new_backend_is_one_registration(tmp_path, monkeypatch):
         open_session(onnx, "echo-test", threads=2)
     with pytest.raises(SessionError, match="unknown backend"):
         backends.get("tflite")
+
+
+def test_open_choice_opens_what_was_chosen_without_choosing_again(tmp_path, monkeypatch):
+    """echo-run chooses once (and says why), then opens that choice: the choice is not re-made on open."""
+    from echoseg.backends import choose as choose_mod
+
+    monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
+    backends.register(backends.Backend("echo-test", "onnx", 5, _EchoSession, options=("scale",)))
+    calls: list[tuple] = []
+    monkeypatch.setattr(choose_mod, "choose", lambda *a, **k: calls.append(a) or pytest.fail("chose again"))
+    picked = choose_mod.ModelChoice(path=tmp_path / "m.onnx", backend="echo-test", reason="test", options={"scale": 3.0})
+    sess = choose_mod.open_choice(picked)
+    assert calls == [] and sess.scale == 3.0  # auto's own option goes with the choice
+    assert choose_mod.open_choice(picked, scale=2.0).scale == 2.0  # the caller's option wins
+    with pytest.raises(SessionError, match="takes no option threads"):
+        choose_mod.open_choice(picked, threads=2)

@@ -33,7 +33,7 @@ def test_run_videos_closes_the_session_it_opened_when_the_inputs_cannot_be_liste
     opened: list[Counted] = []
     monkeypatch.setattr(api, "choose", lambda *a: SimpleNamespace(path=tmp_path / "m.onnx", backend="onnxruntime",
                                                                  reason="test", options={}))
-    monkeypatch.setattr(api, "open_session", lambda *a, **k: opened.append(Counted()) or opened[-1])
+    monkeypatch.setattr(api, "open_choice", lambda *a, **k: opened.append(Counted()) or opened[-1])
 
     def unreadable(inputs):
         raise PermissionError(13, "Permission denied", str(inputs[0]))

@@ -195,8 +195,14 @@ def open_session(path: str | os.PathLike, backend: str | None = None, **options:
     onnxruntime, ``device``/``precision`` for torch, ``device`` for tensorrt). An option the
     chosen backend does not take is an error, not silently dropped.
     """
-    granularity = options.get("granularity")
-    choice = choose(path, backend or "auto", granularity, precision=options.get("precision"))
+    choice = choose(path, backend or "auto", options.get("granularity"), precision=options.get("precision"))
+    return open_choice(choice, **options)
+
+
+def open_choice(choice: ModelChoice, **options: Any) -> Session:
+    """Open what :func:`choose` decided, without choosing again (echo-run chooses once, says why,
+    then opens). ``options`` as for :func:`open_session`; what auto chose (e.g. a precision) fills
+    in what the caller did not give."""
     chosen = registry.get(choice.backend)
     opts = {k: v for k, v in options.items() if v is not None and not (k == "granularity" and k not in chosen.options)}
     unknown = sorted(set(opts) - set(chosen.options))

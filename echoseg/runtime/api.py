@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoseg.atomic import check_writable, write_json
-from echoseg.backends.choose import choose, open_session
+from echoseg.backends.choose import ModelChoice, choose, open_choice
 from echoseg.backends.registry import get as _backend
 from echoseg.backends.session import Session, SessionError
 from echoseg.data.video import VideoError, VideoReader, is_dicom, is_live, shown_source
@@ -144,8 +144,7 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     reason = "session given"
     with ExitStack() as owned:  # a session opened here is closed on every path, errors included
         if choice is not None:
-            log.info("backend %s on %s (%s)", choice.backend, choice.path, choice.reason)
-            session = _open_checked(choice.path, choice.backend, granularity, threads, choice.options, batch)
+            session = _open_checked(choice, granularity, threads, batch)  # open_choice logs the choice and why
             owned.callback(session.close)  # any Session (a registered backend need not be a BaseSession)
             reason = choice.reason
         videos, results, any_dir = expand_inputs(inputs)
@@ -168,25 +167,25 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     return results
 
 
-def _open_checked(path: Path, backend: str, granularity: float | None, threads: int,
-                  chosen: dict[str, Any] | None = None, batch: int = 1) -> Session:
-    """open_session, with any failure to describe or load the model as a SessionError, then check_session.
+def _open_checked(choice: ModelChoice, granularity: float | None, threads: int, batch: int = 1) -> Session:
+    """Open what ``choice`` names (not choosing again), with any failure to describe or load the model as a
+    SessionError, then check_session.
 
-    ``chosen``: the open options auto picked with the file (e.g. OpenVINO's precision), passed on so
+    The choice's own options (what auto picked with the file, e.g. OpenVINO's precision) go with it, so
     the session runs what the choice says; ``threads`` goes to every backend that takes it. ``batch``:
     the batch the videos will run at, which the check runs too (see check_session)."""
-    options: dict[str, Any] = dict(chosen or {})
-    if backend == "torch":
+    options: dict[str, Any] = {}
+    if choice.backend == "torch":
         options["granularity"] = granularity
-    if threads and "threads" in _backend(backend).options:
+    if threads and "threads" in _backend(choice.backend).options:
         options["threads"] = threads
     try:
-        session = open_session(path, backend, **options)
+        session = open_choice(choice, **options)
     except SessionError:
         raise
     except (ValueError, KeyError, OSError) as exc:  # e.g. a checkpoint naming a model this version lacks
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SessionError(f"{path}: cannot open this model ({why})") from exc
+        raise SessionError(f"{choice.path}: cannot open this model ({why})") from exc
     try:
         check_session(session, batch)
     except BaseException:
