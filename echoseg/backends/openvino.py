@@ -152,6 +152,18 @@ def pick(index: ExportIndex, granularity: float | None, precision: str | None = 
     return path, {"precision": prec}, "; ".join(tried + [why])
 
 
+def _unavailable(precision: str) -> str | None:
+    """echo-bench: why this CPU cannot run ``precision`` with OpenVINO (None: it can)."""
+    if precision == "bf16" and not ovplan.has_bf16():
+        return f"this CPU reports no BF16 to OpenVINO ({', '.join(ovplan.capabilities())})"
+    return None
+
+
 BACKEND = register(Backend(name="openvino", artifact="onnx", rank=15, open=OpenVinoSession, problem=_problem,
                            options=("precision", "threads", "device"), defer=_defer, pick=pick,
-                           description="OpenVINO on the CPU: fp32, bf16 (where the CPU has it) and the INT8 QDQ graph"))
+                           description="OpenVINO on the CPU: fp32, bf16 (where the CPU has it) and the INT8 QDQ graph",
+                           label="OpenVINO", bench_precisions=("fp32", "bf16", "int8"),
+                           file_precision={"bf16": "fp32"},  # the FP32 graph run in BF16; FP16 graphs left to TensorRT
+                           unavailable=_unavailable, plan_check="library", library="openvino",
+                           bench_options=("threads", "precision"),
+                           table1_rank=25))  # table1's auto keeps ONNX Runtime first; --backend openvino for its row

@@ -185,4 +185,7 @@ def _cpu_only() -> bool:
 
 BACKEND = register(Backend(name="onnxruntime", artifact="onnx", rank=20, open=OrtSession, problem=_problem,
                            options=("providers", "threads", "tensorrt"), pick=pick,
-                           description="ONNX Runtime: CUDA provider on a GPU, else CPU; TensorRT provider when asked"))
+                           description="ONNX Runtime: CUDA provider on a GPU, else CPU; TensorRT provider when asked",
+                           label="ONNX Runtime", bench_precisions=("fp32", "fp16", "int8"), plan_check="",
+                           missing="{dir} has no {prec} ONNX; make one with echo-export", library="onnxruntime",
+                           bench_options=("threads",)))

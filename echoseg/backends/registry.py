@@ -36,6 +36,28 @@ class Backend:
     # auto only, in an export directory: (file or None, open options, why) instead of the best-precision file
     pick: Callable[..., tuple[Path | None, dict[str, Any], str]] | None = None
 
+    # echo-bench: how it plans and measures this backend (defaults fit a CPU backend run on its files as they are)
+    label: str = ""  # how bench names it in reasons, e.g. "TensorRT" (empty: the name)
+    bench_precisions: tuple[str, ...] = ("fp32",)  # what bench plans it at, in bench's order of precisions
+    file_precision: dict[str, str] = field(default_factory=dict)  # a precision run from another's file: bf16 -> fp32
+    gpu_precisions: tuple[str, ...] = ()  # planned only where a CUDA GPU is, else skipped with the reason
+    unavailable: Callable[[str], str | None] = lambda precision: None  # why this machine cannot run a precision
+    # when bench applies problem() while planning: "file" on each file it would run (reason: "<label> cannot run
+    # <file> here: ..."), "library" once on its first file (the bare reason, precision "-"), "" never (the worker says)
+    plan_check: str = "file"
+    missing: str = ""  # reason for an asked precision the export has no file for ({dir}, {prec}); empty: say nothing
+    none_found: str = ""  # reason when the export has no file of its kind at all ({dir}); empty: say nothing
+    library: str = ""  # module the bench worker imports first and times (import_s); empty: none
+    # which of the bench worker's settings it passes to open(): threads, precision, device, granularity
+    bench_options: tuple[str, ...] = ()
+    set_threads: Callable[[int], None] | None = None  # threads for a backend whose open() takes none
+    sync: Callable[[Session], Callable[[], None] | None] = lambda session: None  # waits for queued device work
+    table1_rank: int | None = None  # echo-bench table1's auto order where it differs from rank
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
 
 _REGISTRY: dict[str, Backend] = {}
 _loaded = False

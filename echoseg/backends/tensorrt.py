@@ -224,4 +224,7 @@ def _problem(path: Path) -> str | None:
 
 BACKEND = register(Backend(name="tensorrt", artifact="engine", rank=10, open=TrtSession, problem=_problem,
                            options=("device",), gpu=True,
-                           description="TensorRT engine on a CUDA GPU (tensorrt + pycuda)"))
+                           description="TensorRT engine on a CUDA GPU (tensorrt + pycuda)",
+                           label="TensorRT", bench_precisions=("fp32", "fp16", "int8"), plan_check="file",
+                           none_found="no TensorRT engine in {dir}; build one on the GPU box with echo-export "
+                                      "(engine option)", library="tensorrt"))

@@ -75,6 +75,26 @@ def _problem(path: Path) -> str | None:
     return None
 
 
+def _set_threads(n: int) -> None:
+    """echo-bench: torch's intra-op threads (its session takes no threads option)."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _sync(session):
+    """echo-bench: what waits for a CUDA session's queued work before a clock is read (None on the CPU)."""
+    if str(session.info.device).startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return None
+
+
 BACKEND = register(Backend(name="torch", artifact="checkpoint", rank=30, open=TorchSession, problem=_problem,
                            options=("device", "granularity", "precision"),
-                           description="PyTorch reference on a checkpoint (CPU or CUDA)"))
+                           description="PyTorch reference on a checkpoint (CPU or CUDA)",
+                           # bf16 is planned as echo-bench always has: the worker reports TorchSession's refusal
+                           label="PyTorch", bench_precisions=("fp32", "bf16", "fp16"), gpu_precisions=("fp16",),
+                           library="torch", bench_options=("device", "precision", "granularity"),
+                           set_threads=_set_threads, sync=_sync))

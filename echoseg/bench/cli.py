@@ -12,8 +12,15 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark echoseg models: the paper's Table 1 (table1) and all backends side by side (compare).")
 
-_PRECISIONS = "fp32,bf16,fp16,int8"
-_BACKENDS = "torch,onnxruntime,openvino,tensorrt"
+
+def _known() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(backends, precisions) from the backend registry: what --backends/--precisions accept and default to."""
+    from .targets import bench_order, bench_precisions
+
+    return bench_order(), bench_precisions()
+
+
+_BACKENDS, _PRECISIONS = (",".join(k) for k in _known())  # the defaults shown in --help
 
 
 def _console(stderr: bool = False):
@@ -68,9 +75,11 @@ def _check_model_paths(models: list[str]) -> None:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
+    """What the commands print as one error line: echoseg's own errors, and OSError (a temporary folder or
+    an input file that cannot be written or read, e.g. a full disk under --out)."""
     from echoseg.errors import EchosegError
 
-    return (EchosegError,)
+    return (EchosegError, OSError)
 
 
 def _split(text: str, what: str, kind=str, allowed: tuple[str, ...] = ()) -> tuple:
@@ -90,7 +99,7 @@ def table1(
     video: Optional[Path] = typer.Argument(None, help="Video to time (AVI/MP4); omitted: a synthetic one."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Export dir, run dir, .onnx, .engine or .pt; "
                                         "default: a U-Net export under exports/ (else runs/), FP32."),
-    backend: str = typer.Option("auto", "--backend", "-b", help="auto, onnxruntime, openvino, torch or tensorrt."),
+    backend: str = typer.Option("auto", "--backend", "-b", help=f"auto or one of {_BACKENDS.replace(',', ', ')}."),
     repeats: int = typer.Option(5, "--repeats", "-n", help="Whole-video passes to average."),
     batch: int = typer.Option(1, "--batch", help="Frames per inference call (1 = frame by frame)."),
     frames: int = typer.Option(112, "--frames", help="Length of the synthetic video when no VIDEO is given."),
@@ -106,8 +115,9 @@ def table1(
     from .table1 import PAPER_GPU, run_table1
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
-    if backend not in ("auto", "onnxruntime", "openvino", "torch", "tensorrt"):
-        raise typer.BadParameter(f"--backend: unknown {backend!r}; choose auto, onnxruntime, openvino, torch or tensorrt")
+    known = _known()[0]
+    if backend != "auto" and backend not in known:
+        raise typer.BadParameter(f"--backend: unknown {backend!r}; choose auto, {', '.join(known[:-1])} or {known[-1]}")
     _check_batches((batch,))
     if model:
         _check_model_paths([model])
@@ -175,8 +185,8 @@ def compare(
     names = [m for m in models or [] if not Path(m).exists()]
     opts = CompareOptions(
         sources=sources, names=names, videos=[str(v) for v in video or []], data=str(data) if data else "",
-        split=split, gt_frames=gt_frames, backends=_split(backends, "--backends", str, _BACKENDS.split(",")),
-        precisions=_split(precisions, "--precisions", str, _PRECISIONS.split(",")),
+        split=split, gt_frames=gt_frames, backends=_split(backends, "--backends", str, _known()[0]),
+        precisions=_split(precisions, "--precisions", str, _known()[1]),
         batches=batches, granularities=_split(granularities, "--granularities", float),
         exports_dir=str(exports_dir), runs_dir=str(runs_dir), out=str(out), synthetic_frames=frames,
         warmup=warmup, min_repeats=min_repeats, min_seconds=min_seconds, video_repeats=video_repeats,

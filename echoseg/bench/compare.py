@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .targets import BACKENDS, PRECISIONS, Plan, Skipped, Target, discover
+from .targets import Plan, Skipped, Target, bench_order, bench_precisions, discover, reference_backend
 from .inference import load_masks
 from .worker import WorkerConfig
 
@@ -44,8 +44,8 @@ class CompareOptions:
     data: str = ""  # labelled frames for Dice/IoU/accuracy against truth
     split: str = "test"
     gt_frames: int = 200
-    backends: tuple[str, ...] = BACKENDS
-    precisions: tuple[str, ...] = PRECISIONS
+    backends: tuple[str, ...] = field(default_factory=bench_order)  # every registered backend
+    precisions: tuple[str, ...] = field(default_factory=bench_precisions)  # every precision one is planned at
     batches: tuple[int, ...] = (1,)
     granularities: tuple[float, ...] = ()
     exports_dir: str = "exports"
@@ -130,7 +130,7 @@ def _references(plan: Plan, opts: CompareOptions, videos: list[str], work: Path,
             by_ckpt.setdefault(t.checkpoint, set()).add(t.granularity)
     for i, (ckpt, gs) in enumerate(sorted(by_ckpt.items())):
         progress(f"reference: PyTorch FP32 on {ckpt} (granularities {', '.join(f'{g:g}' for g in sorted(gs))})")
-        cfg = WorkerConfig(artifact=ckpt, backend="torch", videos=videos, mode="reference",
+        cfg = WorkerConfig(artifact=ckpt, backend=reference_backend(), videos=videos, mode="reference",
                            granularities=sorted(gs), batch=16, masks_out=str(work / f"ref{i}_g{{g}}.npz"),
                            macs=True, threads=opts.threads)
         row, why = run_worker(cfg, opts.timeout_s)
@@ -186,7 +186,7 @@ def _run(plan: Plan, opts: CompareOptions, work: Path, progress: Callable[[str],
         progress(f"[{i}/{len(configs)}] {t.model} g={t.granularity:g} {t.backend} {t.precision} batch {batch}")
         masks = work / f"run{i}.npz"
         cfg = WorkerConfig(artifact=t.artifact, backend=t.backend, videos=videos, precision=t.precision,
-                           batch=batch, granularity=t.granularity if t.backend == "torch" else None,
+                           batch=batch, granularity=t.granularity if _takes_granularity(t.backend) else None,
                            device=opts.device, threads=opts.threads, warmup=opts.warmup,
                            min_repeats=opts.min_repeats, min_seconds=opts.min_seconds,
                            video_repeats=opts.video_repeats, interval_s=opts.interval_s,
@@ -206,6 +206,13 @@ def _run(plan: Plan, opts: CompareOptions, work: Path, progress: Callable[[str],
     settings = {k: v for k, v in vars(opts).items()}
     settings.update(videos=[Path(v).name for v in videos], gt_source=gt_source, gt_frames=gt_n)
     return CompareResult(rows, skipped, settings, notes)
+
+
+def _takes_granularity(backend: str) -> bool:
+    """Whether the worker passes a granularity to this backend (one that slices a checkpoint; files carry theirs)."""
+    from echoseg.backends import registry
+
+    return "granularity" in registry.get(backend).bench_options
 
 
 def _join(t: Target, batch: int, row: dict[str, Any], ref: dict[str, Any] | None, masks: Path,

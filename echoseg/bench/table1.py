@@ -68,13 +68,17 @@ def resolve_model(model: str | None, backend: str, exports_dir: str = "exports",
     With no model: a U-Net export (the paper's Table 1 model) before others, FP32, full width;
     with backend auto: TensorRT, then ONNX Runtime, then PyTorch.
     """
-    backends = ("tensorrt", "onnxruntime", "openvino", "torch") if backend == "auto" else (backend,)
-    plan = discover([model] if model else None, exports_dir, runs_dir, backends, ("fp32", "bf16", "fp16", "int8"))
+    from echoseg.backends import registry
+
+    # table1's auto order: auto's (rank), except where a record sets table1_rank (OpenVINO after ONNX Runtime)
+    ranked = sorted(registry.all_backends(), key=lambda b: (b.rank if b.table1_rank is None else b.table1_rank, b.name))
+    order = {b.name: i for i, b in enumerate(ranked)}  # --backend openvino for its row
+    backends = tuple(order) if backend == "auto" else (backend,)
+    plan = discover([model] if model else None, exports_dir, runs_dir, backends)
     if not plan.targets:
         why = "; ".join(sorted({s.reason for s in plan.skipped}))
         raise BenchError(f"no model to run with backend {backend} in {model or f'{exports_dir}/ or {runs_dir}/'}"
                          f"{' (' + why + ')' if why else ''}; pass --model PATH (an export, run, .onnx or .pt)")
-    order = {"tensorrt": 0, "onnxruntime": 1, "openvino": 2, "torch": 3}  # --backend openvino for its row
     best = min(plan.targets, key=lambda t: (model is None and t.arch != "unet", order[t.backend],
                                             t.precision != "fp32", -t.granularity, t.model))
     return best.artifact, best.backend, best.model

@@ -20,9 +20,39 @@ from echoseg.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-#: what a row can run at: the files' precisions, and bf16 (OpenVINO running the FP32 graph in BF16)
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+def _records():
+    from echoseg.backends import registry
+
+    return registry.all_backends()
+
+
+def bench_order() -> tuple[str, ...]:
+    """The registered backends as bench lists them: auto's order reversed (the PyTorch reference first)."""
+    return tuple(b.name for b in reversed(_records()))
+
+
+def bench_precisions() -> tuple[str, ...]:
+    """Every precision some backend is planned at; a precision new to the list goes right after the one it
+    follows in its backend's own list (auto's order of backends): fp32, bf16, fp16, int8 for the built-in ones."""
+    out: list[str] = []
+    for b in _records():
+        for i, p in enumerate(b.bench_precisions):
+            if p not in out:
+                prev = b.bench_precisions[i - 1] if i else None
+                out.insert(out.index(prev) + 1 if prev in out else len(out), p)
+    return tuple(out)
+
+
+def reference_backend() -> str:
+    """The backend that runs a checkpoint itself (PyTorch): the reference every row's masks are compared with."""
+    return next(b.name for b in reversed(_records()) if b.artifact == "checkpoint")
+
+
+def _record(name: str):
+    """The registered backend called ``name``, or None (an unknown name asked through the API plans nothing)."""
+    return next((b for b in _records() if b.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -63,13 +93,6 @@ def has_module(name: str) -> bool:
     from echoseg.backends.registry import importable
 
     return importable(name)
-
-
-def backend_problem(name: str, path: Path) -> str | None:
-    """The runtime backend's own check of whether ``path`` can run here (None: it can)."""
-    from echoseg.backends.registry import get
-
-    return get(name).problem(path)
 
 
 def has_cuda_gpu() -> bool:
@@ -122,19 +145,74 @@ def _manifest_checkpoint(export_dir: Path, sha256: str) -> Path | None:
     return None
 
 
-def _torch_targets(label: str, arch: str, ckpt: Path, granularities: Iterable[float],
-                   precisions: tuple[str, ...], plan: Plan) -> None:
-    if not has_module("torch"):
-        plan.skipped.append(Skipped(label, "torch", "fp32", "PyTorch is not installed here (pip install 'echoseg[train]')"))
+def _checkpoint_targets(rec, label: str, arch: str, ckpt: Path, granularities: Iterable[float],
+                        precisions: tuple[str, ...], plan: Plan) -> None:
+    """Rows of a backend that runs the checkpoint itself (PyTorch): each asked precision it is planned at."""
+    problem = rec.problem(ckpt)
+    if problem:
+        plan.skipped.append(Skipped(label, rec.name, rec.bench_precisions[0], problem))
         return
     for prec in precisions:
-        if prec == "int8":
-            continue  # PyTorch int8 is not a backend here; INT8 runs through ONNX Runtime / TensorRT
-        if prec == "fp16" and not has_cuda_gpu():
-            plan.skipped.append(Skipped(label, "torch", "fp16", "torch fp16 needs a CUDA GPU; none on this machine"))
+        if prec not in rec.bench_precisions:
+            continue  # e.g. PyTorch int8 is not a backend here; INT8 runs through ONNX Runtime / TensorRT
+        why = _cannot_run(rec, prec)
+        if why:
+            plan.skipped.append(Skipped(label, rec.name, prec, why))
             continue
         for g in sorted(set(granularities)):
-            plan.targets.append(Target(label, arch, g, "torch", prec, str(ckpt), str(ckpt), _mb(ckpt)))
+            plan.targets.append(Target(label, arch, g, rec.name, prec, str(ckpt), str(ckpt), _mb(ckpt)))
+
+
+def _cannot_run(rec, prec: str) -> str | None:
+    """Why this machine cannot run ``prec`` with the backend (None: it can)."""
+    if prec in rec.gpu_precisions and not has_cuda_gpu():
+        return f"{rec.name} {prec} needs a CUDA GPU; none on this machine"
+    return rec.unavailable(prec)
+
+
+def _file_targets(rec, label: str, export_dir: Path, index, precisions: tuple[str, ...], plan: Plan) -> None:
+    """Rows of a backend that runs the export's files of its kind: each file in the precisions its record
+    runs it at (``file_precision``), checked as its ``plan_check`` says; what cannot run is skipped."""
+    runs = {p: rec.file_precision.get(p, p) for p in rec.bench_precisions}
+    files = [a for a in index.files if a.kind == rec.artifact and (rec.plan_check == "file" or not a.problem)]
+    own = [a for a in files if a.precision in runs.values()]
+    if not own and rec.none_found:
+        plan.skipped.append(Skipped(label, rec.name, "-", rec.none_found.format(dir=export_dir)))
+    if own and rec.plan_check == "library":  # the library's own check, on a file it runs
+        problem = rec.problem(own[0].path)
+        if problem:
+            plan.skipped.append(Skipped(label, rec.name, "-", problem))
+            return
+    for a in own:
+        for prec in [p for p, f in runs.items() if f == a.precision and p in precisions]:
+            problem = (a.problem or rec.problem(a.path)) if rec.plan_check == "file" else None
+            if problem:
+                plan.skipped.append(Skipped(label, rec.name, a.precision, f"{rec.title} cannot run {a.path.name} "
+                                            f"here: {problem}", a.granularity))
+                continue
+            why = _cannot_run(rec, prec)
+            if why:
+                plan.skipped.append(Skipped(label, rec.name, prec, why, a.granularity))
+                continue
+            plan.targets.append(Target(label, a.meta.model.name, a.granularity, rec.name, prec, str(a.path), "",
+                                       _mb(a.path), manifest_macs(export_dir, a.granularity)))
+    if rec.missing:
+        have = {a.precision for a in own}
+        for prec in precisions:
+            if rec.file_precision.get(prec, prec) not in have:
+                plan.skipped.append(Skipped(label, rec.name, prec, rec.missing.format(dir=export_dir, prec=prec)))
+
+
+def _asked(backends: tuple[str, ...]) -> list:
+    """The asked backends' records, in bench's order."""
+    return [b for b in reversed(_records()) if b.name in backends]
+
+
+def _files_reported_once(kind: str):
+    """The backend a damaged file of ``kind`` is listed under when no backend of that kind checks its files
+    itself (ONNX files: under ONNX Runtime, whatever was asked); None when one does."""
+    of_kind = [b for b in reversed(_records()) if b.artifact == kind]
+    return None if not of_kind or any(b.plan_check == "file" for b in of_kind) else of_kind[0]
 
 
 def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str, ...],
@@ -148,104 +226,64 @@ def plan_export(export_dir: Path, finder: CheckpointFinder, backends: tuple[str,
     for bad in index.rejected:
         plan.skipped.append(Skipped(label, "-", precision_of(bad), f"{bad.name} was rejected at the export's "
                                     "parity gate; not benchmarked", artifacts.granularity_from_name(bad)))
-    onnx = [a for a in index.files if a.kind == "onnx"]
-    for a in onnx:
-        if a.problem:
-            plan.skipped.append(Skipped(label, "onnxruntime", a.precision, a.problem, a.granularity))
-    metas = [a for a in onnx if not a.problem]
+    for a in index.files:
+        under = _files_reported_once(a.kind) if a.problem else None
+        if under is not None:
+            plan.skipped.append(Skipped(label, under.name, a.precision, a.problem, a.granularity))
+    metas = [a for a in index.files if a.kind == "onnx" and not a.problem]
     arch = metas[0].meta.model.name if metas else "?"
     sha = next((a.meta.source_sha256 for a in metas if a.meta.source_sha256), "")
-    if "onnxruntime" in backends:
-        for a in metas:
-            if a.precision in precisions:
-                plan.targets.append(Target(label, a.meta.model.name, a.granularity, "onnxruntime", a.precision,
-                                           str(a.path), "", _mb(a.path), manifest_macs(export_dir, a.granularity)))
-        have = {a.precision for a in metas}
-        for prec in precisions:
-            if prec not in have:
-                plan.skipped.append(Skipped(label, "onnxruntime", prec,
-                                            f"{export_dir} has no {prec} ONNX; make one with echo-export"))
-    if "openvino" in backends:
-        _openvino_targets(label, export_dir, metas, precisions, plan)
-    if "tensorrt" in backends:
-        engines = [a for a in index.files if a.kind == "engine"]
-        if not engines:
-            plan.skipped.append(Skipped(label, "tensorrt", "-", f"no TensorRT engine in {export_dir}; "
-                                        "build one on the GPU box with echo-export (engine option)"))
-        for e in engines:
-            if e.precision not in precisions:
-                continue
-            problem = e.problem or backend_problem("tensorrt", e.path)
-            if problem:
-                plan.skipped.append(Skipped(label, "tensorrt", e.precision, f"TensorRT cannot run {e.path.name} "
-                                            f"here: {problem}", e.granularity))
-                continue
-            plan.targets.append(Target(label, e.meta.model.name, e.granularity, "tensorrt", e.precision,
-                                       str(e.path), "", _mb(e.path), manifest_macs(export_dir, e.granularity)))
+    asked = _asked(backends)
+    for rec in asked:
+        if rec.artifact != "checkpoint":
+            _file_targets(rec, label, export_dir, index, precisions, plan)
     ckpt = _manifest_checkpoint(export_dir, sha) or finder.find(sha)
     plan.targets = [Target(**{**asdict(t), "checkpoint": str(ckpt or "")}) for t in plan.targets]
-    if "torch" in backends:
+    for rec in asked:
+        if rec.artifact != "checkpoint":
+            continue
         if ckpt is None:
-            plan.skipped.append(Skipped(label, "torch", "fp32", f"no checkpoint with sha256 {sha[:12] or '?'} "
-                                        f"under {finder.runs_dir}/ (the export's source); no PyTorch reference"))
+            plan.skipped.append(Skipped(label, rec.name, rec.bench_precisions[0], f"no checkpoint with sha256 "
+                                        f"{sha[:12] or '?'} under {finder.runs_dir}/ (the export's source); "
+                                        f"no {rec.title} reference"))
         else:
             gs = {a.granularity for a in metas} or {1.0}
-            _torch_targets(label, arch, ckpt, gs, precisions, plan)
+            _checkpoint_targets(rec, label, arch, ckpt, gs, precisions, plan)
     return plan
 
 
-def _openvino_targets(label: str, export_dir: Path, metas, precisions: tuple[str, ...], plan: Plan) -> None:
-    """OpenVINO rows: fp32 and bf16 on each FP32 graph, int8 on each INT8 graph; what cannot run is skipped."""
-    metas = [a for a in metas if a.precision in ("fp32", "int8")]  # OpenVINO leaves FP16 graphs to TensorRT
-    if not metas:
-        return
-    problem = backend_problem("openvino", metas[0].path)  # the library's own check, on a file it runs
-    if problem:
-        plan.skipped.append(Skipped(label, "openvino", "-", problem))
-        return
-    from echoseg.backends import ovplan
-
-    bf16 = ovplan.has_bf16()
-    for a in metas:
-        runs = {"fp32": ("fp32", "bf16"), "int8": ("int8",)}.get(a.precision, ())
-        for prec in runs:
-            if prec not in precisions:
-                continue
-            if prec == "bf16" and not bf16:
-                plan.skipped.append(Skipped(label, "openvino", "bf16", "this CPU reports no BF16 to OpenVINO "
-                                            f"({', '.join(ovplan.capabilities())})", a.granularity))
-                continue
-            plan.targets.append(Target(label, a.meta.model.name, a.granularity, "openvino", prec, str(a.path), "",
-                                       _mb(a.path), manifest_macs(export_dir, a.granularity)))
-
-
 def plan_checkpoint(path: Path, backends: tuple[str, ...], precisions: tuple[str, ...]) -> Plan:
-    """Targets of a run directory or checkpoint file that has no export: PyTorch only."""
+    """Targets of a run directory or checkpoint file that has no export: the checkpoint's backends only."""
     from echoseg.models.checkpoint import load_checkpoint, resolve
 
     plan = Plan()
     ckpt = resolve(path)
     label = path.name if path.is_dir() else path.parent.name
     for b in backends:
-        if b != "torch":
+        rec = _record(b)
+        if rec is None or rec.artifact != "checkpoint":
             plan.skipped.append(Skipped(label, b, "-", f"{path} is a checkpoint with no export; "
                                         f"export it with echo-export to benchmark {b}"))
-    if "torch" in backends:
-        if not has_module("torch"):
-            plan.skipped.append(Skipped(label, "torch", "fp32", "PyTorch is not installed here"))
-            return plan
+    for rec in _asked(backends):
+        if rec.artifact != "checkpoint":
+            continue
+        problem = rec.problem(ckpt)
+        if problem:
+            plan.skipped.append(Skipped(label, rec.name, rec.bench_precisions[0], problem))
+            continue
         cfg = load_checkpoint(ckpt).model
-        _torch_targets(label, cfg.name, ckpt, cfg.granularities, precisions, plan)
+        _checkpoint_targets(rec, label, cfg.name, ckpt, cfg.granularities, precisions, plan)
     return plan
 
 
-def plan_onnx(path: Path, finder: CheckpointFinder, precisions: tuple[str, ...]) -> Plan:
+def plan_onnx(path: Path, finder: CheckpointFinder, precisions: tuple[str, ...], backend: str) -> Plan:
+    """A single ONNX file given: one row with ``backend`` at the file's own precision."""
     if artifacts.is_rejected(path):
-        return Plan(skipped=[Skipped(path.parent.name, "onnxruntime", precision_of(path),
+        return Plan(skipped=[Skipped(path.parent.name, backend, precision_of(path),
                                      f"{path.name} was rejected at the export's parity gate; not benchmarked")])
     meta = artifacts.read_onnx_meta(path)
     ckpt = finder.find(meta.source_sha256)
-    return Plan([Target(path.parent.name, meta.model.name, meta.granularity, "onnxruntime",
+    return Plan([Target(path.parent.name, meta.model.name, meta.granularity, backend,
                         precision_of(path), str(path), str(ckpt or ""), _mb(path))])
 
 
@@ -264,13 +302,16 @@ def _bundled_or_fail() -> Path:
 
 
 def discover(sources: list[str] | None = None, exports_dir: str | Path = "exports", runs_dir: str | Path = "runs",
-             backends: Iterable[str] = BACKENDS, precisions: Iterable[str] = PRECISIONS,
+             backends: Iterable[str] | None = None, precisions: Iterable[str] | None = None,
              granularities: Iterable[float] | None = None, names: Iterable[str] = ()) -> Plan:
     """Everything to benchmark: given sources, else every export, else every run checkpoint.
 
+    ``backends``/``precisions``: default every registered backend and every precision one is planned at.
     ``names`` keeps targets whose label or architecture matches; ``granularities`` filters too.
     """
-    backends, precisions = tuple(backends), tuple(precisions)
+    order, known = bench_order(), bench_precisions()
+    backends = order if backends is None else tuple(backends)
+    precisions = known if precisions is None else tuple(precisions)
     finder = CheckpointFinder(Path(runs_dir))
     paths = [_bundled_or_fail() if pretrained.is_name(s) else Path(s) for s in sources or []]
     if not paths:
@@ -291,7 +332,8 @@ def discover(sources: list[str] | None = None, exports_dir: str | Path = "export
         if p.is_dir() and _is_export(p):
             sub = plan_export(p, finder, backends, precisions)
         elif p.suffix == ".onnx":
-            sub = plan_onnx(p, finder, precisions) if "onnxruntime" in backends else Plan()
+            runner = next((b for b in reversed(_records()) if b.artifact == "onnx"), None)  # ONNX Runtime
+            sub = plan_onnx(p, finder, precisions, runner.name) if runner and runner.name in backends else Plan()
         else:
             sub = plan_checkpoint(p, backends, precisions)
         plan.targets += sub.targets
@@ -303,5 +345,5 @@ def discover(sources: list[str] | None = None, exports_dir: str | Path = "export
     if granularities:
         gs = {float(g) for g in granularities}
         plan.targets = [t for t in plan.targets if t.granularity in gs]
-    plan.targets.sort(key=lambda t: (t.model, -t.granularity, BACKENDS.index(t.backend), PRECISIONS.index(t.precision)))
+    plan.targets.sort(key=lambda t: (t.model, -t.granularity, order.index(t.backend), known.index(t.precision)))
     return plan

@@ -32,25 +32,30 @@ from typing import Any
 
 import numpy as np
 
+from echoseg.errors import EchosegError
+
 from .inference import fit_batch, infer_frames, save_masks, stream_masks, timing_batch
 
 log = logging.getLogger(__name__)
 
 MODES = ("measure", "table1", "reference")
-_BACKEND_MODULE = {"onnxruntime": "onnxruntime", "torch": "torch", "tensorrt": "tensorrt", "openvino": "openvino"}
+
+
+class WorkerConfigError(EchosegError, ValueError):
+    """A --config the worker cannot use (not JSON, unknown keys, a bad mode or batch)."""
 
 
 @dataclass
 class WorkerConfig:
     artifact: str  # file to open: .onnx, .engine or a checkpoint
-    backend: str  # onnxruntime | torch | tensorrt
+    backend: str  # a registered backend name
     videos: list[str]  # timing uses the first one's frames; video passes run them all
     precision: str = "fp32"
     batch: int = 1
-    granularity: float | None = None  # torch only (ONNX sub-networks carry theirs)
+    granularity: float | None = None  # a backend with granularity in bench_options (ONNX sub-networks carry theirs)
     granularities: list[float] = field(default_factory=list)  # reference mode: several in one process
-    device: str = "auto"  # torch
-    threads: int = 0  # onnxruntime intra-op threads / torch threads; 0 = library default
+    device: str = "auto"  # a backend with device in bench_options (torch)
+    threads: int = 0  # intra-op threads (open's option or the record's set_threads); 0 = library default
     mode: str = "measure"
     warmup: int = 5
     min_repeats: int = 20
@@ -67,31 +72,35 @@ class WorkerConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerConfig":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise WorkerConfigError(f"worker config: not JSON ({exc})") from exc
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"worker config: unknown keys {unknown}")
+            raise WorkerConfigError(f"worker config: unknown keys {unknown}")
         cfg = cls(**data)
         if cfg.mode not in MODES:
-            raise ValueError(f"worker config: mode must be one of {MODES}, got {cfg.mode!r}")
+            raise WorkerConfigError(f"worker config: mode must be one of {MODES}, got {cfg.mode!r}")
         if cfg.batch < 1:
-            raise ValueError(f"worker config: batch must be >= 1, got {cfg.batch}")
+            raise WorkerConfigError(f"worker config: batch must be >= 1, got {cfg.batch}")
         return cfg
 
 
+def _record(name: str):
+    from echoseg.backends import registry
+
+    return registry.get(name)  # an unknown name: a SessionError that lists the known ones
+
+
 def _open(cfg: WorkerConfig):
+    """Open through the registry, with the settings the backend's record says bench passes (bench_options)."""
     from echoseg.backends.choose import open_session
 
-    opts: dict[str, Any] = {}
-    if cfg.backend in ("onnxruntime", "openvino") and cfg.threads:
-        opts["threads"] = cfg.threads
-    if cfg.backend == "openvino":
-        opts["precision"] = cfg.precision
-    if cfg.backend == "torch":
-        opts.update(device="cpu" if cfg.mode == "reference" else cfg.device, precision=cfg.precision)
-        if cfg.granularity is not None:
-            opts["granularity"] = cfg.granularity
+    settings = {"threads": cfg.threads or None, "precision": cfg.precision, "granularity": cfg.granularity,
+                "device": "cpu" if cfg.mode == "reference" else cfg.device}
+    opts = {k: settings[k] for k in _record(cfg.backend).bench_options if settings[k] is not None}
     return open_session(cfg.artifact, backend=cfg.backend, **opts)
 
 
@@ -104,11 +113,8 @@ def _cuda_ordinal(device: str, default: int) -> int:
 
 
 def _sync_for(sess) -> Any:
-    if sess.info.backend == "torch" and str(sess.info.device).startswith("cuda"):
-        import torch
-
-        return torch.cuda.synchronize
-    return None  # onnxruntime and tensorrt sessions return host arrays: already synchronous
+    """The record's wait for queued device work (torch on CUDA); None where run() returns host arrays."""
+    return _record(sess.info.backend).sync(sess)
 
 
 def run(cfg: WorkerConfig) -> dict[str, Any]:
@@ -122,15 +128,14 @@ def _run(cfg: WorkerConfig, sessions: ExitStack) -> dict[str, Any]:
     from .timing import measure
 
     row: dict[str, Any] = {}
+    rec = _record(cfg.backend)
     t = time.perf_counter()
-    if cfg.backend in _BACKEND_MODULE:
-        importlib.import_module(_BACKEND_MODULE[cfg.backend])
+    if rec.library:
+        importlib.import_module(rec.library)
     row["import_s"] = time.perf_counter() - t
-    if cfg.backend == "torch" and (cfg.threads or cfg.mode == "reference"):
-        import torch
-
+    if rec.set_threads is not None and (cfg.threads or cfg.mode == "reference"):
         # the reference is not timed: one thread avoids OpenMP spin-waits on a busy machine
-        torch.set_num_threads(cfg.threads or 1)
+        rec.set_threads(cfg.threads or 1)
     if cfg.mode == "reference":
         return _reference(cfg, row, sessions)
 
@@ -230,7 +235,7 @@ def _ground_truth(sess, gt_path: str, batch: int) -> dict[str, Any]:
 
 
 def _macs(cfg: WorkerConfig) -> int | None:
-    if cfg.backend != "torch":
+    if _record(cfg.backend).artifact != "checkpoint":
         return None
     from echoseg.models import count_macs
     from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint
@@ -242,9 +247,11 @@ def _macs(cfg: WorkerConfig) -> int | None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from echoseg.errors import EchosegError
-
-    return (EchosegError, ValueError, ImportError, OSError)
+    """What the worker reports as a one-line reason: echoseg's own errors; ImportError, because the worker
+    imports the backend's library itself (``library``, timed as import_s) and a missing or broken one (no
+    CUDA libraries under tensorrt) reads "<module> is not installed here"; OSError, a video, truth or masks
+    file that cannot be read or written. Anything else is a bug: its traceback's last line is the reason."""
+    return (EchosegError, ImportError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
