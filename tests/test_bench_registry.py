@@ -117,7 +117,7 @@ def test_the_worker_uses_the_record_s_library_threads_and_sync(fake, bundle, mon
     fake(library="json", set_threads=calls.append, sync=lambda s: "waits")
     cfg = WorkerConfig(artifact=str(bundle / "model.int8.onnx"), backend="fakert", videos=[], mode="reference",
                        granularities=[1.0], threads=3)
-    monkeypatch.setattr(worker, "_reference", lambda cfg, row: row)
+    monkeypatch.setattr(worker, "_reference", lambda cfg, row, sessions: row)
     assert set(worker.run(cfg)) == {"import_s"} and calls == [3]
     assert worker._sync_for(_Opened(bundle / "model.int8.onnx")) == "waits"
     assert worker._macs(cfg) is None  # MACs come from a checkpoint backend only

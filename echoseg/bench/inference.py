@@ -30,14 +30,6 @@ def fit_batch(sess, batch: int) -> int:
     return batch
 
 
-def run_padded(sess, x: np.ndarray, batch: int) -> np.ndarray:
-    """Run a batch, padding a short last batch where the artifact has a fixed batch size."""
-    n = len(x)
-    if n < sess.info.min_batch:
-        x = np.concatenate([x, np.repeat(x[-1:], sess.info.min_batch - n, axis=0)])
-    return sess.run(x)[:n]
-
-
 def stream_masks(sess, video: str, batch: int):
     """One video through echo-run's own streaming loop (runtime/stream.py): (StreamStats, masks F,H,W).
 
@@ -55,7 +47,8 @@ def infer_frames(sess, images: np.ndarray, batch: int) -> np.ndarray:
     from echoseg.artifacts import preprocess
 
     meta = sess.info.meta
-    out = [to_masks(run_padded(sess, preprocess(images[i:i + batch], meta), batch), meta.threshold, meta.output)
+    # a short last batch is padded (and trimmed) by the session itself (backends.session.BaseSession)
+    out = [to_masks(sess.run(preprocess(images[i:i + batch], meta)), meta.threshold, meta.output)
            for i in range(0, len(images), batch)]
     return np.concatenate(out)
 
