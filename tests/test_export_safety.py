@@ -91,6 +91,25 @@ def test_a_full_disk_half_way_is_one_line_and_the_next_run_still_exports(two_run
     assert left == []  # no temp files, no lock
 
 
+def test_any_echoseg_error_in_one_run_is_one_line_and_the_next_run_still_exports(two_runs, monkeypatch):
+    from echoseg.data.frameset import DataError
+    from echoseg.export import build
+
+    real = build._export_into
+
+    def bad_frames_for_other(d, *a, **k):
+        if d.name == "other":
+            raise DataError("parity frames: the folder holds no readable frame; pass --parity-frames 0")
+        return real(d, *a, **k)
+
+    monkeypatch.setattr(build, "_export_into", bad_frames_for_other)
+    res = _invoke("build", "runs/other", "runs/unet", *FAST)
+    assert res.exit_code == 1 and not isinstance(res.exception, DataError)
+    (line,) = _errors(res)
+    assert "no readable frame" in line and "other" in line
+    assert (two_runs / "exports" / "unet" / "manifest.json").is_file()
+
+
 def test_an_export_dir_another_process_writes_is_refused_with_its_pid(two_runs):
     from echoseg.atomic import exclusive
 

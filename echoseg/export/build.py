@@ -31,6 +31,7 @@ from echoseg.atomic import (LockHeld, NotWritableError, check_writable, exclusiv
                             write_json)
 from echoseg.artifacts import artifact_name, file_sha256, preprocess, rejected_name, sidecar_path
 from echoseg.config import EngineSidecar
+from echoseg.errors import EchosegError
 
 from . import frames as frame_source
 from .domains import check_domains
@@ -148,6 +149,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, opts: BuildOptions, say: Re
                              "wait for it to finish or pass another --out")
     except NotWritableError as exc:
         result.errors.append(str(exc))
+    except EchosegError as exc:  # any other echoseg error (frames for the gates, a session): this checkpoint only
+        result.errors.append(f"{result.run}: {exc}")
     except OSError as exc:  # e.g. the disk filled up half-way: files written so far are complete
         result.errors.append(f"{exc.filename or d}: cannot write ({exc.strerror or exc}); "
                              "free some space or pass another --out")
