@@ -48,7 +48,7 @@ def _cli(args: list[str], monkeypatch, synth):
     from echoseg.runtime.cli import app
 
     monkeypatch.setattr(api, "choose", lambda *a, **k: ModelChoice(Path("oracle.onnx"), "onnxruntime", "test"))
-    monkeypatch.setattr(api, "open_session", lambda *a, **k: CyclingOracle(synth.masks))
+    monkeypatch.setattr(api, "open_choice", lambda *a, **k: CyclingOracle(synth.masks))
     return CliRunner().invoke(app, args, env={"COLUMNS": "250"})
 
 
