@@ -166,7 +166,7 @@ _SLOW_RUN = textwrap.dedent("""
             pass
 
     api.choose = lambda *a, **k: ModelChoice(Path("slow.onnx"), "onnxruntime", "test")
-    api.open_session = lambda *a, **k: Slow()
+    api.open_choice = lambda *a, **k: Slow()
     app(sys.argv[1:], prog_name="echo-run")
 """)
 
