@@ -29,6 +29,7 @@ def synth(
     from rich.progress import Progress
 
     from echoseg.data.synthetic import STYLES, write_dataset, write_frames
+    from echoseg.errors import EchosegError
 
     if style not in STYLES:
         raise typer.BadParameter(f"unknown style {style!r}; use one of {', '.join(STYLES)}", param_hint="--style")
@@ -43,7 +44,7 @@ def synth(
                              workers=workers)
             else:
                 write_dataset(out, videos=videos, frames=frames, seed=seed, style=style, progress=tick)
-        except (FileExistsError, OSError) as exc:
+        except (EchosegError, OSError) as exc:  # any echoseg error, an existing or unwritable folder: one line
             typer.echo(f"echo-synth: {exc}", err=True)
             raise typer.Exit(2)
     what = f"every {every}th frame of " if layout == "frames" else ""
