@@ -111,7 +111,9 @@ class TrainConfig(_Record):
     lr: float = 1e-3
     weight_decay: float = 0.0
     dice_loss: bool = False
-    recon_weight: float = 0.1
+    # matae-unet's reconstruction MSE: off by default (on real echo it cost the atypical unseen patient 3-11
+    # Dice points, README "On real echo"); --unlabelled-frames trains the autoencoder and needs it > 0
+    recon_weight: float = 0.0
     recon_until: float = 0.5  # fraction of training over which the reconstruction weight decays to 0
     unlabelled_frames: bool = False
     unlabelled_per_step: int = 8
@@ -142,6 +144,11 @@ class TrainConfig(_Record):
             raise ConfigError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.distill <= 1:
             raise ConfigError(f"TrainConfig: distill must be in [0, 1], got {self.distill}")
+        if self.recon_weight < 0:
+            raise ConfigError(f"TrainConfig: recon_weight must be >= 0, got {self.recon_weight}")
+        if self.unlabelled_frames and self.recon_weight <= 0:
+            raise ConfigError("unlabelled frames train matae-unet's autoencoder, which is off at reconstruction "
+                              "weight 0; give a weight (--recon-weight 0.1) or leave out --unlabelled-frames")
         from echoseg.data.augment import STRENGTHS  # the presets' one list (no torch at import)
 
         if self.augment_strength not in STRENGTHS:

@@ -75,8 +75,8 @@ def run_job(spec: dict) -> dict:
         shutil.rmtree(run)
     t0 = time.perf_counter()
     cfg = TrainConfig(data=spec["data"], model="matae-unet", width=spec["width"], epochs=spec["epochs"],
-                      augment_strength=spec["augment"], seed=spec["seed"], out=str(run), device=spec["device"],
-                      workers=spec["loader_workers"])
+                      recon_weight=0.1, augment_strength=spec["augment"], seed=spec["seed"], out=str(run),
+                      device=spec["device"], workers=spec["loader_workers"])  # the bundle's recipe: reconstruction on
     train(cfg)
     train_s = time.perf_counter() - t0
     frames = []

@@ -73,3 +73,32 @@ def test_eval_errors_are_one_line_whatever_the_path_length(tmp_path):
     assert r.exit_code == 1
     lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and str(deep) in lines[0] and "no such checkpoint or run directory" in lines[0]
+
+
+def test_reconstruction_is_off_by_default_and_on_with_unlabelled_frames(tmp_path, monkeypatch):
+    """matae-unet's reconstruction MSE is off unless asked for (it cost the atypical unseen patient Dice on real
+    echo); --unlabelled-frames turns it on at 0.1; a weight given is kept; unlabelled frames at weight 0 are refused."""
+    import pytest
+
+    from echoseg.config import ConfigError, TrainConfig
+    from echoseg.train import loop
+
+    data = tmp_path / "d"
+    assert runner.invoke(synth_app, [str(data), "--videos", "3", "--frames", "8", "--seed", "1"]).exit_code == 0
+    seen: list[TrainConfig] = []
+
+    def record(cfg, **kwargs):
+        seen.append(cfg)
+        raise ConfigError("stopped by the test before training")
+
+    monkeypatch.setattr(loop, "train", record)
+    base = ["--data", str(data), "--model", "matae-unet", "--width", "8", "--epochs", "1"]
+    for extra, want in (([], 0.0), (["--unlabelled-frames"], 0.1), (["--recon-weight", "0.05"], 0.05),
+                        (["--unlabelled-frames", "--recon-weight", "0.3"], 0.3)):
+        runner.invoke(train_app, [*base, *extra, "--out", str(tmp_path / f"r{len(seen)}")])
+        assert seen[-1].recon_weight == want, extra
+    assert TrainConfig().recon_weight == 0.0
+    r = runner.invoke(train_app, [*base, "--unlabelled-frames", "--recon-weight", "0", "--out", str(tmp_path / "z")])
+    assert r.exit_code != 0 and "--recon-weight 0.1" in r.output and "Traceback" not in r.output
+    with pytest.raises(ConfigError, match="unlabelled frames"):
+        TrainConfig(unlabelled_frames=True)

@@ -127,7 +127,7 @@ def test_matae_training_all_granularities_and_unlabelled(train_data, tmp_path):
     # 8 epochs: the warm-up + cosine recipe reaches on these 56 frames in 8 what constant-LR Adam did in 5
     cfg = TrainConfig(data=str(train_data), model="matae-unet", width=8, epochs=8, batch_size=8, out=str(out),
                       unlabelled_frames=True, unlabelled_per_step=2, granularities=(0.125, 0.25, 0.5, 1.0),
-                      recon_until=1.0, select="best")
+                      recon_weight=0.1, recon_until=1.0, select="best")
     result = train(cfg)
     assert result.best["val_dice"] > 0.8
     m = evaluate(out, train_data, "test")

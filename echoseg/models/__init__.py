@@ -39,7 +39,7 @@ def default_config(name: str, width: int) -> ModelConfig:
     """The ModelConfig `echo-train` uses for a model name and base width."""
     check_name(name)
     if name == "matae-unet":
-        return ModelConfig(name=name, width=width, granularities=DEFAULT_GRANULARITIES, recon_weight=0.1)
+        return ModelConfig(name=name, width=width, granularities=DEFAULT_GRANULARITIES)  # recon weight: the run's
     return ModelConfig(name=name, width=width, granularities=(1.0,))
 
 
