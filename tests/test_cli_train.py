@@ -41,6 +41,21 @@ def test_cross_validation_and_compare_cli(tmp_path):
         assert cv["evaluated_folds"] == [0, 2] and cv["seeds"] == [1, 2]
         assert {(row["fold"], row["seed"]) for row in cv["rows"]} == {(0, 1), (0, 2), (2, 1), (2, 2)}
         assert "cross-validation by video" in r.output
+    # a sweep in pieces: the same folder is refused without --resume, and --resume adds fold 1 seed 1 only
+    args = ["--data", str(data), "--model", "unet", "--width", "8", "--epochs", "1", "--batch-size", "4",
+            "--folds", "3", "--fold", "1", "--seeds", "1", "--out", str(tmp_path / "unet")]
+    r = runner.invoke(train_app, args)
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1 and "already holds a cross-validation" in lines[0], r.output
+    before = (tmp_path / "unet" / "fold0-seed1" / "best.pt").stat().st_mtime_ns
+    r = runner.invoke(train_app, args + ["--resume"])
+    assert r.exit_code == 0, r.output
+    cv = json.loads((tmp_path / "unet" / "cv.json").read_text())
+    assert {(row["fold"], row["seed"]) for row in cv["rows"]} == {(0, 1), (0, 2), (1, 1), (2, 1), (2, 2)}
+    assert cv["evaluated_folds"] == [0, 1, 2] and cv["seeds"] == [1, 2]
+    assert cv["summary"]["1"]["missing_runs"] == [[1, 2]]
+    assert "1 of 6 runs not scored yet (fold 1 seed 2)" in r.output
+    assert (tmp_path / "unet" / "fold0-seed1" / "best.pt").stat().st_mtime_ns == before  # kept, not retrained
     r = runner.invoke(eval_app, [str(tmp_path / "unet"), str(tmp_path / "matae-unet"), "--compare",
                                  "--out", str(tmp_path / "cmp")])
     assert r.exit_code == 0, r.output

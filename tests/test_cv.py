@@ -10,7 +10,8 @@ import pytest
 from echoseg.config import ConfigError, TrainConfig
 from echoseg.data.folds import every_kth
 from echoseg.data.frameset import FrameSet
-from echoseg.train.cv import run_cv, summarize_cv
+from echoseg.train import cv as cvmod
+from echoseg.train.cv import CVError, cv_preflight, run_cv, summarize_cv
 
 
 def _frames(names):
@@ -69,3 +70,96 @@ def test_jobs_and_seeds_without_folds_are_one_line_errors(tmp_path):
         r = CliRunner().invoke(train_app, ["--data", str(tmp_path), "--model", "unet", *extra])
         lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
         assert r.exit_code == 2 and len(lines) == 1 and said in lines[0] and "--folds K" in lines[0]
+
+
+def _fake_cv(monkeypatch, videos=("P0", "P1", "P2")):
+    """run_cv over three one-video folds with training replaced by a recorded call (score 0.9 - fold/10 - seed/100)."""
+    monkeypatch.setattr(cvmod, "load_pool", lambda data: _frames([f"{v}_{i}" for v in videos for i in range(3)]))
+    calls = []
+
+    def one_run(run_cfg, fs, folds, fold, callbacks=None):
+        calls.append((fold, run_cfg.seed))
+        _, _, te = cvmod.fold_sets(fs, folds, fold, seed=0)
+        return [{"fold": fold, "seed": run_cfg.seed, "g": 1.0, "dice": 0.9 - fold / 10 - run_cfg.seed / 100,
+                 "frames": len(te.names), "test_videos": " ".join(sorted({n.split("_")[0] for n in te.names}))}]
+
+    monkeypatch.setattr(cvmod, "_one_run", one_run)
+    return calls
+
+
+def test_resume_trains_only_the_missing_runs_into_one_table(tmp_path, monkeypatch):
+    calls = _fake_cv(monkeypatch)
+    cfg = TrainConfig(data="d", model="unet", width=4, epochs=1, out=str(tmp_path / "cv"))
+    run_cv(cfg, 3, [1], only=[0, 2])
+    assert calls == [(0, 1), (2, 1)]
+    calls.clear()
+    part = run_cv(cfg, 3, [2], only=[1], resume=True)  # a piece: fold 1 of seed 2 only
+    assert calls == [(1, 2)]
+    assert part["1"]["missing_runs"] == [[0, 2], [1, 1], [2, 2]]  # seeds 1, 2 over folds 0..2 lack three
+    calls.clear()
+    full = run_cv(cfg, 3, [1, 2], resume=True)
+    assert sorted(calls) == [(0, 2), (1, 1), (2, 2)]
+    cv = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert [(r["fold"], r["seed"]) for r in cv["rows"]] == [(f, s) for f in range(3) for s in (1, 2)]
+    assert cv["seeds"] == [1, 2] and cv["evaluated_folds"] == [0, 1, 2] and full["1"]["missing_runs"] == []
+    assert full["1"]["worst_fold"] == 2 and full["1"]["dice_per_seed"] == pytest.approx([0.79, 0.78])
+    assert (tmp_path / "cv" / "cv.csv").read_text().count("\n") == 7  # header and six rows
+    calls.clear()
+    run_cv(cfg, 3, [1, 2], resume=True)  # nothing left: nothing trained, the table stays whole
+    assert calls == [] and len(json.loads((tmp_path / "cv" / "cv.json").read_text())["rows"]) == 6
+
+
+def test_resume_refuses_another_recipe_or_other_data(tmp_path, monkeypatch):
+    calls = _fake_cv(monkeypatch)
+    cfg = TrainConfig(data="d", model="unet", width=4, epochs=1, out=str(tmp_path / "cv"))
+    run_cv(cfg, 3, [1], only=[0])
+    calls.clear()
+    with pytest.raises(CVError, match="another recipe \\(epochs 1 there, 2 now\\)"):
+        run_cv(TrainConfig.from_dict({**cfg.to_dict(), "epochs": 2}), 3, [2], resume=True)
+    with pytest.raises(CVError, match="a 3-fold cross-validation, not 2-fold"):
+        run_cv(cfg, 2, [2], only=[0], resume=True)
+    # the seed, the device and the loader workers may differ: same recipe
+    run_cv(TrainConfig.from_dict({**cfg.to_dict(), "device": "cpu", "workers": 0}), 3, [2], only=[0], resume=True)
+    assert calls == [(0, 2)]
+    _fake_cv(monkeypatch, videos=("Q0", "Q1", "Q2"))  # another dataset: fold 0 holds out another video
+    with pytest.raises(CVError, match=r"fold 0 of .* held out P\d, with this --data it holds out Q\d"):
+        run_cv(cfg, 3, [3], resume=True)
+
+
+def test_cv_folder_is_kept_unless_resume_or_overwrite(tmp_path):
+    cv_preflight(tmp_path / "new", resume=False, overwrite=False)  # nothing there: fine
+    with pytest.raises(CVError, match="holds no cross-validation"):
+        cv_preflight(tmp_path / "new", resume=True, overwrite=False)
+    (tmp_path / "cv" / "fold0-seed1").mkdir(parents=True)
+    (tmp_path / "cv" / "fold0-seed1" / "last.pt").write_bytes(b"")
+    with pytest.raises(CVError, match="already holds a cross-validation \\(1 fold run\\)"):
+        cv_preflight(tmp_path / "cv", resume=False, overwrite=False)
+    (tmp_path / "cv" / "cv.json").write_text("{}")
+    with pytest.raises(CVError, match="already holds a cross-validation \\(cv.json, 1 fold run\\)"):
+        cv_preflight(tmp_path / "cv", resume=False, overwrite=False)
+    with pytest.raises(CVError, match="pass only one"):
+        cv_preflight(tmp_path / "cv", resume=True, overwrite=True)
+    cv_preflight(tmp_path / "cv", resume=True, overwrite=False)
+    cv_preflight(tmp_path / "cv", resume=False, overwrite=True)
+
+
+def test_compare_reads_the_runs_a_partial_table_holds_and_says_what_is_broken(tmp_path):
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import eval_app
+    from echoseg.train.compare import read_cv
+
+    cv = tmp_path / "cv"
+    rows = [{"fold": 0, "seed": 1, "g": 1.0}, {"fold": 1, "seed": 2, "g": 1.0}]
+    (cv).mkdir()
+    (cv / "cv.json").write_text(json.dumps({"model": "unet", "width": 4, "seeds": [1, 2], "evaluated_folds": [0, 1],
+                                            "rows": rows}))
+    for f, s, name in ((0, 1, "a_0"), (1, 2, "b_0")):
+        (cv / f"fold{f}-seed{s}" / "eval-test").mkdir(parents=True)
+        (cv / f"fold{f}-seed{s}" / "eval-test" / "frames.csv").write_text(f"name,dice\n{name},0.5\n")
+    got = read_cv(cv)  # fold 0 seed 2 and fold 1 seed 1 were never run: not looked for
+    assert [(s.label, sorted(s.dice[1.0])) for s in got] == [("cv/seed1", ["a_0"]), ("cv/seed2", ["b_0"])]
+    (cv / "fold1-seed2" / "eval-test" / "frames.csv").unlink()
+    r = CliRunner().invoke(eval_app, [str(cv), str(cv), "--compare"])
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code != 0 and len(lines) == 2 and "its cross-validation cannot be read" in lines[0], r.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -66,8 +67,9 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, "--seed"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from <out>/last.pt up to --epochs"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the trained run already in --out"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from <out>/last.pt up to --epochs; with --folds, keep "
+                                "the runs already scored in <out>/cv.json and train only the missing ones"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the trained run (with --folds, the cross-validation) already in --out"),
     max_train_frames: int = typer.Option(0, "--max-train-frames", help="Use at most this many labelled frames (0 = all)"),
     folds: int = typer.Option(0, "--folds", min=0, help="Cross-validate: K folds of whole videos (patients) over all "
                                                         "labelled frames; K = number of videos is leave-one-patient-out"),
@@ -84,7 +86,8 @@ def train(
     """Train one model; writes best.pt, last.pt, log.csv and curves.png to the run folder.
 
     With --folds K: one run per fold and seed in OUT/fold<i>-seed<s>/, each scored on its held-out
-    videos, and OUT/cv.csv, OUT/cv.json with Dice mean +- sd over seeds per granularity."""
+    videos, and OUT/cv.csv, OUT/cv.json with Dice mean +- sd over seeds per granularity; --resume
+    adds missing folds or seeds to an existing table, so a sweep can be run in pieces."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from echoseg.clitext import console as make_console
@@ -128,11 +131,16 @@ def train(
             from .loop import model_config
 
             fit_config(cfg, model_config(cfg), load_init(cfg.init))
-        preflight(cfg.out, resume, overwrite, _weight_bytes(model, width))
-        if folds:
+        if folds:  # the folder holds fold runs, not one run: its own check, then room and rights
+            from .cv import cv_preflight
+            from .preflight import check_out_writable
+
+            cv_preflight(cfg.out, resume, overwrite)
+            check_out_writable(cfg.out, _weight_bytes(model, width))
             seed_list = _parse_seeds(seeds, seed)
-            _cross_validate(console, cfg, folds, seed_list, fold or [], jobs)
+            _cross_validate(console, cfg, folds, seed_list, fold or [], jobs, resume)
             return
+        preflight(cfg.out, resume, overwrite, _weight_bytes(model, width))
         from .dist import world_from_env
 
         if not world_from_env().is_main:  # torchrun: rank 0 alone draws progress and prints
@@ -200,7 +208,8 @@ def _parse_seeds(text: str | None, default: int) -> list[int]:
         raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 1,2,3") from None
 
 
-def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], only: list[int], jobs: int = 1) -> None:
+def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], only: list[int], jobs: int = 1,
+                    resume: bool = False) -> None:
     from rich.table import Table
 
     from .cv import run_cv
@@ -217,10 +226,11 @@ def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], onl
         console.print(f"fold {r['fold']} seed {r['seed']} ({r['test_videos']}): "
                       + "  ".join(f"g={x['g']:g} Dice {x['dice']:.4f}" for x in rows))
 
-    if jobs > 1:
+    if jobs > 1 and not resume:
         console.print(f"{len(only or range(folds)) * len(seeds)} runs, {jobs} at a time")
-    summary = run_cv(cfg, folds, seeds, only, on_run=on_run, jobs=jobs, on_done=on_done)
-    table = Table(title=f"{cfg.model} w{cfg.width}: {folds}-fold cross-validation by video, seeds {seeds}")
+    summary = run_cv(cfg, folds, seeds, only, on_run=on_run, jobs=jobs, on_done=on_done, resume=resume)
+    cv = json.loads((Path(cfg.out) / "cv.json").read_text())
+    table = Table(title=f"{cfg.model} w{cfg.width}: {folds}-fold cross-validation by video, seeds {cv['seeds']}")
     for col in ("g", "Dice mean", "sd over seeds", "worst patient (fold mean)", "per fold"):
         table.add_column(col, justify="right")
     for g, s in summary.items():
@@ -228,6 +238,11 @@ def _cross_validate(console, cfg: TrainConfig, folds: int, seeds: list[int], onl
                       f"{s['worst_fold_dice']:.4f} (fold {s['worst_fold']}: {s['worst_fold_videos']})",
                       " ".join(f"{k}:{v:.3f}" for k, v in s["dice_per_fold"].items()))
     console.print(table)
+    missing = next(iter(summary.values()), {}).get("missing_runs") or []
+    if missing:
+        console.print(f"{len(missing)} of {len(cv['evaluated_folds']) * len(cv['seeds'])} runs not scored yet "
+                      f"({', '.join(f'fold {f} seed {s}' for f, s in missing[:6])}{' ...' if len(missing) > 6 else ''}): "
+                      "the seeds are pooled over different folds; add them with the same command and --resume")
     console.print(f"wrote {cfg.out}/cv.csv and cv.json")
 
 
@@ -301,7 +316,12 @@ def evaluate(
         if compare and (run / "cv.json").is_file():
             from .compare import read_cv
 
-            scored += read_cv(run)
+            try:
+                scored += read_cv(run)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                _error_line(f"{run}: its cross-validation cannot be read ({exc}); rerun echo-train --folds "
+                            "with --resume to score what is missing")
+                failed += 1
             continue
         if data is None:
             _error_line(f"{run}: --data is needed to score a run (only cross-validation folders compare "

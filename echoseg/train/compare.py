@@ -49,12 +49,14 @@ def read_frames_csv(path: Path, label: str, model: str, width: int) -> Scored:
 
 
 def read_cv(folder: Path) -> list[Scored]:
-    """One Scored per seed of a cross-validation folder, its folds' test frames together."""
+    """One Scored per seed of a cross-validation folder, its scored folds' test frames together
+    (a table still missing runs, see ``echo-train --folds --resume``, gives what it has)."""
     info = json.loads((folder / "cv.json").read_text())
+    scored = sorted({(int(r["seed"]), int(r["fold"])) for r in info.get("rows", [])})
     out = []
-    for seed in info["seeds"]:
+    for seed in sorted({s for s, _ in scored}):
         s = Scored(f"{folder.name}/seed{seed}", info["model"], int(info["width"]))
-        for fold in info["evaluated_folds"]:
+        for fold in (f for t, f in scored if t == seed):
             part = read_frames_csv(folder / f"fold{fold}-seed{seed}" / "eval-test" / "frames.csv", "", "", 0)
             for g, d in part.dice.items():
                 s.dice.setdefault(g, {}).update(d)

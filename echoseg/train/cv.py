@@ -10,6 +10,7 @@ with its ``eval-test/`` scores, so ``echo-eval --compare`` can pair two CV folde
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from dataclasses import replace
@@ -19,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from echoseg.atomic import atomic_path, write_json
-from echoseg.config import TrainConfig
+from echoseg.config import ConfigError, TrainConfig
 from echoseg.data.dataset import load_split
 from echoseg.data.folds import fold_sets, pool, video_of
 
@@ -46,28 +47,106 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
+# what may differ between the runs of one cross-validation table: where it is written, the seed of
+# each run, and how batches are loaded and where they run (same batches, same recipe)
+_NOT_RECIPE = ("out", "seed", "workers", "device", "data")
+
+
+class CVError(ConfigError):
+    """A cross-validation folder cannot be continued as asked."""
+
+
+def cv_preflight(out: str | Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that already holds a cross-validation unless --resume or --overwrite says what to do."""
+    out = Path(out)
+    if resume and overwrite:
+        raise CVError("--resume adds the missing runs to the cross-validation in --out and --overwrite starts "
+                      "it again; pass only one")
+    runs = sorted(p.parent.name for p in out.glob("fold*-seed*/last.pt"))
+    if (out / "cv.json").exists() or runs:
+        if not (resume or overwrite):
+            held = ", ".join((["cv.json"] if (out / "cv.json").exists() else [])
+                             + ([f"{len(runs)} fold run{'s' * (len(runs) > 1)}"] if runs else []))
+            raise CVError(f"{out} already holds a cross-validation ({held}); pass --resume to keep its scored "
+                          "runs and add the missing ones, --overwrite to start it again, or a new --out")
+    elif resume:
+        raise CVError(f"--resume: {out} holds no cross-validation (no cv.json, no fold run) to continue; "
+                      "drop --resume")
+
+
+def _recipe(cfg_dict: dict) -> dict:
+    return {k: v for k, v in cfg_dict.items() if k not in _NOT_RECIPE}
+
+
+def _earlier(out: Path, cfg: TrainConfig, folds: int, fs) -> tuple[list[dict], list[int], list[int]]:
+    """The scored rows of the cross-validation in ``out`` that ``cfg`` continues; refused if it is another."""
+    if not (out / "cv.json").exists():  # cut off before its first run was scored: nothing to keep
+        return [], [], []
+    try:
+        old = json.loads((out / "cv.json").read_text())
+        rows = [dict(r) for r in old["rows"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CVError(f"--resume: {out / 'cv.json'} cannot be read ({exc}); pass --overwrite to start again") from None
+    if int(old.get("folds", -1)) != folds:
+        raise CVError(f"--resume: {out} holds a {old.get('folds')}-fold cross-validation, not {folds}-fold; "
+                      f"pass --folds {old.get('folds')}, or a new --out")
+    mine = json.loads(json.dumps(_recipe(cfg.to_dict())))  # tuples as lists, as cv.json holds them
+    theirs = old.get("config") or {k: old[k] for k in ("model", "width", "epochs", "train_every") if k in old}
+    differ = [k for k in sorted(theirs) if k in mine and k not in _NOT_RECIPE and theirs[k] != mine[k]]
+    if differ:
+        said = ", ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} now" for k in differ)
+        raise CVError(f"--resume: {out} was trained with another recipe ({said}); use the same options, "
+                      "or a new --out for the new recipe")
+    for r in rows:  # the same data: each scored fold must hold out the same videos now
+        _, _, te = fold_sets(fs, folds, int(r["fold"]), seed=0)
+        now = " ".join(sorted({video_of(n) for n in te.names}))
+        if r.get("test_videos") and r["test_videos"] != now:
+            raise CVError(f"--resume: fold {r['fold']} of {out} held out {r['test_videos']}, with this --data it "
+                          f"holds out {now}; use the same data, or a new --out")
+    return rows, [int(s) for s in old.get("seeds", [])], [int(f) for f in old.get("evaluated_folds", [])]
+
+
 def run_cv(cfg: TrainConfig, folds: int, seeds: Sequence[int], only: Sequence[int] = (),
            on_run: Callable[[int, int, TrainConfig], object] | None = None, jobs: int = 1,
-           on_done: Callable[[list[dict]], None] | None = None) -> dict:
+           on_done: Callable[[list[dict]], None] | None = None, resume: bool = False) -> dict:
     """Train and score every (fold, seed); write OUT/cv.csv and OUT/cv.json; return the summary.
 
     ``on_run(fold, seed, cfg)`` may return training callbacks (a progress bar) for that run.
     ``jobs`` > 1 trains that many runs at once in separate processes (one GPU holds many small
     runs; on a CPU each process gets cores // jobs threads); ``on_done(rows)`` hears each
-    finished run.
+    finished run; cv.csv and cv.json are rewritten after each, so a sweep cut off keeps what it
+    scored. ``resume`` keeps the runs already scored in OUT/cv.json (same recipe, same folds),
+    trains only the (fold, seed) pairs it lacks (a run cut off before it was scored starts again)
+    and writes one table of all of them, so a sweep can be run in pieces.
     """
     out = Path(cfg.out)
     fs = load_pool(cfg.data)
     pick = sorted(set(only)) if only else list(range(folds))
     for fold in pick:
         fold_sets(fs, folds, fold, seed=0)  # a bad fold number or too many folds fails before any run
-    todo = [(fold, int(seed)) for fold in pick for seed in seeds]
     rows: list[dict] = []
+    all_seeds, all_folds = [int(s) for s in seeds], list(pick)
+    if resume:
+        rows, old_seeds, old_folds = _earlier(out, cfg, folds, fs)
+        all_seeds = sorted(set(all_seeds) | set(old_seeds))
+        all_folds = sorted(set(all_folds) | set(old_folds))
+    have = {(int(r["fold"]), int(r["seed"])) for r in rows}
+    todo = [(fold, int(seed)) for fold in pick for seed in seeds if (fold, int(seed)) not in have]
+    rows.sort(key=lambda r: (r["fold"], r["seed"], -r["g"]))
+
+    def write() -> dict:  # the table of every run scored so far; missing_runs says what it still lacks
+        summary = summarize_cv(rows, folds=all_folds, seeds=all_seeds)
+        _write_rows(out / "cv.csv", rows)
+        write_json(out / "cv.json", {"model": cfg.model, "width": cfg.width, "folds": folds, "seeds": all_seeds,
+                                     "evaluated_folds": all_folds, "train_every": cfg.train_every,
+                                     "epochs": cfg.epochs, "config": _recipe(cfg.to_dict()), "rows": rows,
+                                     "summary": summary})
+        return summary
 
     def done(new: list[dict]) -> None:
         rows.extend(new)
         rows.sort(key=lambda r: (r["fold"], r["seed"], -r["g"]))
-        _write_rows(out / "cv.csv", rows)
+        write()
         if on_done:
             on_done(new)
 
@@ -75,13 +154,11 @@ def run_cv(cfg: TrainConfig, folds: int, seeds: Sequence[int], only: Sequence[in
         for fold, seed in todo:
             run_cfg = replace(cfg, seed=seed, out=str(out / f"fold{fold}-seed{seed}"))
             done(_one_run(run_cfg, fs, folds, fold, on_run(fold, seed, run_cfg) if on_run else None))
-    else:
+    elif todo:
         _parallel(cfg, folds, todo, jobs, done)
-    summary = summarize_cv(rows)
-    write_json(out / "cv.json", {"model": cfg.model, "width": cfg.width, "folds": folds, "seeds": list(seeds),
-                                 "evaluated_folds": pick, "train_every": cfg.train_every, "epochs": cfg.epochs,
-                                 "rows": rows, "summary": summary})
-    return summary
+    if not rows:
+        raise CVError(f"{out}: no run to score: --fold and --seeds ask for none")
+    return write()
 
 
 def _one_run(run_cfg: TrainConfig, fs, folds: int, fold: int, callbacks=None) -> list[dict]:
@@ -136,12 +213,18 @@ def _parallel(cfg: TrainConfig, folds: int, todo: list[tuple[int, int]], jobs: i
                            f"seed {seed}: {exc}") from exc
 
 
-def summarize_cv(rows: Sequence[dict]) -> dict:
+def summarize_cv(rows: Sequence[dict], folds: Sequence[int] = (), seeds: Sequence[int] = ()) -> dict:
     """Per granularity: Dice mean +- sd over seeds (each seed's Dice pooled over its folds'
-    frames), the per-fold means over seeds, and the worst fold (patient) by that mean."""
+    frames), the per-fold means over seeds, and the worst fold (patient) by that mean.
+
+    ``missing_runs`` lists the (fold, seed) pairs of ``folds`` x ``seeds`` that have no score: while
+    it is not empty the seeds were pooled over different folds and their mean and sd are not yet
+    the table's (``echo-train --folds K --resume`` adds the missing runs)."""
     out: dict = {}
     for g in sorted({r["g"] for r in rows}, reverse=True):
         rg = [r for r in rows if r["g"] == g]
+        present = {(int(r["fold"]), int(r["seed"])) for r in rg}
+        missing = [[int(f), int(s)] for f in folds for s in seeds if (int(f), int(s)) not in present]
         per_seed = []
         for seed in sorted({r["seed"] for r in rg}):
             rs = [r for r in rg if r["seed"] == seed]
@@ -154,7 +237,8 @@ def summarize_cv(rows: Sequence[dict]) -> dict:
         m, sd = mean_sd(per_seed)
         out[f"{g:g}"] = {"dice_mean": m, "dice_sd": sd, "dice_per_seed": per_seed, "dice_per_fold": per_fold,
                          "fold_videos": names, "worst_fold": int(worst), "worst_fold_dice": per_fold[worst],
-                         "worst_fold_videos": names[worst], "min_fold_dice": min(r["dice"] for r in rg)}
+                         "worst_fold_videos": names[worst], "min_fold_dice": min(r["dice"] for r in rg),
+                         "missing_runs": missing}
     return out
 
 
