@@ -11,7 +11,8 @@ from echoseg.config import ConfigError, TrainConfig
 from echoseg.data.folds import every_kth
 from echoseg.data.frameset import FrameSet
 from echoseg.train import cv as cvmod
-from echoseg.train.cv import CVError, cv_preflight, run_cv, summarize_cv
+from echoseg.train.cv import CVError, run_cv, summarize_cv
+from echoseg.train.preflight import PreflightError, check_cv_dir
 
 
 def _frames(names):
@@ -127,20 +128,20 @@ def test_resume_refuses_another_recipe_or_other_data(tmp_path, monkeypatch):
 
 
 def test_cv_folder_is_kept_unless_resume_or_overwrite(tmp_path):
-    cv_preflight(tmp_path / "new", resume=False, overwrite=False)  # nothing there: fine
-    with pytest.raises(CVError, match="holds no cross-validation"):
-        cv_preflight(tmp_path / "new", resume=True, overwrite=False)
+    check_cv_dir(tmp_path / "new", resume=False, overwrite=False)  # nothing there: fine
+    with pytest.raises(PreflightError, match="holds no cross-validation"):
+        check_cv_dir(tmp_path / "new", resume=True, overwrite=False)
     (tmp_path / "cv" / "fold0-seed1").mkdir(parents=True)
     (tmp_path / "cv" / "fold0-seed1" / "last.pt").write_bytes(b"")
-    with pytest.raises(CVError, match="already holds a cross-validation \\(1 fold run\\)"):
-        cv_preflight(tmp_path / "cv", resume=False, overwrite=False)
+    with pytest.raises(PreflightError, match="already holds a cross-validation \\(1 fold run\\)"):
+        check_cv_dir(tmp_path / "cv", resume=False, overwrite=False)
     (tmp_path / "cv" / "cv.json").write_text("{}")
-    with pytest.raises(CVError, match="already holds a cross-validation \\(cv.json, 1 fold run\\)"):
-        cv_preflight(tmp_path / "cv", resume=False, overwrite=False)
-    with pytest.raises(CVError, match="pass only one"):
-        cv_preflight(tmp_path / "cv", resume=True, overwrite=True)
-    cv_preflight(tmp_path / "cv", resume=True, overwrite=False)
-    cv_preflight(tmp_path / "cv", resume=False, overwrite=True)
+    with pytest.raises(PreflightError, match="already holds a cross-validation \\(cv.json, 1 fold run\\)"):
+        check_cv_dir(tmp_path / "cv", resume=False, overwrite=False)
+    with pytest.raises(PreflightError, match="pass only one"):
+        check_cv_dir(tmp_path / "cv", resume=True, overwrite=True)
+    check_cv_dir(tmp_path / "cv", resume=True, overwrite=False)
+    check_cv_dir(tmp_path / "cv", resume=False, overwrite=True)
 
 
 def test_compare_reads_the_runs_a_partial_table_holds_and_says_what_is_broken(tmp_path):

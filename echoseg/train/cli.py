@@ -131,16 +131,11 @@ def train(
             from .loop import model_config
 
             fit_config(cfg, model_config(cfg), load_init(cfg.init))
-        if folds:  # the folder holds fold runs, not one run: its own check, then room and rights
-            from .cv import cv_preflight
-            from .preflight import check_out_writable
-
-            cv_preflight(cfg.out, resume, overwrite)
-            check_out_writable(cfg.out, _weight_bytes(model, width))
+        preflight(cfg.out, resume, overwrite, _weight_bytes(model, width), cv=bool(folds))
+        if folds:
             seed_list = _parse_seeds(seeds, seed)
             _cross_validate(console, cfg, folds, seed_list, fold or [], jobs, resume)
             return
-        preflight(cfg.out, resume, overwrite, _weight_bytes(model, width))
         from .dist import world_from_env
 
         if not world_from_env().is_main:  # torchrun: rank 0 alone draws progress and prints

@@ -56,24 +56,6 @@ class CVError(ConfigError):
     """A cross-validation folder cannot be continued as asked."""
 
 
-def cv_preflight(out: str | Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a folder that already holds a cross-validation unless --resume or --overwrite says what to do."""
-    out = Path(out)
-    if resume and overwrite:
-        raise CVError("--resume adds the missing runs to the cross-validation in --out and --overwrite starts "
-                      "it again; pass only one")
-    runs = sorted(p.parent.name for p in out.glob("fold*-seed*/last.pt"))
-    if (out / "cv.json").exists() or runs:
-        if not (resume or overwrite):
-            held = ", ".join((["cv.json"] if (out / "cv.json").exists() else [])
-                             + ([f"{len(runs)} fold run{'s' * (len(runs) > 1)}"] if runs else []))
-            raise CVError(f"{out} already holds a cross-validation ({held}); pass --resume to keep its scored "
-                          "runs and add the missing ones, --overwrite to start it again, or a new --out")
-    elif resume:
-        raise CVError(f"--resume: {out} holds no cross-validation (no cv.json, no fold run) to continue; "
-                      "drop --resume")
-
-
 def _recipe(cfg_dict: dict) -> dict:
     return {k: v for k, v in cfg_dict.items() if k not in _NOT_RECIPE}
 

@@ -32,6 +32,25 @@ def check_run_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> None
     out = Path(out)
     if resume and overwrite:
         raise PreflightError("--resume continues the run in --out and --overwrite replaces it; pass only one")
+
+
+def check_cv_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
+    """The same for a cross-validation folder (echo-train --folds): its runs are fold<i>-seed<s>/, its table
+    cv.json; --resume keeps the scored runs and adds the missing ones (echoseg.train.cv)."""
+    out = Path(out)
+    if resume and overwrite:
+        raise PreflightError("--resume adds the missing runs to the cross-validation in --out and --overwrite "
+                             "starts it again; pass only one")
+    runs = sorted(p.parent.name for p in out.glob("fold*-seed*/last.pt"))
+    table = (out / "cv.json").exists()
+    if (table or runs) and not (resume or overwrite):
+        held = ", ".join((["cv.json"] if table else [])
+                         + ([f"{len(runs)} fold run{'s' * (len(runs) > 1)}"] if runs else []))
+        raise PreflightError(f"{out} already holds a cross-validation ({held}); pass --resume to keep its scored "
+                             "runs and add the missing ones, --overwrite to start it again, or a new --out")
+    if resume and not (table or runs):
+        raise PreflightError(f"--resume: {out} holds no cross-validation (no cv.json, no fold run) to continue; "
+                             "drop --resume")
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not (resume or overwrite):
         raise PreflightError(f"{out} already holds a trained run ({', '.join(found)}); pass --resume to continue it, "
@@ -56,7 +75,7 @@ def check_out_writable(out: str | os.PathLike, weight_bytes: int = 0) -> None:
                                   f"{need / 2**20:.0f} MB (checkpoints with optimizer state); {hint}", errno.ENOSPC)
 
 
-def preflight(out: str | os.PathLike, resume: bool, overwrite: bool, weight_bytes: int = 0) -> None:
-    """Both checks, in the order a user wants to hear about them."""
-    check_run_dir(out, resume, overwrite)
+def preflight(out: str | os.PathLike, resume: bool, overwrite: bool, weight_bytes: int = 0, cv: bool = False) -> None:
+    """Both checks, in the order a user wants to hear about them (``cv``: ``out`` is a cross-validation folder)."""
+    (check_cv_dir if cv else check_run_dir)(out, resume, overwrite)
     check_out_writable(out, weight_bytes)
