@@ -32,6 +32,10 @@ def check_run_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> None
     out = Path(out)
     if resume and overwrite:
         raise PreflightError("--resume continues the run in --out and --overwrite replaces it; pass only one")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not (resume or overwrite):
+        raise PreflightError(f"{out} already holds a trained run ({', '.join(found)}); pass --resume to continue it, "
+                             "--overwrite to replace it, or a new --out")
 
 
 def check_cv_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
@@ -51,10 +55,6 @@ def check_cv_dir(out: str | os.PathLike, resume: bool, overwrite: bool) -> None:
     if resume and not (table or runs):
         raise PreflightError(f"--resume: {out} holds no cross-validation (no cv.json, no fold run) to continue; "
                              "drop --resume")
-    found = [name for name in RUN_FILES if (out / name).exists()]
-    if found and not (resume or overwrite):
-        raise PreflightError(f"{out} already holds a trained run ({', '.join(found)}); pass --resume to continue it, "
-                             "--overwrite to replace it, or a new --out")
 
 
 def check_out_writable(out: str | os.PathLike, weight_bytes: int = 0) -> None:
