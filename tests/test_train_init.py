@@ -39,12 +39,27 @@ def test_init_from_a_run_gives_the_same_logits_at_step_0(matae_ckpt):
     assert not torch.equal(_logits(fresh, x, 1.0), _logits(ref, x, 1.0))  # load=False (resume) leaves them
 
 
+def test_a_unet_starts_from_a_mataes_full_width(matae_ckpt):
+    cfg = TrainConfig(model="unet", width=8, init=str(matae_ckpt))
+    mcfg, spec, model = initial_model(cfg, model_config(cfg))
+    ckpt = load_checkpoint(matae_ckpt)
+    assert (mcfg.name, mcfg.granularities, type(model).__name__) == ("unet", (1.0,), "UNet")
+    assert spec == ckpt.input_spec
+    ref = build_from_checkpoint(ckpt)
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(_logits(model, x, None), _logits(ref, x, 1.0), atol=1e-5)  # granularity 1, its BN
+    assert not torch.allclose(_logits(model, x, None), _logits(ref, x, 0.5), atol=1e-3)
+
+
 def test_a_mismatched_model_is_refused_in_one_line(matae_ckpt, unet_ckpt):
     with pytest.raises(InitError) as e:
-        initial_model(TrainConfig(model="unet", width=8, init=str(matae_ckpt)), model_config(TrainConfig(width=8)))
+        initial_model(TrainConfig(model="unet", width=16, init=str(matae_ckpt)), model_config(TrainConfig(width=16)))
     msg = str(e.value)
-    assert "\n" not in msg and "its weights are matae-unet width 8, this run builds unet width 8" in msg
+    assert "\n" not in msg and "its weights are matae-unet width 8, this run builds unet width 16" in msg
     assert "pass --model matae-unet --width 8" in msg
+    with pytest.raises(InitError, match="its weights are unet width 8, this run builds matae-unet width 8"):
+        cfg = TrainConfig(model="matae-unet", width=8, init=str(unet_ckpt))
+        initial_model(cfg, model_config(cfg))
     cfg = TrainConfig(model="matae-unet", width=16, init=str(matae_ckpt))
     with pytest.raises(InitError, match="width 8, this run builds matae-unet width 16"):
         initial_model(cfg, model_config(cfg))
@@ -76,12 +91,19 @@ def test_echo_train_init_runs_and_records_its_source(synth_dir, matae_ckpt, tmp_
     assert ft.train_config.init == str(matae_ckpt) and ft.input_spec == src.input_spec
     assert ft.model.granularities == src.model.granularities
     assert (ft.model.name, ft.model.width) == ("matae-unet", 8)
-    bad = CliRunner().invoke(train_app, ["--data", str(synth_dir), "--model", "unet", "--width", "8", "--epochs", "1",
+    bad = CliRunner().invoke(train_app, ["--data", str(synth_dir), "--model", "unet", "--width", "16", "--epochs", "1",
                                          "--init", str(matae_ckpt), "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2
     lines = [ln for ln in bad.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "pass --model matae-unet --width 8" in lines[0]
     assert not (tmp_path / "bad").exists()
+    u = CliRunner().invoke(train_app, ["--data", str(synth_dir), "--model", "unet",  # width: the source's
+                                       "--epochs", "1", "--batch-size", "8", "--max-train-frames", "16",
+                                       "--device", "cpu", "--init", str(matae_ckpt), "--out", str(tmp_path / "u")])
+    assert u.exit_code == 0, u.output
+    ft = load_checkpoint(tmp_path / "u")
+    assert (ft.model.name, ft.model.width, ft.model.granularities) == ("unet", 8, (1.0,))
+    assert not any(k.startswith("recon.") for k in ft.state_dict)
 
 
 # --- the bundled weights ---------------------------------------------------------------------------

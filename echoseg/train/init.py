@@ -3,8 +3,10 @@
 ``pretrained`` is the bundled synthetic-only model (its weights.npz, read without pickle); any
 other value is a run folder or checkpoint (read with ``weights_only=True``). The run takes the
 source's input spec too (its weights expect that normalisation) and, when no granularities
-were asked for, the source's granularities. A model that does not fit the weights (another
-architecture, width or granularities) is refused in one line that says what differs.
+were asked for, the source's granularities. A unet of the same width may start from a matae-unet's weights: it takes
+the full-width network (granularity 1), which is a unet with the same layers, and leaves the
+reconstruction head. A model that does not fit the weights (another architecture, width or
+granularities) is refused in one line that says what differs.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def fit_config(cfg: TrainConfig, mcfg: ModelConfig, init: InitWeights) -> ModelC
     were asked for; an error naming the difference when model, width or granularities differ."""
     src = init.model
     where = f"--init {init.source}"
+    if _full_width_of(src, mcfg):
+        return mcfg
     if (src.name, src.width) != (mcfg.name, mcfg.width):
         raise InitError(f"{where}: its weights are {src.name} width {src.width}, this run builds {mcfg.name} "
                         f"width {mcfg.width}; pass --model {src.name} --width {src.width}")
@@ -108,10 +112,30 @@ def initial_model(cfg: TrainConfig, mcfg: ModelConfig, load: bool = True) -> tup
     mcfg = fit_config(cfg, mcfg, init)
     model = build_model(mcfg)
     if load:
+        if _full_width_of(init.model, mcfg):
+            init = full_width(init)
         apply_init(model, init)
         log.info("started from %s (%s), its input spec mean %s std %s", cfg.init, init.path,
                  init.input_spec.mean[0], init.input_spec.std[0])
     return mcfg, init.input_spec, model
+
+
+def _full_width_of(src: ModelConfig, mcfg: ModelConfig) -> bool:
+    """A unet run starting from a matae-unet of its width (whose granularity 1 is that unet)."""
+    return (src.name, mcfg.name) == ("matae-unet", "unet") and src.width == mcfg.width
+
+
+def full_width(init: InitWeights) -> InitWeights:
+    """A matae-unet's weights as the unet its full width is: the model's own slicing at
+    granularity 1 (that width's batch-norm statistics), the reconstruction head left out."""
+    from echoseg.models import build_model
+
+    matae = build_model(init.model)
+    apply_init(matae, init)
+    whole = matae.sliced(1.0).state_dict()
+    state = {k: v for k, v in whole.items() if not k.startswith("recon.")}
+    unet = replace(init.model, name="unet", granularities=(1.0,), recon_weight=0.0)
+    return InitWeights(init.source, init.path, unet, init.input_spec, state)
 
 
 def _gs(m: ModelConfig) -> str:
