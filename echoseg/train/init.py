@@ -69,8 +69,10 @@ def fit_config(cfg: TrainConfig, mcfg: ModelConfig, init: InitWeights) -> ModelC
     if _full_width_of(src, mcfg):
         return mcfg
     if (src.name, src.width) != (mcfg.name, mcfg.width):
+        fix = f"--width {src.width}" if (src.name, mcfg.name) == ("matae-unet", "unet") else \
+            f"--model {src.name} --width {src.width}"
         raise InitError(f"{where}: its weights are {src.name} width {src.width}, this run builds {mcfg.name} "
-                        f"width {mcfg.width}; pass --model {src.name} --width {src.width}")
+                        f"width {mcfg.width}; pass {fix}")
     if src.name == "matae-unet" and tuple(src.granularities) != tuple(mcfg.granularities):
         if cfg.granularities:
             raise InitError(f"{where}: its weights are for granularities {_gs(src)}, this run asks for "
