@@ -63,7 +63,8 @@ def train(
                                                         "peak); never an epoch with a collapsed granularity"),
     augment: bool = typer.Option(True, "--augment/--no-augment"),
     augment_strength: str = typer.Option("light", "--augment-strength", help="light, or heavy (wider pose and gain, "
-                                         "blur, noise, contrast, dark blotches: for training on synthetic echo)"),
+                                         "blur, noise, contrast, dark blotches: for training on synthetic echo; on "
+                                         "real echo it lifted the worst unseen patient and cost typical ones, README)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, "--seed"),
