@@ -3,9 +3,9 @@
 ``pretrained`` is the bundled synthetic-only model (its weights.npz, read without pickle); any
 other value is a run folder or checkpoint (read with ``weights_only=True``). The run takes the
 source's input spec too (its weights expect that normalisation) and, when no granularities
-were asked for, the source's granularities. A unet of the same width may start from a matae-unet's weights: it takes
-the full-width network (granularity 1), which is a unet with the same layers, and leaves the
-reconstruction head. A model that does not fit the weights (another architecture, width or
+were asked for, the source's granularities. A unet of the same width may start from a
+matae-unet's weights: it takes the full-width network (granularity 1), which is a unet with the
+same layers, and leaves the reconstruction head. A model that does not fit the weights (another architecture, width or
 granularities) is refused in one line that says what differs.
 """
 
