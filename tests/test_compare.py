@@ -120,3 +120,76 @@ def test_flat_frame_folder_splits_never_cut_a_video(tmp_path):
     parts = {s: {video_of(n) for n in load_split(tmp_path, s).names} for s in ("train", "val", "test")}
     assert [len(parts[s]) for s in ("train", "val", "test")] == [8, 1, 1]
     assert parts["train"].isdisjoint(parts["val"] | parts["test"]) and parts["val"].isdisjoint(parts["test"])
+
+
+def _cv_folder(root, name, model, config, dice, videos=("P0", "P1", "P2")):
+    """A cross-validation folder as echo-train --folds writes it: cv.json and each run's frames.csv."""
+    import json
+
+    folder = root / name
+    rows = []
+    for (fold, seed), d in sorted(dice.items()):
+        rows.append({"fold": fold, "seed": seed, "g": 1.0, "dice": d, "frames": 3, "test_videos": videos[fold]})
+        run = folder / f"fold{fold}-seed{seed}" / "eval-test"
+        run.mkdir(parents=True)
+        lines = "".join(f"{videos[fold]}_{i:04d},{d}\n" for i in range(3))
+        run.joinpath("frames.csv").write_text("name,dice\n" + lines)
+    folder.joinpath("cv.json").write_text(json.dumps({"model": model, "width": 16, "folds": len(videos),
+                                                      "config": config, "rows": rows}))
+    return folder
+
+
+def test_two_recipes_of_one_model_are_compared_patient_by_patient(tmp_path):
+    from echoseg.train.compare import read_cv
+
+    light = {(0, 1): 0.90, (0, 2): 0.88, (1, 1): 0.60, (1, 2): 0.64, (2, 1): 0.93, (2, 2): 0.95}
+    heavy = {(0, 1): 0.89, (0, 2): 0.86, (1, 1): 0.70, (1, 2): 0.66, (2, 1): 0.93, (2, 2): 0.96}
+    a = _cv_folder(tmp_path, "light", "unet", {"epochs": 20, "augment_strength": "light"}, light)
+    b = _cv_folder(tmp_path, "heavy", "unet", {"epochs": 20, "augment_strength": "heavy"}, heavy)
+    res = compare(read_cv(a) + read_cv(b), n_boot=200)
+    assert res["a"] == ["light/seed1", "light/seed2"] and res["b"] == ["heavy/seed1", "heavy/seed2"]
+    assert res["recipe_difference"] == {"augment_strength": ["light", "heavy"]}
+    (p,) = res["patients"]
+    assert [r["videos"] for r in p["folds"]] == ["P0", "P1", "P2"]
+    assert p["folds"][1]["a"] == [0.60, 0.64] and p["folds"][1]["diff"] == pytest.approx(0.06)
+    assert p["a_worst"] == {"fold": 1, "videos": "P1", "dice": pytest.approx(0.62)}
+    assert p["b_worst"]["dice"] == pytest.approx(0.68)
+    assert p["a_patients_mean"] == pytest.approx((0.89 + 0.62 + 0.94) / 3)
+    diffs = [heavy[k] - light[k] for k in light]
+    assert p["paired_runs"] == {"runs": 6, "mean": pytest.approx(np.mean(diffs)), "min": pytest.approx(-0.02),
+                                "max": pytest.approx(0.10), "b_ahead": 3}
+    # frame by frame the same runs give the same mean difference
+    assert res["differences"][0]["mean"] == pytest.approx(np.mean(diffs))
+
+
+def test_patients_pair_only_the_folds_both_scored_and_refuse_other_data(tmp_path):
+    from echoseg.train.compare import read_cv
+
+    a = _cv_folder(tmp_path, "a", "unet", {}, {(0, 1): 0.9, (1, 1): 0.6, (2, 1): 0.8})
+    b = _cv_folder(tmp_path, "b", "matae-unet", {}, {(1, 1): 0.7})  # one fold so far (echo-train --fold 1)
+    res = compare(read_cv(a) + read_cv(b), n_boot=50)  # two models: split by model, patients all the same
+    (p,) = res["patients"]
+    assert [r["fold"] for r in p["folds"]] == [1] and (p["folds_a"], p["folds_b"]) == (3, 1)
+    assert p["paired_runs"]["runs"] == 1 and p["paired_runs"]["mean"] == pytest.approx(0.1)
+    assert "recipe_difference" not in res  # two models, not two recipes
+    # the same patients dealt into folds otherwise (another --folds): frames pair, folds do not
+    c = _cv_folder(tmp_path, "c", "unet", {}, {(1, 1): 0.7}, videos=("P0", "P2", "P1"))
+    with pytest.raises(ValueError, match="fold 1 holds out 'P1' on one side and 'P2' on the other"):
+        compare(read_cv(a) + read_cv(c), n_boot=50)
+
+
+def test_cli_compares_two_cross_validation_folders_of_one_model(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import eval_app
+
+    a = _cv_folder(tmp_path, "scratch", "unet", {"init": ""}, {(0, 1): 0.9, (1, 1): 0.6, (2, 1): 0.8})
+    b = _cv_folder(tmp_path, "bundle", "unet", {"init": "pretrained"}, {(0, 1): 0.92, (1, 1): 0.58, (2, 1): 0.85})
+    r = CliRunner().invoke(eval_app, [str(a), str(b), "--compare", "--out", str(tmp_path / "cmp")])
+    assert r.exit_code == 0, r.output
+    assert "A and B differ in init '' (A) / 'pretrained' (B)" in r.output
+    assert "worst patient" in r.output and "B ahead in 2 of 3" in r.output
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert saved["patients"][0]["b_worst"]["videos"] == "P1"

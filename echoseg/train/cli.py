@@ -275,7 +275,8 @@ def evaluate(
     device: str = typer.Option("auto", "--device"),
     compare: bool = typer.Option(False, "--compare", help="Paired Dice difference of two runs, or of two models' "
                                  "runs (seeds): mean with a bootstrap 95% CI over videos; cross-validation "
-                                 "folders (echo-train --folds) are compared fold by fold"),
+                                 "folders (echo-train --folds) also patient by patient (mean of patients, "
+                                 "worst patient, run by run); two folders of one model as two recipes"),
     ef: bool = typer.Option(False, "--ef", help="EchoNet: also validate echo-run's EF read-out against FileList.csv "
                             "(ef.csv, Bland-Altman and scatter PNGs, 'ef' in metrics.json), for any model: "
                             "checkpoints in PyTorch, exports and pretrained through the runtime (--backend)"),
@@ -385,6 +386,11 @@ def _print_comparison(console, scored: list, out: Optional[Path]) -> None:
         ci = "n/a (one video)" if not d["ci95"] else f"{d['ci95'][0]:+.4f} .. {d['ci95'][1]:+.4f}"
         diff.add_row(f"{d['g_b']:g}", f"{d['g_a']:g}", f"{d['mean']:+.4f}", ci, str(d["frames"]), str(d["videos"]))
     console.print(diff)
+    if res.get("recipe_difference"):
+        console.print("A and B differ in " + ", ".join(f"{k} {va!r} (A) / {vb!r} (B)"
+                                                       for k, (va, vb) in res["recipe_difference"].items()))
+    for p in res["patients"]:
+        _print_patients(console, p)
     for d in res["differences"]:
         if d["frames"] < max(d["frames_a"], d["frames_b"]):
             console.print(f"B g={d['g_b']:g} vs A g={d['g_a']:g}: paired the {d['frames']} frames both sides scored "
@@ -397,6 +403,35 @@ def _print_comparison(console, scored: list, out: Optional[Path]) -> None:
             _fail(f"{Path(out) / 'compare.json'}: not written ({(exc.strerror or str(exc)).lower()}); "
                   "free some space or pass another --out")
         console.print(f"wrote {out}/compare.json")
+
+
+def _print_patients(console, p: dict) -> None:
+    """Two cross-validations held-out patient by held-out patient (compare.by_patient)."""
+    from rich.table import Table
+
+    def seeds(values: list) -> str:
+        return " / ".join(f"{v:.3f}" for v in values)
+
+    t = Table(title=f"held-out patients, B g={p['g_b']:g} vs A g={p['g_a']:g} (Dice of each seed's run; "
+                    "B - A of their means)")
+    for col in ("fold", "held out", "A", "B", "B - A"):
+        t.add_column(col, justify="left" if col == "held out" else "right")
+    for r in p["folds"]:
+        t.add_row(str(r["fold"]), r["videos"], seeds(r["a"]), seeds(r["b"]), f"{r['diff']:+.3f}")
+    t.add_row("", "mean of patients", f"{p['a_patients_mean']:.3f}", f"{p['b_patients_mean']:.3f}",
+              f"{p['b_patients_mean'] - p['a_patients_mean']:+.3f}")
+    wa, wb = p["a_worst"], p["b_worst"]
+    t.add_row("", "worst patient", f"{wa['dice']:.3f} (fold {wa['fold']})", f"{wb['dice']:.3f} (fold {wb['fold']})",
+              f"{wb['dice'] - wa['dice']:+.3f}")
+    console.print(t)
+    if len(p["folds"]) < max(p["folds_a"], p["folds_b"]):
+        console.print(f"patients: the {len(p['folds'])} folds both sides scored (A scored {p['folds_a']}, "
+                      f"B {p['folds_b']})")
+    pr = p["paired_runs"]
+    if pr:
+        console.print(f"run by run (same fold, same seed), B g={p['g_b']:g} - A g={p['g_a']:g}: mean "
+                      f"{pr['mean']:+.4f}, min {pr['min']:+.4f}, max {pr['max']:+.4f}; B ahead in {pr['b_ahead']} "
+                      f"of {pr['runs']}")
 
 
 def _error_line(message: str) -> None:

@@ -4,6 +4,11 @@ Frames of one video are not independent (they are near-copies), so the interval 
 whole videos, not frames. Several runs of one model (seeds) are averaged frame by frame
 before pairing, and summarised as mean +- sd of their Dice. Works on scored runs
 (``eval-*/frames.csv``) and on cross-validation folders (``cv.json`` with per-fold scores).
+
+Two cross-validation folders are also compared patient by patient: each held-out patient's Dice
+on both sides, the mean of patients and the worst patient of each, and the run-by-run
+differences (same fold, same seed). Two folders of one model are two recipes; their
+``config`` says what differs.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ class Scored:
     model: str
     width: int
     dice: dict[float, dict[str, float]] = field(default_factory=dict)
+    # a cross-validation seed only: its folder, seed, Dice per fold (``folds[g][fold]``), each fold's
+    # held-out videos and the folder's recipe (cv.json ``config``)
+    source: str = ""
+    seed: int | None = None
+    folds: dict[float, dict[int, float]] = field(default_factory=dict)
+    fold_videos: dict[int, str] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -55,11 +67,16 @@ def read_cv(folder: Path) -> list[Scored]:
     scored = sorted({(int(r["seed"]), int(r["fold"])) for r in info.get("rows", [])})
     out = []
     for seed in sorted({s for s, _ in scored}):
-        s = Scored(f"{folder.name}/seed{seed}", info["model"], int(info["width"]))
+        s = Scored(f"{folder.name}/seed{seed}", info["model"], int(info["width"]), source=str(folder), seed=seed,
+                   config=dict(info.get("config") or {}))
         for fold in (f for t, f in scored if t == seed):
             part = read_frames_csv(folder / f"fold{fold}-seed{seed}" / "eval-test" / "frames.csv", "", "", 0)
             for g, d in part.dice.items():
                 s.dice.setdefault(g, {}).update(d)
+        for r in info["rows"]:
+            if int(r["seed"]) == seed and r.get("dice") is not None:
+                s.folds.setdefault(float(r["g"]), {})[int(r["fold"])] = float(r["dice"])
+                s.fold_videos[int(r["fold"])] = str(r.get("test_videos", ""))
         out.append(s)
     return out
 
@@ -103,21 +120,76 @@ def paired_difference(a: Sequence[Scored], b: Sequence[Scored], g_a: float, g_b:
 
 def sides(scored: Sequence[Scored]) -> tuple[list[Scored], list[Scored]]:
     """Split runs into the two sides of a comparison: by model and width when there are two
-    kinds, else exactly two runs of one kind."""
+    kinds, else by cross-validation folder when there are two (two recipes of one model), else
+    exactly two runs of one kind."""
     kinds = list(dict.fromkeys(s.key for s in scored))
     if len(kinds) == 2:
         return [s for s in scored if s.key == kinds[0]], [s for s in scored if s.key == kinds[1]]
+    folders = list(dict.fromkeys(s.source for s in scored))
+    if len(folders) == 2 and all(folders):
+        return [s for s in scored if s.source == folders[0]], [s for s in scored if s.source == folders[1]]
     if len(scored) == 2:
         return [scored[0]], [scored[1]]
-    raise ValueError(f"--compare needs two runs, or runs of two models (found {len(scored)} runs of "
-                     f"{len(kinds)} kinds: {', '.join(kinds)})")
+    raise ValueError(f"--compare needs two runs, runs of two models or two cross-validation folders (found "
+                     f"{len(scored)} runs of {len(kinds)} kinds: {', '.join(kinds)})")
+
+
+def _side_name(side: Sequence[Scored], by_folder: bool) -> str:
+    return f"{side[0].key} ({side[0].source})" if by_folder else side[0].key
+
+
+def recipe_difference(a: Sequence[Scored], b: Sequence[Scored]) -> dict[str, list]:
+    """The training options two cross-validation folders differ in: ``{option: [A's, B's]}``."""
+    ca, cb = a[0].config, b[0].config
+    return {k: [ca.get(k), cb.get(k)] for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)}
+
+
+def by_patient(a: Sequence[Scored], b: Sequence[Scored], g_a: float, g_b: float) -> dict | None:
+    """Two cross-validation sides held-out patient by held-out patient (folds both scored), or
+    None when a side has no per-fold scores. Each fold: the Dice of every seed and their mean;
+    each side: the mean of patients and the worst patient (lowest mean over seeds); the runs of
+    the same fold and seed paired: mean, min and max of B - A and how often B is ahead."""
+    runs_a = {(f, s.seed): d for s in a for f, d in s.folds.get(g_a, {}).items()}
+    runs_b = {(f, s.seed): d for s in b for f, d in s.folds.get(g_b, {}).items()}
+    if not runs_a or not runs_b:
+        return None
+    videos_a = {f: v for s in a for f, v in s.fold_videos.items()}
+    videos_b = {f: v for s in b for f, v in s.fold_videos.items()}
+    folds = sorted({f for f, _ in runs_a} & {f for f, _ in runs_b})
+    other = [f for f in folds if videos_a.get(f) != videos_b.get(f)]
+    if other:
+        raise ValueError(f"fold {other[0]} holds out {videos_a.get(other[0])!r} on one side and "
+                         f"{videos_b.get(other[0])!r} on the other: compare cross-validations of the same data "
+                         "and --folds")
+    rows = []
+    for f in folds:
+        sa = sorted(s for g, s in runs_a if g == f)
+        sb = sorted(s for g, s in runs_b if g == f)
+        ma, mb = float(np.mean([runs_a[f, s] for s in sa])), float(np.mean([runs_b[f, s] for s in sb]))
+        rows.append({"fold": f, "videos": videos_a.get(f, ""), "a": [runs_a[f, s] for s in sa],
+                     "b": [runs_b[f, s] for s in sb], "seeds_a": sa, "seeds_b": sb, "a_mean": ma, "b_mean": mb,
+                     "diff": mb - ma})
+    pairs = sorted(set(runs_a) & set(runs_b))
+    diffs = np.array([runs_b[k] - runs_a[k] for k in pairs])
+    out = {"g_a": g_a, "g_b": g_b, "folds": rows, "folds_a": len({f for f, _ in runs_a}),
+           "folds_b": len({f for f, _ in runs_b})}
+    for side in ("a", "b"):
+        worst = min(rows, key=lambda r: r[f"{side}_mean"])
+        out[f"{side}_patients_mean"] = float(np.mean([r[f"{side}_mean"] for r in rows]))
+        out[f"{side}_worst"] = {"fold": worst["fold"], "videos": worst["videos"], "dice": worst[f"{side}_mean"]}
+    out["paired_runs"] = ({"runs": len(pairs), "mean": float(diffs.mean()), "min": float(diffs.min()),
+                           "max": float(diffs.max()), "b_ahead": int((diffs > 0).sum())} if len(pairs) else None)
+    return out
 
 
 def compare(scored: Sequence[Scored], n_boot: int = 2000) -> dict:
     """Per granularity of side B: its Dice against side A's (same g if A has it, else A's full)."""
     a, b = sides(scored)
-    result: dict = {"a": [s.label for s in a], "b": [s.label for s in b], "a_model": a[0].key,
-                    "b_model": b[0].key, "runs": [], "differences": []}
+    by_folder = a[0].key == b[0].key and bool(a[0].source) and a[0].source != b[0].source
+    result: dict = {"a": [s.label for s in a], "b": [s.label for s in b], "a_model": _side_name(a, by_folder),
+                    "b_model": _side_name(b, by_folder), "runs": [], "differences": [], "patients": []}
+    if by_folder:
+        result["recipe_difference"] = recipe_difference(a, b)
     for name, side in (("A", a), ("B", b)):
         for g in sorted(set.intersection(*(set(s.dice) for s in side)), reverse=True):
             vals = [s.mean(g) for s in side]
@@ -128,4 +200,7 @@ def compare(scored: Sequence[Scored], n_boot: int = 2000) -> dict:
     for g in sorted(set.intersection(*(set(s.dice) for s in b)), reverse=True):
         d = paired_difference(a, b, g if g in a_gs else 1.0, g, n_boot=n_boot)
         result["differences"].append(d.__dict__ | {"ci95": list(d.ci95) if d.ci95 else None})
+        patients = by_patient(a, b, d.g_a, d.g_b)
+        if patients:
+            result["patients"].append(patients)
     return result
