@@ -181,3 +181,73 @@ def test_an_unknown_ef_volume_is_refused_in_one_line_before_any_work(tmp_path):
 
     r = CliRunner().invoke(eval_app, ["pretrained", "--data", str(tmp_path), "--ef", "--ef-volume", "biplane"])
     assert r.exit_code == 1 and "--ef-volume 'biplane': use one of discs, area-length" in r.output
+
+
+# --- cross-validated EF: each held-out video read by the fold model that never saw it ----------------
+
+def _cv_of(tmp_path, root: Path, models: list[Path]) -> tuple[Path, dict[str, int]]:
+    """A cross-validation folder as echo-train --folds writes it, fold f holding out two of root's
+    videos and its run being models[f] (one seed); returns it and each held-out video's fold."""
+    import shutil
+
+    with open(root / "FileList.csv", newline="") as fh:
+        names = [r["FileName"] for r in csv.DictReader(fh)]
+    cv, rows, fold_of = tmp_path / "cv", [], {}
+    for fold, model in enumerate(models):
+        videos = names[2 * fold: 2 * fold + 2]
+        (cv / f"fold{fold}-seed1").mkdir(parents=True)
+        shutil.copy(model, cv / f"fold{fold}-seed1" / "best.pt")
+        rows.append({"fold": fold, "seed": 1, "g": 1.0, "dice": 0.9, "test_videos": " ".join(videos)})
+        fold_of |= {v: fold for v in videos}
+    (cv / "cv.json").write_text(json.dumps({"model": "unet", "width": 8, "folds": len(models), "rows": rows}))
+    return cv, fold_of
+
+
+def test_cross_validated_ef_reads_each_video_with_its_own_fold_model(tmp_path, synth_dir, unet_ckpt, matae_ckpt):
+    from echoseg.train.ef import evaluate_cv_ef, measure_videos
+
+    cv, fold_of = _cv_of(tmp_path, synth_dir, [unet_ckpt, matae_ckpt])
+    blocks = evaluate_cv_ef(cv, synth_dir)
+    with open(cv / "eval-ef" / "seed1" / "ef.csv", newline="") as fh:
+        got = {r["FileName"]: r for r in csv.DictReader(fh)}
+    assert {v: int(r["fold"]) for v, r in got.items()} == fold_of
+    for fold, model in enumerate((unet_ckpt, matae_ckpt)):
+        mine = [v for v, f in fold_of.items() if f == fold]
+        for r in measure_videos(model, synth_dir, "all", names=mine):
+            want = r["ef_estimate"]
+            assert got[r["FileName"]]["ef_estimate"] == ("n/a" if want is None else f"{want:.2f}")
+    # the two models read differently, so the test can tell which read what
+    assert measure_videos(unet_ckpt, synth_dir, "all", names=list(fold_of)) != measure_videos(
+        matae_ckpt, synth_dir, "all", names=list(fold_of))
+    b = blocks[1]
+    assert b["videos"] == 4 and b["folds"] == 2 and b["listed_not_held_out"] == 12 - 4
+    saved = json.loads((cv / "eval-ef" / "ef_cv.json").read_text())
+    assert saved["seeds"]["1"]["videos"] == 4
+    assert (cv / "eval-ef" / "seed1" / "ef_scatter.png").stat().st_size > 0
+
+
+def test_cross_validated_ef_goes_on_past_a_missing_fold_run_and_cli_says_what_a_cv_folder_needs(
+        tmp_path, synth_dir, unet_ckpt):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import eval_app
+
+    cv, fold_of = _cv_of(tmp_path, synth_dir, [unet_ckpt, unet_ckpt])
+    shutil.rmtree(cv / "fold1-seed1")  # deleted to save space: its two videos fail, fold 0's are read
+    r = CliRunner().invoke(eval_app, [str(cv), "--data", str(synth_dir), "--ef", "--out", str(tmp_path / "ef")],
+                           env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    assert "seed 1, each video read by the fold model that never saw it: EF MAE" in r.output
+    with open(tmp_path / "ef" / "seed1" / "ef.csv", newline="") as fh:
+        rows = {x["FileName"]: x for x in csv.DictReader(fh)}
+    failed = {v for v, x in rows.items() if x["note"].startswith("failed: fold1-seed1 cannot be opened")}
+    assert failed == {v for v, f in fold_of.items() if f == 1} and len(rows) == 4
+    assert json.loads((tmp_path / "ef" / "seed1" / "metrics.json").read_text())["ef"]["failed"] == 2
+    r = CliRunner().invoke(eval_app, [str(cv), "--data", str(synth_dir)])
+    assert r.exit_code == 1 and "a cross-validation folder" in r.output and "--ef with an EchoNet folder" in r.output
+    frames = tmp_path / "frames"
+    (frames / "images").mkdir(parents=True)
+    r = CliRunner().invoke(eval_app, [str(cv), "--data", str(frames), "--ef"])
+    assert r.exit_code == 1 and "--ef needs an EchoNet-Dynamic folder" in r.output, r.output

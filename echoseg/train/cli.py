@@ -279,7 +279,8 @@ def evaluate(
                                  "worst patient, run by run); two folders of one model as two recipes"),
     ef: bool = typer.Option(False, "--ef", help="EchoNet: also validate echo-run's EF read-out against FileList.csv "
                             "(ef.csv, Bland-Altman and scatter PNGs, 'ef' in metrics.json), for any model: "
-                            "checkpoints in PyTorch, exports and pretrained through the runtime (--backend)"),
+                            "checkpoints in PyTorch, exports and pretrained through the runtime (--backend); "
+                            "a cross-validation folder reads each held-out video with its fold's model"),
     ef_volume: str = typer.Option("discs", "--ef-volume", help="--ef volumes: discs (method of discs, the "
                                   "default) or area-length"),
     clean_masks: bool = typer.Option(False, "--clean-masks", help="Score the masks after echo-run's clean-up "
@@ -325,6 +326,15 @@ def evaluate(
                         "without it)")
             failed += 1
             continue
+        if (run / "cv.json").is_file():
+            if not ef:
+                _error_line(f"{run}: a cross-validation folder (its folds were scored as they were trained: cv.csv); "
+                            "pass --compare with a second one, or --ef with an EchoNet folder to read each held-out "
+                            "video's EF with its fold's model")
+                failed += 1
+            elif not _cv_ef(console, run, data, target, device, backend, ef_volume):
+                failed += 1
+            continue
         try:
             r = run_eval(run, data, split, target, device, clean=clean_masks, backend=backend)
             if ef:
@@ -359,6 +369,22 @@ def evaluate(
         _print_comparison(console, scored, out)
     if failed:
         raise typer.Exit(1)
+
+
+def _cv_ef(console, cv: Path, data: Path, out: Optional[Path], device: str, backend: str, method: str) -> bool:
+    """echo-eval CV --ef: each held-out video's EF read by its fold's model, one table per seed."""
+    from .ef import evaluate_cv_ef, summary_line
+
+    try:
+        blocks = evaluate_cv_ef(cv, data, out, device, backend=backend, method=method)
+    except (*_user_errors(), ValueError, KeyError) as exc:
+        _error_line(f"{cv}: {exc}")
+        return False
+    where = out or cv / "eval-ef"
+    for seed, block in blocks.items():
+        console.print(f"{cv}: seed {seed}, each video read by the fold model that never saw it: {summary_line(block)} "
+                      f"in {where}/seed{seed}")
+    return True
 
 
 def _print_comparison(console, scored: list, out: Optional[Path]) -> None:

@@ -19,7 +19,7 @@ import csv
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -81,8 +81,9 @@ def open_model(target: str | Path, backend: str = "auto", device: str = "auto"):
 
 def measure_videos(run: str | Path, data: str | Path, split: str = "test", device: str = "auto", batch: int = 16,
                    progress: Callable[[int, int], None] | None = None, backend: str = "auto",
-                   method: str = "discs") -> list[dict[str, Any]]:
-    """One row per video of the split (the columns of ef.csv, None where there is nothing)."""
+                   method: str = "discs", names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """One row per video of the split (the columns of ef.csv, None where there is nothing);
+    ``names``: only those videos of it."""
     from echoseg.data.echonet import read_tracings, split_records, video_path
     from echoseg.data.frameset import SkipReport
     from echoseg.data.video import VideoError, VideoReader
@@ -92,6 +93,8 @@ def measure_videos(run: str | Path, data: str | Path, split: str = "test", devic
 
     root = Path(data)
     records = split_records(root, split)
+    if names is not None:
+        records = [r for r in records if r.name in set(names)]
     tracings = read_tracings(root, SkipReport())
     session = open_model(run, backend, device)
     rows = []
@@ -184,11 +187,13 @@ def _cell(v: Any) -> Any:
 def write_ef_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(CSV_FIELDS)
+        # cross-validated EF (evaluate_cv_ef) says which fold's model read each video
+        fields = (*CSV_FIELDS, "fold") if any("fold" in r for r in rows) else CSV_FIELDS
+        w.writerow(fields)
         for r in rows:
             est, true = r.get("ef_estimate"), r["ef_true"]
             err = est - true if est is not None and math.isfinite(true) else None
-            w.writerow([_cell(r.get(k)) if k != "error" else _cell(err) for k in CSV_FIELDS])
+            w.writerow([_cell(r.get(k)) if k != "error" else _cell(err) for k in fields])
 
 
 def plot_ef(out_dir: Path, rows: list[dict[str, Any]], m: dict[str, Any]) -> None:
@@ -245,21 +250,10 @@ def summary_line(m: dict[str, Any]) -> str:
             f"a beat, {m['left_out_bad_true_ef']} with a bad true EF, {m['failed']} failed); wrote ef.csv")
 
 
-def evaluate_ef(run: str | Path, data: str | Path, split: str, out_dir: str | Path, device: str = "auto",
-                progress: Callable[[int, int], None] | None = None, backend: str = "auto",
-                method: str = "discs") -> dict[str, Any]:
-    """Measure, write ef.csv and the two plots, add the ``ef`` block to out_dir/metrics.json; return the block."""
+def _write_ef(out: Path, rows: list[dict[str, Any]], block: dict[str, Any]) -> None:
+    """ef.csv, the two plots and the ``ef`` block of out/metrics.json (kept beside what it holds)."""
     import json
 
-    from echoseg.data.dataset import detect_layout
-    from echoseg.data.frameset import DataError
-
-    if detect_layout(data) != "echonet":
-        raise DataError(f"{data}: --ef needs an EchoNet-Dynamic folder (FileList.csv with EF, Videos/)")
-    out = Path(out_dir)
-    rows = measure_videos(run, data, split, device, progress=progress, backend=backend, method=method)
-    block = ef_metrics(rows)
-    block["volume_method"] = method
     out.mkdir(parents=True, exist_ok=True)
     write_ef_csv(out / EF_CSV, rows)
     plot_ef(out, rows, block)
@@ -267,4 +261,77 @@ def evaluate_ef(run: str | Path, data: str | Path, split: str, out_dir: str | Pa
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     metrics["ef"] = block
     write_json(metrics_path, metrics)
+
+
+def _needs_echonet(data: str | Path) -> None:
+    from echoseg.data.dataset import detect_layout
+    from echoseg.data.frameset import DataError
+
+    if detect_layout(data) != "echonet":
+        raise DataError(f"{data}: --ef needs an EchoNet-Dynamic folder (FileList.csv with EF, Videos/)")
+
+
+def evaluate_cv_ef(cv_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, device: str = "auto",
+                   backend: str = "auto", method: str = "discs",
+                   progress: Callable[[int, int], None] | None = None) -> dict[int, dict[str, Any]]:
+    """Cross-validated EF: every video a fold of ``cv_dir`` held out, read by that fold's model (which
+    was neither trained nor selected on it), matched by name with ``data``'s FileList.csv. One
+    table per seed in out_dir/seed<S>/ (default cv_dir/eval-ef): ef.csv with a ``fold`` column,
+    the plots and metrics.json; the blocks by seed are returned and written to ef_cv.json. A fold
+    whose run cannot be opened marks its videos failed; the other folds are read."""
+    import json
+
+    from echoseg.data.echonet import split_records
+    from echoseg.errors import EchosegError
+
+    _needs_echonet(data)
+    cv = Path(cv_dir)
+    info = json.loads((cv / "cv.json").read_text())
+    held: dict[int, dict[int, list[str]]] = {}
+    for r in info["rows"]:
+        held.setdefault(int(r["seed"]), {})[int(r["fold"])] = str(r.get("test_videos") or "").split()
+    listed = {rec.name: rec for rec in split_records(Path(data), "all")}
+    out = Path(out_dir) if out_dir else cv / "eval-ef"
+    total = sum(len(vids) for folds in held.values() for vids in folds.values())
+    done, blocks = 0, {}
+    for seed, folds in sorted(held.items()):
+        rows: list[dict[str, Any]] = []
+        for fold, videos in sorted(folds.items()):
+            here = [v for v in videos if v in listed]
+            if not here:
+                continue
+            try:
+                got = measure_videos(cv / f"fold{fold}-seed{seed}", data, "all", device, backend=backend,
+                                     method=method, names=here)
+            except (EchosegError, OSError) as exc:
+                log.warning("EF: fold %d seed %d cannot be read (%s); its videos are counted as failed",
+                            fold, seed, exc)
+                got = [{"FileName": v, "ef_true": listed[v].ef, "ef_estimate": None, "beats": 0,
+                        "note": f"failed: fold{fold}-seed{seed} cannot be opened ({exc})"} for v in here]
+            rows += [r | {"fold": fold} for r in got]
+            done += len(videos)
+            if progress:
+                progress(done, total)
+        block = ef_metrics(rows)
+        held_out = {v for vids in folds.values() for v in vids}
+        block.update(volume_method=method, seed=seed, folds=len(folds),
+                     not_in_filelist=sorted(held_out - set(listed)),
+                     listed_not_held_out=len(set(listed) - held_out))
+        _write_ef(out / f"seed{seed}", rows, block)
+        blocks[seed] = block
+    if not blocks:
+        raise EchosegError(f"{cv}: cv.json lists no scored fold run; train it with echo-train --folds")
+    write_json(out / "ef_cv.json", {"cv": str(cv), "data": str(data), "seeds": {str(k): v for k, v in blocks.items()}})
+    return blocks
+
+
+def evaluate_ef(run: str | Path, data: str | Path, split: str, out_dir: str | Path, device: str = "auto",
+                progress: Callable[[int, int], None] | None = None, backend: str = "auto",
+                method: str = "discs") -> dict[str, Any]:
+    """Measure, write ef.csv and the two plots, add the ``ef`` block to out_dir/metrics.json; return the block."""
+    _needs_echonet(data)
+    rows = measure_videos(run, data, split, device, progress=progress, backend=backend, method=method)
+    block = ef_metrics(rows)
+    block["volume_method"] = method
+    _write_ef(Path(out_dir), rows, block)
     return block
