@@ -207,7 +207,11 @@ def test_cross_validated_ef_reads_each_video_with_its_own_fold_model(tmp_path, s
     from echoseg.train.ef import evaluate_cv_ef, measure_videos
 
     cv, fold_of = _cv_of(tmp_path, synth_dir, [unet_ckpt, matae_ckpt])
+    info = json.loads((cv / "cv.json").read_text())
+    info["rows"][0]["test_videos"] += " ghost"  # held out by fold 0 but not in FileList.csv: named, not read
+    (cv / "cv.json").write_text(json.dumps(info))
     blocks = evaluate_cv_ef(cv, synth_dir)
+    assert blocks[1]["not_in_filelist"] == ["ghost"]
     with open(cv / "eval-ef" / "seed1" / "ef.csv", newline="") as fh:
         got = {r["FileName"]: r for r in csv.DictReader(fh)}
     assert {v: int(r["fold"]) for v, r in got.items()} == fold_of

@@ -384,6 +384,10 @@ def _cv_ef(console, cv: Path, data: Path, out: Optional[Path], device: str, back
     for seed, block in blocks.items():
         console.print(f"{cv}: seed {seed}, each video read by the fold model that never saw it: {summary_line(block)} "
                       f"in {where}/seed{seed}")
+        if block["not_in_filelist"]:
+            console.print(f"{cv}: seed {seed}: {len(block['not_in_filelist'])} held-out videos are not in "
+                          f"{data}/FileList.csv and were not read ({', '.join(block['not_in_filelist'][:3])}"
+                          f"{', ...' if len(block['not_in_filelist']) > 3 else ''})")
     return True
 
 
