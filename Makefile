@@ -45,7 +45,7 @@ PRE_WORKERS ?= 2
 pretrained: install
 	rm -rf $(PRE)/data
 	$(BIN)/echo-synth $(PRE)/data --style $(PRE_STYLE) --layout frames --every 6 --videos $(PRE_VIDEOS) --frames 48 --seed $(PRE_SEED) --workers $(PRE_WORKERS)
-	$(BIN)/echo-train --data $(PRE)/data --model matae-unet --width 16 --epochs $(PRE_EPOCHS) --augment-strength heavy --recon-weight 0.1 --seed $(PRE_SEED) --overwrite --out $(PRE)/echo-synth-matae-w16
+	$(BIN)/echo-train --data $(PRE)/data --model matae-unet --width 16 --init none --epochs $(PRE_EPOCHS) --augment-strength heavy --recon-weight 0.1 --seed $(PRE_SEED) --overwrite --out $(PRE)/echo-synth-matae-w16
 	$(BIN)/echo-eval $(PRE)/echo-synth-matae-w16 --data $(PRE)/data --split test
 	$(BIN)/echo-export build $(PRE)/echo-synth-matae-w16 --fp16 --int8 -g 0.5 --out $(PRE)/exports
 	$(BIN)/python -m echoseg.pretrained.bundle $(PRE)/exports/echo-synth-matae-w16 --run $(PRE)/echo-synth-matae-w16 --eval $(PRE)/echo-synth-matae-w16/eval-test/metrics.json --style $(PRE_STYLE)

@@ -132,6 +132,7 @@ class TrainConfig(_Record):
     select: str = "last"  # last | smooth | best (echoseg.train.select)
     workers: int = -1  # DataLoader workers; -1 = echoseg.train.batches.default_workers
     init: str = ""  # start from these weights: "pretrained", a run folder or a checkpoint (echoseg.train.init)
+    init_sha256: str = ""  # of the file init read (the bundle's weights.npz, a checkpoint)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))

@@ -201,3 +201,80 @@ def test_model_card_names_the_synthetic_style():
            "files": [{"file": "model.fp16.onnx"}, {"file": "weights.npz"}]}
     assert "Only `echo-synth --style echo2` videos" in model_card(man, None, None, None, style="echo2")
     assert "Only `echo-synth --style echo` videos" in model_card(man, None, None, None)
+
+
+# --- --init auto, echo-train's default -------------------------------------------------------------
+
+
+def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
+    from echoseg.train.init import Resolved, resolve
+
+    src = load_init("pretrained").model  # the fixture's bundle: a matae-unet of width 8
+    assert (src.name, src.width) == ("matae-unet", 8)
+    r = resolve(None, "unet", 8)
+    assert r.init == "pretrained" and "its full-width network" in r.said and "--init none" in r.said
+    m = resolve("auto", "matae-unet", 8, tuple(src.granularities))  # the bundle's own granularities
+    assert m.init == "pretrained" and "all its granularities" in m.said
+    assert resolve(None, "unet", 16) == Resolved("")  # another width: random weights, nothing said
+    other = (1.0,) if tuple(src.granularities) != (1.0,) else (0.5, 1.0)
+    g = resolve(None, "matae-unet", 8, other)
+    assert g.init == "" and "drop --granularity" in g.said and "\n" not in g.said
+    assert resolve("none", "unet", 8) == Resolved("") == resolve("Scratch", "matae-unet", 8)
+    assert resolve(None, "unet", 8, earlier="") == Resolved("")  # a resumed run goes on as it started
+    assert resolve(None, "unet", 16, earlier="pretrained") == Resolved("pretrained")
+    assert resolve("runs/x", "unet", 8) == Resolved("runs/x")  # a named source is the user's to check
+
+
+def test_auto_without_bundled_weights_trains_from_random_weights_and_says_why(monkeypatch, tmp_path):
+    from echoseg.train.init import Resolved, resolve
+
+    monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "empty")
+    r = resolve(None, "matae-unet", 16)
+    assert r.init == "" and "cannot be started from" in r.said and "make pretrained" in r.said
+    assert "\n" not in r.said
+    assert resolve(None, "unet", 64) == Resolved("")  # a width the bundle never fits: nothing to say
+
+
+def test_echo_train_starts_from_the_bundle_by_default_and_resumes_as_it_started(bundled_with_weights, synth_dir,
+                                                                                 tmp_path):
+    import hashlib
+
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import train_app
+
+    dest, _ = bundled_with_weights
+    base = ["--data", str(synth_dir), "--model", "unet", "--width", "8", "--batch-size", "8",
+            "--max-train-frames", "16", "--device", "cpu"]
+
+    def config(out):
+        return json.loads((out / "train_config.json").read_text())
+
+    auto, none = tmp_path / "auto", tmp_path / "none"
+    r = CliRunner().invoke(train_app, base + ["--epochs", "1", "--out", str(auto)])
+    assert r.exit_code == 0, r.output
+    assert "starting from the bundled model" in r.output
+    sha = hashlib.sha256((dest / "weights.npz").read_bytes()).hexdigest()
+    assert (config(auto)["init"], config(auto)["init_sha256"]) == ("pretrained", sha)
+    assert load_checkpoint(auto).input_spec == load_init("pretrained").input_spec  # the bundle's normalisation
+    r = CliRunner().invoke(train_app, base + ["--epochs", "1", "--init", "none", "--out", str(none)])
+    assert r.exit_code == 0, r.output
+    assert "bundled" not in r.output and (config(none)["init"], config(none)["init_sha256"]) == ("", "")
+    assert load_checkpoint(none).input_spec != load_init("pretrained").input_spec  # its own data's
+    for out, init in ((none, ""), (auto, "pretrained")):  # --resume without --init: as the run started
+        r = CliRunner().invoke(train_app, base + ["--epochs", "2", "--resume", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert config(out)["init"] == init and "bundled" not in r.output
+        assert load_checkpoint(out / "last.pt").epoch == 2  # it did go on
+
+
+def test_a_resumed_sweep_or_run_reads_the_init_it_was_started_with(tmp_path):
+    from echoseg.train.cli import _started_with
+
+    assert _started_with(str(tmp_path), cv=True) is None and _started_with(str(tmp_path), cv=False) is None
+    (tmp_path / "cv.json").write_text(json.dumps({"config": {"model": "unet", "init": ""}}))
+    (tmp_path / "train_config.json").write_text(json.dumps({"model": "unet", "init": "pretrained"}))
+    assert _started_with(str(tmp_path), cv=True) == ""  # a sweep from before the default: from scratch
+    assert _started_with(str(tmp_path), cv=False) == "pretrained"
+    (tmp_path / "cv.json").write_text("{not json")
+    assert _started_with(str(tmp_path), cv=True) is None

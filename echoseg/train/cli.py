@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -80,9 +81,11 @@ def train(
                                                      "processes (a GPU holds many small runs)"),
     train_every: int = typer.Option(1, "--train-every", min=1, help="Train on every k-th frame of each video (a "
                                     "screening run: neighbouring frames are near-copies); 1 = all"),
-    init: Optional[str] = typer.Option(None, "--init", help="Start from trained weights: pretrained (the bundled "
-                                       "model) or a run folder/checkpoint; the run takes their input spec, "
-                                       "granularities, and model and width unless given"),
+    init: Optional[str] = typer.Option(None, "--init", help="Start from trained weights: auto (default: the "
+                                       "bundled model where it fits, unet or matae-unet at width 16; random "
+                                       "weights elsewhere), none (random weights), pretrained (the bundled model) "
+                                       "or a run folder/checkpoint; the run takes their input spec, granularities, "
+                                       "and model and width unless given"),
 ) -> None:
     """Train one model; writes best.pt, last.pt, log.csv and curves.png to the run folder.
 
@@ -103,7 +106,9 @@ def train(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     console = make_console()  # markup off: user text (paths, run names) printed literally
     try:
-        model, width = _model_and_width(model, width, init)
+        from .init import fit_config, load_init, named_source, resolve, source_sha256
+
+        model, width = _model_and_width(model, width, named_source(init))
         check_name(model)
         if fold and not folds:
             raise ConfigError(f"--fold {' '.join(map(str, fold))} needs --folds K (the number of folds to split "
@@ -121,18 +126,22 @@ def train(
                           augment=augment, augment_strength=augment_strength, device=device, seed=seed,
                           out=str(out or Path("runs") / model),
                           max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
-                          select=select, workers=workers, train_every=train_every, init=init or "")
+                          select=select, workers=workers, train_every=train_every)
         gs = cfg.granularities or DEFAULT_GRANULARITIES
         if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
             raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
                               "use a multiple of 8")
         detect_layout(cfg.data)  # a missing or unknown data folder first, then the run folder
-        if cfg.init:  # weights that do not fit this model: said before any data is read
-            from .init import fit_config, load_init
+        start = resolve(init, model, width, cfg.granularities, _started_with(cfg.out, bool(folds)) if resume else None)
+        if start.init:  # weights that do not fit this model: said before any data is read
             from .loop import model_config
 
-            fit_config(cfg, model_config(cfg), load_init(cfg.init))
+            weights = load_init(start.init)
+            fit_config(replace(cfg, init=start.init), model_config(cfg), weights)
+            cfg = replace(cfg, init=start.init, init_sha256=source_sha256(weights))
         preflight(cfg.out, resume, overwrite, _weight_bytes(model, width), cv=bool(folds))
+        if start.said:
+            console.print(start.said)
         if folds:
             seed_list = _parse_seeds(seeds, seed)
             _cross_validate(console, cfg, folds, seed_list, fold or [], jobs, resume)
@@ -169,6 +178,16 @@ def train(
         _fail(exc)
     console.print(f"best val Dice {result.best['val_dice']:.4f} at epoch {best_epoch(result.best, result.rows)}; "
                   f"run in {result.out}")
+
+
+def _started_with(out: str, cv: bool) -> str | None:
+    """The init a run or sweep in ``out`` was started with (None: nothing there to resume)."""
+    path = Path(out) / ("cv.json" if cv else "train_config.json")
+    try:
+        cfg = json.loads(path.read_text())
+        return str((cfg.get("config", {}) if cv else cfg).get("init", ""))
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _model_and_width(model: str | None, width: int | None, init: str | None) -> tuple[str, int]:
