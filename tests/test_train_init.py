@@ -221,7 +221,13 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert g.init == "" and "drop --granularity" in g.said and "\n" not in g.said
     assert resolve("none", "unet", 8) == Resolved("") == resolve("Scratch", "matae-unet", 8)
     assert resolve(None, "unet", 8, earlier="") == Resolved("")  # a resumed run goes on as it started
-    assert resolve(None, "unet", 16, earlier="pretrained") == Resolved("pretrained")
+    assert resolve(None, "unet", 16, earlier="pretrained", earlier_augment="light") == Resolved("pretrained")
+    assert r.augment_strength == m.augment_strength == "heavy" and "heavy augmentation" in r.said  # as it was trained
+    assert resolve(None, "unet", 8, augment="light") == Resolved("pretrained", r.said.replace(
+        ", heavy augmentation, as it was trained", ""), "light")  # asked for: as asked
+    named = resolve("pretrained", "unet", 8)  # named: heavy too, and said in a line
+    assert named.augment_strength == "heavy" and "--augment-strength light" in named.said
+    assert resolve(None, "unet", 16).augment_strength == "light"  # no bundle start: light, as before
     assert resolve("runs/x", "unet", 8) == Resolved("runs/x")  # a named source is the user's to check
 
 
@@ -255,26 +261,28 @@ def test_echo_train_starts_from_the_bundle_by_default_and_resumes_as_it_started(
     assert r.exit_code == 0, r.output
     assert "starting from the bundled model" in r.output
     sha = hashlib.sha256((dest / "weights.npz").read_bytes()).hexdigest()
-    assert (config(auto)["init"], config(auto)["init_sha256"]) == ("pretrained", sha)
+    assert (config(auto)["init"], config(auto)["init_sha256"], config(auto)["augment_strength"]) == \
+        ("pretrained", sha, "heavy")
     assert load_checkpoint(auto).input_spec == load_init("pretrained").input_spec  # the bundle's normalisation
     r = CliRunner().invoke(train_app, base + ["--epochs", "1", "--init", "none", "--out", str(none)])
     assert r.exit_code == 0, r.output
-    assert "bundled" not in r.output and (config(none)["init"], config(none)["init_sha256"]) == ("", "")
+    assert "bundled" not in r.output
+    assert (config(none)["init"], config(none)["init_sha256"], config(none)["augment_strength"]) == ("", "", "light")
     assert load_checkpoint(none).input_spec != load_init("pretrained").input_spec  # its own data's
-    for out, init in ((none, ""), (auto, "pretrained")):  # --resume without --init: as the run started
+    for out, init, strength in ((none, "", "light"), (auto, "pretrained", "heavy")):  # --resume: as it started
         r = CliRunner().invoke(train_app, base + ["--epochs", "2", "--resume", "--out", str(out)])
         assert r.exit_code == 0, r.output
-        assert config(out)["init"] == init and "bundled" not in r.output
+        assert (config(out)["init"], config(out)["augment_strength"]) == (init, strength) and "bundled" not in r.output
         assert load_checkpoint(out / "last.pt").epoch == 2  # it did go on
 
 
-def test_a_resumed_sweep_or_run_reads_the_init_it_was_started_with(tmp_path):
+def test_a_resumed_sweep_or_run_reads_the_options_it_was_started_with(tmp_path):
     from echoseg.train.cli import _started_with
 
     assert _started_with(str(tmp_path), cv=True) is None and _started_with(str(tmp_path), cv=False) is None
     (tmp_path / "cv.json").write_text(json.dumps({"config": {"model": "unet", "init": ""}}))
     (tmp_path / "train_config.json").write_text(json.dumps({"model": "unet", "init": "pretrained"}))
-    assert _started_with(str(tmp_path), cv=True) == ""  # a sweep from before the default: from scratch
-    assert _started_with(str(tmp_path), cv=False) == "pretrained"
+    assert _started_with(str(tmp_path), cv=True)["init"] == ""  # a sweep from before the default: from scratch
+    assert _started_with(str(tmp_path), cv=False)["init"] == "pretrained"
     (tmp_path / "cv.json").write_text("{not json")
     assert _started_with(str(tmp_path), cv=True) is None

@@ -63,9 +63,10 @@ def train(
                                                         "mean of val Dice from a third of the run on) or best (raw "
                                                         "peak); never an epoch with a collapsed granularity"),
     augment: bool = typer.Option(True, "--augment/--no-augment"),
-    augment_strength: str = typer.Option("light", "--augment-strength", help="light, or heavy (wider pose and gain, "
-                                         "blur, noise, contrast, dark blotches: for training on synthetic echo; on "
-                                         "real echo it lifted the worst unseen patient and cost typical ones, README)"),
+    augment_strength: Optional[str] = typer.Option(None, "--augment-strength", help="light, or heavy (wider pose and "
+                                                   "gain, blur, noise, contrast, dark blotches); default: heavy when "
+                                                   "the run starts from the bundled model (as it was trained; on real "
+                                                   "echo it lifted the worst unseen patient most), light otherwise"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, "--seed"),
@@ -123,7 +124,7 @@ def train(
                           dice_loss=dice_loss, recon_weight=recon_weight, recon_until=recon_until,
                           unlabelled_frames=unlabelled_frames, distill=distill,
                           granularities=tuple(sorted(granularities)) if granularities else (),
-                          augment=augment, augment_strength=augment_strength, device=device, seed=seed,
+                          augment=augment, augment_strength=augment_strength or "light", device=device, seed=seed,
                           out=str(out or Path("runs") / model),
                           max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
                           select=select, workers=workers, train_every=train_every)
@@ -132,7 +133,11 @@ def train(
             raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
                               "use a multiple of 8")
         detect_layout(cfg.data)  # a missing or unknown data folder first, then the run folder
-        start = resolve(init, model, width, cfg.granularities, _started_with(cfg.out, bool(folds)) if resume else None)
+        earlier = _started_with(cfg.out, bool(folds)) if resume else None
+        start = resolve(init, model, width, cfg.granularities, None if earlier is None else earlier.get("init", ""),
+                        augment_strength if augment else augment_strength or "light",  # --no-augment: none at all
+                        None if earlier is None else earlier.get("augment_strength", "light"))
+        cfg = replace(cfg, augment_strength=start.augment_strength)
         if start.init:  # weights that do not fit this model: said before any data is read
             from .loop import model_config
 
@@ -180,12 +185,13 @@ def train(
                   f"run in {result.out}")
 
 
-def _started_with(out: str, cv: bool) -> str | None:
-    """The init a run or sweep in ``out`` was started with (None: nothing there to resume)."""
+def _started_with(out: str, cv: bool) -> dict | None:
+    """The training options a run or sweep in ``out`` was started with (None: nothing to resume)."""
     path = Path(out) / ("cv.json" if cv else "train_config.json")
     try:
         cfg = json.loads(path.read_text())
-        return str((cfg.get("config", {}) if cv else cfg).get("init", ""))
+        cfg = cfg.get("config", {}) if cv else cfg
+        return cfg if isinstance(cfg, dict) else None
     except (OSError, ValueError, AttributeError):
         return None
 

@@ -74,17 +74,35 @@ NONE = ("none", "scratch")
 class Resolved:
     init: str  # TrainConfig.init: "" (random weights), "pretrained", a run folder or checkpoint
     said: str = ""  # one line for the user, or nothing
+    augment_strength: str = "light"
 
 
 def resolve(init: str | None, model: str, width: int, granularities: tuple[float, ...] = (),
-            earlier: str | None = None) -> Resolved:
-    """What ``--init`` means for this run. ``earlier`` is the init a resumed run or sweep was
-    started with (it continues as it started, whatever the default says now)."""
+            earlier: str | None = None, augment: str | None = None, earlier_augment: str | None = None) -> Resolved:
+    """What ``--init`` and ``--augment-strength`` (None: not given) mean for this run. ``earlier``
+    and ``earlier_augment`` are what a resumed run or sweep was started with: it goes on as it
+    started, whatever the defaults say now. Otherwise a run that starts from the bundled model
+    trains with heavy augmentation, as the bundle was trained (on real echo that lifted the worst
+    held-out patient most, README "On real echo"), and any other run with light."""
+    from echoseg import pretrained
+
     if named_source(init) is not None:
-        return Resolved(init)
-    if init is not None and init.lower() in NONE:
-        return Resolved("")
-    return Resolved(earlier) if earlier is not None else _auto(model, width, granularities)
+        start = Resolved(init)
+    elif init is not None and init.lower() in NONE:
+        start = Resolved("")
+    elif earlier is not None:
+        start = Resolved(earlier)
+    else:
+        start = _auto(model, width, granularities)
+    strength = augment or earlier_augment or ("heavy" if pretrained.is_name(start.init) else "light")
+    by_default = augment is None and earlier_augment is None and strength == "heavy"
+    said = start.said
+    if said and start.init:  # auto chose the bundle
+        said += (", heavy augmentation, as it was trained" if by_default else "") + "; --init none for random weights"
+    elif by_default:
+        said = (f"--init {start.init}: heavy augmentation, as the bundled model was trained (--augment-strength "
+                "light for light)")
+    return Resolved(start.init, said, strength)
 
 
 def named_source(init: str | None) -> str | None:
@@ -114,7 +132,7 @@ def _auto(model: str, width: int, granularities: tuple[float, ...]) -> Resolved:
                             "asks for others; drop --granularity to start from it")
     which = "its full-width network" if model == "unet" else "all its granularities"
     return Resolved(pretrained.NAME, f"starting from the bundled model ({pretrained.FOLDER.name}, synthetic echo "
-                                     f"only; {which}); --init none for random weights")
+                                     f"only; {which})")
 
 
 def source_sha256(init: InitWeights) -> str:
