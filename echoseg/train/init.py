@@ -10,8 +10,9 @@ granularities) is refused in one line that says what differs.
 
 ``auto``, echo-train's default, is the bundled model where it fits the run (unet or matae-unet at
 the bundle's width, granularities not asked otherwise) and random weights elsewhere; ``none`` is
-random weights. On leave-one-patient-out over nine real patients both models gained from the
-bundle, matae-unet on the worst patient too (README, "On real echo").
+random weights. A run that starts from the bundle trains with heavy augmentation unless asked
+otherwise, as the bundle was trained (``resolve`` decides both). On leave-one-patient-out over nine
+real patients that was the best start, on the worst patient too (README, "On real echo").
 """
 
 from __future__ import annotations
