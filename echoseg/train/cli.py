@@ -312,6 +312,10 @@ def evaluate(
                                      "(largest blob, holes filled), as echo-run measures them"),
     backend: str = typer.Option("auto", "--backend", "-b", help="Exports and pretrained: auto (what echo-run "
                                 "runs here) | tensorrt | openvino | onnxruntime; checkpoints run in PyTorch"),
+    side_by_side: bool = typer.Option(False, "--table", help="Cross-validation folders (echo-train --folds) side by "
+                               "side: each held-out patient's Dice per seed, pooled, mean of patients, worst "
+                               "patient, runs paired with the first folder's; with --out also patients.md, "
+                               "patients.csv and patients.png"),
 ) -> None:
     """Per-frame Dice, IoU, pixel accuracy (bootstrap 95% CI), ED/ES and granularity breakdowns."""
     from rich.table import Table
@@ -328,6 +332,14 @@ def evaluate(
     for col in ("run", "model", "g", "GMACs", "frames", "Dice (95% CI)", "IoU", "pixel acc."):
         table.add_column(col, justify="left" if col == "model" else "right")
     failed, scored = 0, []
+    if side_by_side:
+        given = [name for name, on in (("--data", data is not None), ("--compare", compare), ("--ef", ef)) if on]
+        if given:
+            _error_line(f"--table reads the cv.json of cross-validation folders and scores nothing: drop "
+                        f"{' and '.join(given)}")
+            raise typer.Exit(1)
+        _cv_table(runs, out)
+        return
     if ef:
         from echoseg.runtime.cardiac import METHODS
 
@@ -392,6 +404,42 @@ def evaluate(
         console.print(table)
     if compare and not failed:
         _print_comparison(console, scored, out)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _cv_table(folders: List[Path], out: Optional[Path]) -> None:
+    """echo-eval CV [CV ...] --table: the Markdown table on stdout, and files with --out."""
+    from echoseg.atomic import write_text
+
+    from . import cvtable
+
+    good, failed = [], 0
+    for folder in folders:
+        try:
+            cvtable.read_rows(folder)
+            good.append(folder)
+        except (OSError, ValueError) as exc:
+            _error_line(exc)
+            failed += 1
+    if good:
+        try:
+            tab = cvtable.build(good)
+        except ValueError as exc:
+            _fail(exc)
+        print(cvtable.markdown(tab), end="", flush=True)
+        if out:
+            try:
+                Path(out).mkdir(parents=True, exist_ok=True)
+                write_text(Path(out) / "patients.md", cvtable.markdown(tab))
+                write_text(Path(out) / "patients.csv", cvtable.csv_text(tab))
+                cvtable.plot(tab, Path(out) / "patients.png")
+            except OSError as exc:
+                _fail(f"{out}: the table was not written ({(exc.strerror or str(exc)).lower()}); free some space "
+                      "or pass another --out")
+            print(f"wrote {out}/patients.md, patients.csv, patients.png")
+        else:
+            print("(--out DIR also writes it as patients.md, patients.csv and a picture, patients.png)")
     if failed:
         raise typer.Exit(1)
 

@@ -1,0 +1,173 @@
+"""Several cross-validations side by side, held-out patient by held-out patient.
+
+``echo-eval CV [CV ...] --table`` turns the cv.json of each ``echo-train --folds`` folder into one
+row per granularity: each held-out patient's Dice per seed, the Dice of each seed's runs with
+their frames pooled, the mean of patients, the worst patient, and the runs paired with the first
+row's (same fold, same seed). It writes the table as Markdown (the README's recipe tables are
+this), as CSV, and as a picture of every patient's Dice per row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def g_name(g: float) -> str:
+    """0.5 -> '1/2', 1 -> '1', 0.3 -> '0.3': granularities as the README writes them."""
+    f = Fraction(g).limit_denominator(64)
+    if abs(float(f) - g) > 1e-9 or (f.numerator != 1 and f.denominator != 1):
+        return f"{g:g}"
+    return str(f.numerator) if f.denominator == 1 else f"1/{f.denominator}"
+
+
+def read_rows(folder: Path) -> tuple[dict, list[dict]]:
+    """cv.json's header and its scored runs (fold, seed, g, dice, frames, test_videos)."""
+    path = Path(folder) / "cv.json"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no cv.json, so not a cross-validation folder (echo-train --folds K --out "
+                         f"{folder} writes one)")
+    try:
+        info = json.loads(path.read_text())
+        rows = [{"fold": int(r["fold"]), "seed": int(r["seed"]), "g": float(r["g"]), "dice": float(r["dice"]),
+                 "frames": int(r.get("frames") or 1), "videos": str(r.get("test_videos", ""))}
+                for r in info.get("rows", []) if r.get("dice") is not None]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: cannot be read ({exc}); rerun echo-train --folds with --resume") from None
+    if not rows:
+        raise ValueError(f"{path}: no scored run yet; echo-train --folds --resume trains what is missing")
+    return info, rows
+
+
+def _row(label: str, folder: Path, info: dict, rows: list[dict], g: float) -> dict:
+    runs = {(r["fold"], r["seed"]): r for r in rows if r["g"] == g}
+    folds = sorted({f for f, _ in runs})
+    seeds = sorted({s for _, s in runs})
+    per_fold = {f: {s: runs[f, s]["dice"] for s in seeds if (f, s) in runs} for f in folds}
+    means = {f: float(np.mean(list(d.values()))) for f, d in per_fold.items()}
+    pooled = {}
+    for s in seeds:
+        mine = [r for (f, t), r in runs.items() if t == s]
+        pooled[s] = {"dice": sum(r["dice"] * r["frames"] for r in mine) / sum(r["frames"] for r in mine),
+                     "folds": len(mine)}
+    worst = min(folds, key=means.get)
+    return {"label": label, "folder": str(folder), "model": info.get("model", "?"), "width": info.get("width"),
+            "g": g, "config": dict(info.get("config") or {}), "seeds": seeds, "folds": per_fold,
+            "fold_means": means, "pooled": pooled, "patients_mean": float(np.mean(list(means.values()))),
+            "worst": {"fold": worst, "dice": means[worst]}, "all_folds": int(info.get("folds") or len(folds))}
+
+
+def build(folders: Sequence[Path], labels: Sequence[str] = ()) -> dict:
+    """The table of ``folders`` (cross-validations of the same data and --folds): one row per
+    folder and granularity, largest g first; paired differences against the first row."""
+    rows, videos = [], {}
+    for i, folder in enumerate(folders):
+        info, scored = read_rows(folder)
+        for r in scored:
+            seen = videos.setdefault(r["fold"], (r["videos"], folder))
+            if seen[0] != r["videos"]:
+                raise ValueError(f"fold {r['fold']} holds out {seen[0]!r} in {seen[1]} and {r['videos']!r} in {folder}:"
+                                 " tabulate cross-validations of the same data and --folds")
+        gs = sorted({r["g"] for r in scored}, reverse=True)
+        name = labels[i] if i < len(labels) and labels[i] else Path(folder).name
+        for g in gs:
+            rows.append(_row(f"{name} g={g_name(g)}" if len(gs) > 1 else name, folder, info, scored, g))
+    folds = sorted(videos)
+    ref = rows[0]
+    for row in rows:
+        common = [(f, s) for f in folds for s in row["seeds"] if s in ref["folds"].get(f, {})
+                  and s in row["folds"].get(f, {})]
+        d = np.array([row["folds"][f][s] - ref["folds"][f][s] for f, s in common])
+        row["paired"] = ({"runs": len(common), "mean": float(d.mean()), "min": float(d.min()), "max": float(d.max()),
+                          "ahead": int((d > 0).sum())} if row is not ref and len(common) else None)
+    return {"folds": folds, "videos": {f: videos[f][0] for f in folds}, "columns": _columns(videos, folds),
+            "rows": rows, "reference": ref["label"]}
+
+
+def _columns(videos: dict, folds: list[int]) -> dict[int, str]:
+    """Column names: a fold's one held-out video by the shortest prefix (6 characters or more) that
+    tells it from the others, else 'fold i'."""
+    single = {f: videos[f][0] for f in folds if videos[f][0] and "," not in videos[f][0] and " " not in videos[f][0]}
+    n = 6
+    while n < max((len(v) for v in single.values()), default=0) and len({v[:n] for v in single.values()}) < len(single):
+        n += 1
+    return {f: single[f][:n] if f in single else f"fold {f}" for f in folds}
+
+
+def _dice(x: float) -> str:
+    return f"{x:.3f}"[1:] if 0 <= x < 1 else f"{x:.3f}"
+
+
+def markdown(table: dict) -> str:
+    folds, cols = table["folds"], table["columns"]
+    head = ["recipe", *(cols[f] for f in folds), "pooled, seed by seed", "mean of patients", "worst patient"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in table["rows"]:
+        cells = [" / ".join(_dice(r["folds"][f][s]) if s in r["folds"][f] else "-" for s in r["seeds"])
+                 if f in r["folds"] else "-" for f in folds]
+        pooled = " / ".join(f"{p['dice']:.3f}" + (f" ({p['folds']} folds)" if p["folds"] < len(folds) else "")
+                            for p in r["pooled"].values())
+        scored = len(r["fold_means"])
+        mean = f"{r['patients_mean']:.3f}" + (f" ({scored} of {len(folds)})" if scored < len(folds) else "")
+        w = r["worst"]
+        lines.append("| " + " | ".join([r["label"], *cells, pooled, mean, f"{w['dice']:.3f} ({cols[w['fold']]})"])
+                     + " |")
+    seeds = sorted({s for r in table["rows"] for s in r["seeds"]})
+    notes = [f"Each cell: the held-out patient's Dice, one run per seed ({', '.join(map(str, seeds))}, in that "
+             "order); pooled: each seed's held-out frames together; worst patient: the lowest mean over seeds."]
+    for r in table["rows"][1:]:
+        p = r["paired"]
+        if p:
+            notes.append(f"- {r['label']} - {table['reference']}, run by run (same fold, same seed): mean "
+                         f"{p['mean']:+.4f}, min {p['min']:+.4f}, max {p['max']:+.4f}; ahead in {p['ahead']} of "
+                         f"{p['runs']}")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def csv_text(table: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["recipe", "folder", "model", "g", "fold", "held_out", "seed", "dice"])
+    for r in table["rows"]:
+        for f in table["folds"]:
+            for s, d in r["folds"].get(f, {}).items():
+                w.writerow([r["label"], r["folder"], r["model"], r["g"], f, table["videos"][f], s, f"{d:.6f}"])
+    return buf.getvalue()
+
+
+def plot(table: dict, path: Path) -> Path:
+    """Every held-out patient's Dice per row: seeds as small dots, their mean as a marker joined
+    across patients, so a recipe that fails one patient shows as a dip."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plots import _save_fig
+
+    folds, cols = table["folds"], table["columns"]
+    x = np.arange(len(folds))
+    rows = table["rows"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(folds) + 2.5), 4.0))
+    for i, r in enumerate(rows):
+        shift = (i - (len(rows) - 1) / 2) * min(0.12, 0.6 / max(1, len(rows)))
+        means = [r["fold_means"].get(f, np.nan) for f in folds]
+        line, = ax.plot(x + shift, means, "o-", lw=1, ms=5,
+                        label=f"{r['label']} (mean {r['patients_mean']:.3f}, worst {r['worst']['dice']:.3f})")
+        for j, f in enumerate(folds):
+            vals = list(r["folds"].get(f, {}).values())
+            ax.plot([x[j] + shift] * len(vals), vals, ".", color=line.get_color(), ms=3, alpha=0.6)
+    ax.set_xticks(x, [cols[f] for f in folds], rotation=30, ha="right")
+    ax.set_xlabel("held-out patient")
+    ax.set_ylabel("Dice (dots: seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("cross-validation by held-out patient")
+    _save_fig(fig, Path(path))
+    return Path(path)

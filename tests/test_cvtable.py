@@ -1,0 +1,89 @@
+"""echo-eval CV [CV ...] --table: cross-validations side by side, held-out patient by patient."""
+
+import json
+
+import pytest
+
+from echoseg.train import cvtable
+
+
+def _cv(root, name, model, dice, videos=("P0", "P1", "P2"), frames=(2, 3, 5)):
+    """A cross-validation folder as echo-train --folds leaves it: cv.json with one row per run and g."""
+    folder = root / name
+    folder.mkdir()
+    rows = [{"fold": f, "seed": s, "g": g, "dice": d, "frames": frames[f], "test_videos": videos[f]}
+            for (f, s, g), d in sorted(dice.items())]
+    folder.joinpath("cv.json").write_text(json.dumps({"model": model, "width": 16, "folds": len(videos),
+                                                      "config": {}, "rows": rows}))
+    return folder
+
+
+UNET = {(0, 1, 1.0): 0.90, (0, 2, 1.0): 0.88, (1, 1, 1.0): 0.60, (1, 2, 1.0): 0.64,
+        (2, 1, 1.0): 0.93, (2, 2, 1.0): 0.95}
+MATAE = {(0, 1, 1.0): 0.91, (0, 2, 1.0): 0.90, (1, 1, 1.0): 0.70, (1, 2, 1.0): 0.66,
+         (2, 1, 1.0): 0.92, (2, 2, 1.0): 0.96,
+         (0, 1, 0.5): 0.89, (0, 2, 0.5): 0.87, (1, 1, 0.5): 0.50, (1, 2, 0.5): 0.58}  # g=1/2: fold 2 not scored
+
+
+def test_rows_per_folder_and_granularity_with_patients_pooled_worst_and_paired(tmp_path):
+    a = _cv(tmp_path, "unet", "unet", UNET)
+    b = _cv(tmp_path, "matae", "matae-unet", MATAE)
+    tab = cvtable.build([a, b])
+    assert [r["label"] for r in tab["rows"]] == ["unet", "matae g=1", "matae g=1/2"]
+    unet, m1, m2 = tab["rows"]
+    assert unet["folds"][1] == {1: 0.60, 2: 0.64}
+    assert unet["patients_mean"] == pytest.approx((0.89 + 0.62 + 0.94) / 3)
+    assert unet["worst"] == {"fold": 1, "dice": pytest.approx(0.62)}
+    # pooled: each seed's held-out frames together (2, 3 and 5 frames)
+    assert unet["pooled"][1]["dice"] == pytest.approx((0.90 * 2 + 0.60 * 3 + 0.93 * 5) / 10)
+    assert unet["paired"] is None
+    diffs = [MATAE[k] - UNET[k] for k in UNET]
+    assert m1["paired"] == {"runs": 6, "mean": pytest.approx(sum(diffs) / 6), "min": pytest.approx(-0.01),
+                            "max": pytest.approx(0.10), "ahead": 5}
+    # a row that lacks a fold: paired where both ran, its mean over the folds it has, said in the table
+    assert m2["paired"]["runs"] == 4 and m2["worst"]["dice"] == pytest.approx(0.54)
+    md = cvtable.markdown(tab)
+    lines = md.splitlines()
+    assert lines[0].startswith("| recipe | P0 | P1 | P2 | pooled, seed by seed | mean of patients | worst patient |")
+    assert lines[2] == "| unet | .900 / .880 | .600 / .640 | .930 / .950 | 0.825 / 0.843 | 0.817 | 0.620 (P1) |"
+    assert lines[4].startswith("| matae g=1/2 | .890 / .870 | .500 / .580 | - | 0.656 (2 folds) / 0.696 (2 folds) |")
+    assert "0.710 (2 of 3) | 0.540 (P1) |" in lines[4]
+    assert "- matae g=1 - unet, run by run (same fold, same seed): mean +0.0250, min -0.0100, max +0.1000; " \
+           "ahead in 5 of 6" in md
+    csv_lines = cvtable.csv_text(tab).splitlines()
+    assert csv_lines[0] == "recipe,folder,model,g,fold,held_out,seed,dice"
+    assert len(csv_lines) == 1 + 6 + 6 + 4
+
+
+def test_folds_that_hold_out_other_patients_are_refused(tmp_path):
+    a = _cv(tmp_path, "a", "unet", UNET)
+    b = _cv(tmp_path, "b", "unet", UNET, videos=("P0", "P2", "P1"))
+    with pytest.raises(ValueError, match="fold 1 holds out 'P1' in .*a and 'P2' in .*b"):
+        cvtable.build([a, b])
+
+
+def test_names_of_granularities_and_patient_columns():
+    assert [cvtable.g_name(g) for g in (1.0, 0.5, 0.25, 0.125, 0.3)] == ["1", "1/2", "1/4", "1/8", "0.3"]
+    videos = {0: ("0XABCDEF12", None), 1: ("0XABCDEF34", None), 2: ("0X99", None), 3: ("A, B", None)}
+    assert cvtable._columns(videos, [0, 1, 2, 3]) == {0: "0XABCDEF1", 1: "0XABCDEF3", 2: "0X99", 3: "fold 3"}
+
+
+def test_cli_table_writes_markdown_csv_and_picture_and_reports_a_bad_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import eval_app
+
+    a = _cv(tmp_path, "unet", "unet", UNET)
+    b = _cv(tmp_path, "matae", "matae-unet", MATAE)
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "tab"
+    r = CliRunner().invoke(eval_app, [str(a), str(tmp_path / "empty"), str(b), "--table", "--out", str(out)])
+    assert r.exit_code == 1  # the bad folder fails the command; the others are still tabulated
+    assert f"{tmp_path / 'empty'}: no cv.json, so not a cross-validation folder" in r.output
+    assert "| matae g=1/2 |" in r.output
+    assert (out / "patients.md").read_text().splitlines()[2].startswith("| unet | .900 / .880 |")
+    assert (out / "patients.csv").read_text().startswith("recipe,folder,model,g,fold")
+    assert (out / "patients.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = CliRunner().invoke(eval_app, [str(a), "--table", "--compare", "--data", str(tmp_path)])
+    assert r.exit_code == 1 and "--table reads the cv.json of cross-validation folders and scores nothing: " \
+                                  "drop --data and --compare" in r.output
