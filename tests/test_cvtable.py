@@ -87,3 +87,26 @@ def test_cli_table_writes_markdown_csv_and_picture_and_reports_a_bad_folder(tmp_
     r = CliRunner().invoke(eval_app, [str(a), "--table", "--compare", "--data", str(tmp_path)])
     assert r.exit_code == 1 and "--table reads the cv.json of cross-validation folders and scores nothing: " \
                                   "drop --data and --compare" in r.output
+
+
+def test_cli_table_that_cannot_be_written_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    import errno
+
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import eval_app
+
+    a = _cv(tmp_path, "unet", "unet", UNET)
+    out = tmp_path / "tab"
+    out.mkdir()
+    (out / "patients.md").write_text("the earlier table\n")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cvtable, "plot", full)
+    r = CliRunner().invoke(eval_app, [str(a), "--table", "--out", str(out)])
+    assert r.exit_code == 2
+    assert f"error: {out}: the table was not written (no space left on device)" in r.output
+    assert (out / "patients.md").read_text() == "the earlier table\n"
+    assert sorted(p.name for p in out.iterdir()) == ["patients.md"]

@@ -312,10 +312,10 @@ def evaluate(
                                      "(largest blob, holes filled), as echo-run measures them"),
     backend: str = typer.Option("auto", "--backend", "-b", help="Exports and pretrained: auto (what echo-run "
                                 "runs here) | tensorrt | openvino | onnxruntime; checkpoints run in PyTorch"),
-    side_by_side: bool = typer.Option(False, "--table", help="Cross-validation folders (echo-train --folds) side by "
-                               "side: each held-out patient's Dice per seed, pooled, mean of patients, worst "
-                               "patient, runs paired with the first folder's; with --out also patients.md, "
-                               "patients.csv and patients.png"),
+    side_by_side: bool = typer.Option(False, "--table", help="Cross-validation folders (echo-train --folds) "
+                                      "side by side: each held-out patient's Dice per seed, pooled, mean of "
+                                      "patients, worst patient, runs paired with the first folder's; with --out "
+                                      "also patients.md, patients.csv and patients.png"),
 ) -> None:
     """Per-frame Dice, IoU, pixel accuracy (bootstrap 95% CI), ED/ES and granularity breakdowns."""
     from rich.table import Table
@@ -410,7 +410,7 @@ def evaluate(
 
 def _cv_table(folders: List[Path], out: Optional[Path]) -> None:
     """echo-eval CV [CV ...] --table: the Markdown table on stdout, and files with --out."""
-    from echoseg.atomic import write_text
+    from echoseg.atomic import durable_replace
 
     from . import cvtable
 
@@ -429,14 +429,22 @@ def _cv_table(folders: List[Path], out: Optional[Path]) -> None:
             _fail(exc)
         print(cvtable.markdown(tab), end="", flush=True)
         if out:
-            try:
-                Path(out).mkdir(parents=True, exist_ok=True)
-                write_text(Path(out) / "patients.md", cvtable.markdown(tab))
-                write_text(Path(out) / "patients.csv", cvtable.csv_text(tab))
-                cvtable.plot(tab, Path(out) / "patients.png")
+            import os
+            import shutil
+
+            tmp = Path(out) / f".patients-{os.getpid()}.tmp"
+            try:  # all three in a side folder first: an earlier table stays whole if this one fails
+                tmp.mkdir(parents=True, exist_ok=True)
+                (tmp / "patients.md").write_text(cvtable.markdown(tab))
+                (tmp / "patients.csv").write_text(cvtable.csv_text(tab))
+                cvtable.plot(tab, tmp / "patients.png")
+                for name in ("patients.md", "patients.csv", "patients.png"):
+                    durable_replace(tmp / name, Path(out) / name)
             except OSError as exc:
                 _fail(f"{out}: the table was not written ({(exc.strerror or str(exc)).lower()}); free some space "
                       "or pass another --out")
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
             print(f"wrote {out}/patients.md, patients.csv, patients.png")
         else:
             print("(--out DIR also writes it as patients.md, patients.csv and a picture, patients.png)")
