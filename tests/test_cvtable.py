@@ -110,3 +110,11 @@ def test_cli_table_that_cannot_be_written_leaves_the_earlier_one_whole(tmp_path,
     assert f"error: {out}: the table was not written (no space left on device)" in r.output
     assert (out / "patients.md").read_text() == "the earlier table\n"
     assert sorted(p.name for p in out.iterdir()) == ["patients.md"]
+
+
+def test_folders_of_one_name_are_told_apart_by_their_paths(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = _cv(tmp_path / "a", "unet", "unet", UNET)
+    two = _cv(tmp_path / "b", "unet", "unet", UNET)
+    assert [r["label"] for r in cvtable.build([one, two])["rows"]] == [str(one), str(two)]

@@ -58,16 +58,17 @@ def _row(label: str, folder: Path, info: dict, rows: list[dict], g: float) -> di
                      "folds": len(mine)}
     worst = min(folds, key=means.get)
     return {"label": label, "folder": str(folder), "model": info.get("model", "?"), "width": info.get("width"),
-            "g": g, "config": dict(info.get("config") or {}), "seeds": seeds, "folds": per_fold,
-            "fold_means": means, "pooled": pooled, "patients_mean": float(np.mean(list(means.values()))),
-            "worst": {"fold": worst, "dice": means[worst]}, "all_folds": int(info.get("folds") or len(folds))}
+            "g": g, "seeds": seeds, "folds": per_fold, "fold_means": means, "pooled": pooled,
+            "patients_mean": float(np.mean(list(means.values()))), "worst": {"fold": worst, "dice": means[worst]}}
 
 
-def build(folders: Sequence[Path], labels: Sequence[str] = ()) -> dict:
+def build(folders: Sequence[Path]) -> dict:
     """The table of ``folders`` (cross-validations of the same data and --folds): one row per
-    folder and granularity, largest g first; paired differences against the first row."""
+    folder and granularity, largest g first; paired differences against the first row. Rows are
+    named by folder (its whole path where two folders share a name)."""
     rows, videos = [], {}
-    for i, folder in enumerate(folders):
+    names = [Path(f).name for f in folders]
+    for folder in folders:
         info, scored = read_rows(folder)
         for r in scored:
             seen = videos.setdefault(r["fold"], (r["videos"], folder))
@@ -75,7 +76,7 @@ def build(folders: Sequence[Path], labels: Sequence[str] = ()) -> dict:
                 raise ValueError(f"fold {r['fold']} holds out {seen[0]!r} in {seen[1]} and {r['videos']!r} in {folder}:"
                                  " tabulate cross-validations of the same data and --folds")
         gs = sorted({r["g"] for r in scored}, reverse=True)
-        name = labels[i] if i < len(labels) and labels[i] else Path(folder).name
+        name = Path(folder).name if names.count(Path(folder).name) == 1 else str(folder)
         for g in gs:
             rows.append(_row(f"{name} g={g_name(g)}" if len(gs) > 1 else name, folder, info, scored, g))
     folds = sorted(videos)
