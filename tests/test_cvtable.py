@@ -7,6 +7,10 @@ import pytest
 from echoseg.train import cvtable
 
 
+def _build(*folders):
+    return cvtable.build({f: cvtable.read_rows(f) for f in folders})
+
+
 def _cv(root, name, model, dice, videos=("P0", "P1", "P2"), frames=(2, 3, 5)):
     """A cross-validation folder as echo-train --folds leaves it: cv.json with one row per run and g."""
     folder = root / name
@@ -28,7 +32,7 @@ MATAE = {(0, 1, 1.0): 0.91, (0, 2, 1.0): 0.90, (1, 1, 1.0): 0.70, (1, 2, 1.0): 0
 def test_rows_per_folder_and_granularity_with_patients_pooled_worst_and_paired(tmp_path):
     a = _cv(tmp_path, "unet", "unet", UNET)
     b = _cv(tmp_path, "matae", "matae-unet", MATAE)
-    tab = cvtable.build([a, b])
+    tab = _build(a, b)
     assert [r["label"] for r in tab["rows"]] == ["unet", "matae g=1", "matae g=1/2"]
     unet, m1, m2 = tab["rows"]
     assert unet["folds"][1] == {1: 0.60, 2: 0.64}
@@ -39,7 +43,7 @@ def test_rows_per_folder_and_granularity_with_patients_pooled_worst_and_paired(t
     assert unet["paired"] is None
     diffs = [MATAE[k] - UNET[k] for k in UNET]
     assert m1["paired"] == {"runs": 6, "mean": pytest.approx(sum(diffs) / 6), "min": pytest.approx(-0.01),
-                            "max": pytest.approx(0.10), "ahead": 5}
+                            "max": pytest.approx(0.10), "b_ahead": 5}
     # a row that lacks a fold: paired where both ran, its mean over the folds it has, said in the table
     assert m2["paired"]["runs"] == 4 and m2["worst"]["dice"] == pytest.approx(0.54)
     md = cvtable.markdown(tab)
@@ -59,7 +63,7 @@ def test_folds_that_hold_out_other_patients_are_refused(tmp_path):
     a = _cv(tmp_path, "a", "unet", UNET)
     b = _cv(tmp_path, "b", "unet", UNET, videos=("P0", "P2", "P1"))
     with pytest.raises(ValueError, match="fold 1 holds out 'P1' in .*a and 'P2' in .*b"):
-        cvtable.build([a, b])
+        _build(a, b)
 
 
 def test_names_of_granularities_and_patient_columns():
@@ -117,4 +121,4 @@ def test_folders_of_one_name_are_told_apart_by_their_paths(tmp_path):
     (tmp_path / "b").mkdir()
     one = _cv(tmp_path / "a", "unet", "unet", UNET)
     two = _cv(tmp_path / "b", "unet", "unet", UNET)
-    assert [r["label"] for r in cvtable.build([one, two])["rows"]] == [str(one), str(two)]
+    assert [r["label"] for r in _build(one, two)["rows"]] == [str(one), str(two)]

@@ -410,44 +410,30 @@ def evaluate(
 
 def _cv_table(folders: List[Path], out: Optional[Path]) -> None:
     """echo-eval CV [CV ...] --table: the Markdown table on stdout, and files with --out."""
-    from echoseg.atomic import durable_replace
-
     from . import cvtable
 
-    good, failed = [], 0
+    read, failed = {}, 0
     for folder in folders:
         try:
-            cvtable.read_rows(folder)
-            good.append(folder)
+            read[folder] = cvtable.read_rows(folder)
         except (OSError, ValueError) as exc:
             _error_line(exc)
             failed += 1
-    if good:
+    if read:
         try:
-            tab = cvtable.build(good)
+            tab = cvtable.build(read)
         except ValueError as exc:
             _fail(exc)
         print(cvtable.markdown(tab), end="", flush=True)
         if out:
-            import os
-            import shutil
-
-            tmp = Path(out) / f".patients-{os.getpid()}.tmp"
-            try:  # all three in a side folder first: an earlier table stays whole if this one fails
-                tmp.mkdir(parents=True, exist_ok=True)
-                (tmp / "patients.md").write_text(cvtable.markdown(tab))
-                (tmp / "patients.csv").write_text(cvtable.csv_text(tab))
-                cvtable.plot(tab, tmp / "patients.png")
-                for name in ("patients.md", "patients.csv", "patients.png"):
-                    durable_replace(tmp / name, Path(out) / name)
+            try:
+                cvtable.write(tab, out)
             except OSError as exc:
                 _fail(f"{out}: the table was not written ({(exc.strerror or str(exc)).lower()}); free some space "
                       "or pass another --out")
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            print(f"wrote {out}/patients.md, patients.csv, patients.png")
+            print(f"wrote {out}/{', '.join(cvtable.OUTPUTS)}")
         else:
-            print("(--out DIR also writes it as patients.md, patients.csv and a picture, patients.png)")
+            print(f"(--out DIR also writes it as {', '.join(cvtable.OUTPUTS)})")
     if failed:
         raise typer.Exit(1)
 

@@ -169,17 +169,25 @@ def by_patient(a: Sequence[Scored], b: Sequence[Scored], g_a: float, g_b: float)
         rows.append({"fold": f, "videos": videos_a.get(f, ""), "a": [runs_a[f, s] for s in sa],
                      "b": [runs_b[f, s] for s in sb], "seeds_a": sa, "seeds_b": sb, "a_mean": ma, "b_mean": mb,
                      "diff": mb - ma})
-    pairs = sorted(set(runs_a) & set(runs_b))
-    diffs = np.array([runs_b[k] - runs_a[k] for k in pairs])
     out = {"g_a": g_a, "g_b": g_b, "folds": rows, "folds_a": len({f for f, _ in runs_a}),
            "folds_b": len({f for f, _ in runs_b})}
     for side in ("a", "b"):
         worst = min(rows, key=lambda r: r[f"{side}_mean"])
         out[f"{side}_patients_mean"] = float(np.mean([r[f"{side}_mean"] for r in rows]))
         out[f"{side}_worst"] = {"fold": worst["fold"], "videos": worst["videos"], "dice": worst[f"{side}_mean"]}
-    out["paired_runs"] = ({"runs": len(pairs), "mean": float(diffs.mean()), "min": float(diffs.min()),
-                           "max": float(diffs.max()), "b_ahead": int((diffs > 0).sum())} if len(pairs) else None)
+    out["paired_runs"] = paired_runs(runs_a, runs_b)
     return out
+
+
+def paired_runs(runs_a: dict, runs_b: dict) -> dict | None:
+    """The runs both sides have (same key: fold and seed) paired, B - A: how many, mean, min, max
+    and in how many B is ahead; None when they share none."""
+    pairs = sorted(set(runs_a) & set(runs_b))
+    if not pairs:
+        return None
+    diffs = np.array([runs_b[k] - runs_a[k] for k in pairs])
+    return {"runs": len(pairs), "mean": float(diffs.mean()), "min": float(diffs.min()), "max": float(diffs.max()),
+            "b_ahead": int((diffs > 0).sum())}
 
 
 def compare(scored: Sequence[Scored], n_boot: int = 2000) -> dict:

@@ -14,7 +14,6 @@ import io
 import json
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -62,14 +61,15 @@ def _row(label: str, folder: Path, info: dict, rows: list[dict], g: float) -> di
             "patients_mean": float(np.mean(list(means.values()))), "worst": {"fold": worst, "dice": means[worst]}}
 
 
-def build(folders: Sequence[Path]) -> dict:
-    """The table of ``folders`` (cross-validations of the same data and --folds): one row per
-    folder and granularity, largest g first; paired differences against the first row. Rows are
-    named by folder (its whole path where two folders share a name)."""
+def build(read: dict[Path, tuple[dict, list[dict]]]) -> dict:
+    """The table of cross-validations of the same data and --folds, ``{folder: read_rows(folder)}``:
+    one row per folder and granularity, largest g first; paired differences against the first row.
+    Rows are named by folder (its whole path where two folders share a name)."""
+    from .compare import paired_runs
+
     rows, videos = [], {}
-    names = [Path(f).name for f in folders]
-    for folder in folders:
-        info, scored = read_rows(folder)
+    names = [Path(f).name for f in read]
+    for folder, (info, scored) in read.items():
         for r in scored:
             seen = videos.setdefault(r["fold"], (r["videos"], folder))
             if seen[0] != r["videos"]:
@@ -81,12 +81,9 @@ def build(folders: Sequence[Path]) -> dict:
             rows.append(_row(f"{name} g={g_name(g)}" if len(gs) > 1 else name, folder, info, scored, g))
     folds = sorted(videos)
     ref = rows[0]
-    for row in rows:
-        common = [(f, s) for f in folds for s in row["seeds"] if s in ref["folds"].get(f, {})
-                  and s in row["folds"].get(f, {})]
-        d = np.array([row["folds"][f][s] - ref["folds"][f][s] for f, s in common])
-        row["paired"] = ({"runs": len(common), "mean": float(d.mean()), "min": float(d.min()), "max": float(d.max()),
-                          "ahead": int((d > 0).sum())} if row is not ref and len(common) else None)
+    by_run = [{(f, s): d for f, ds in row["folds"].items() for s, d in ds.items()} for row in rows]
+    for row, runs in zip(rows, by_run):
+        row["paired"] = paired_runs(by_run[0], runs) if row is not ref else None
     return {"folds": folds, "videos": {f: videos[f][0] for f in folds}, "columns": _columns(videos, folds),
             "rows": rows, "reference": ref["label"]}
 
@@ -126,7 +123,7 @@ def markdown(table: dict) -> str:
         p = r["paired"]
         if p:
             notes.append(f"- {r['label']} - {table['reference']}, run by run (same fold, same seed): mean "
-                         f"{p['mean']:+.4f}, min {p['min']:+.4f}, max {p['max']:+.4f}; ahead in {p['ahead']} of "
+                         f"{p['mean']:+.4f}, min {p['min']:+.4f}, max {p['max']:+.4f}; ahead in {p['b_ahead']} of "
                          f"{p['runs']}")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
@@ -140,6 +137,26 @@ def csv_text(table: dict) -> str:
             for s, d in r["folds"].get(f, {}).items():
                 w.writerow([r["label"], r["folder"], r["model"], r["g"], f, table["videos"][f], s, f"{d:.6f}"])
     return buf.getvalue()
+
+
+OUTPUTS = ("patients.md", "patients.csv", "patients.png")
+
+
+def write(table: dict, out: Path) -> None:
+    """patients.md, patients.csv and patients.png in ``out``: all three, or none of them (each is
+    written under a temporary name and renamed when all are complete, as echo-eval writes its
+    outputs), so a table that cannot be written leaves an earlier one whole."""
+    from contextlib import ExitStack
+
+    from echoseg.atomic import atomic_path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        tmp_md, tmp_csv, tmp_png = (stack.enter_context(atomic_path(out / name)) for name in OUTPUTS)
+        tmp_md.write_text(markdown(table))
+        tmp_csv.write_text(csv_text(table))
+        plot(table, tmp_png)
 
 
 def plot(table: dict, path: Path) -> Path:
