@@ -4,7 +4,7 @@
 row per granularity: each held-out patient's Dice per seed, the Dice of each seed's runs with
 their frames pooled, the mean of patients, the worst patient, and the runs paired with the first
 row's (same fold, same seed). It writes the table as Markdown (the README's recipe tables are
-this), as CSV, and as a picture of every patient's Dice per row.
+made the same way), as CSV, and as a picture of every patient's Dice per row.
 """
 
 from __future__ import annotations
