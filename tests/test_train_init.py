@@ -229,6 +229,15 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert named.augment_strength == "heavy" and "--augment-strength light" in named.said
     assert resolve(None, "unet", 16).augment_strength == "light"  # no bundle start: light, as before
     assert resolve("runs/x", "unet", 8) == Resolved("runs/x")  # a named source is the user's to check
+    # distillation: a matae-unet from the bundle learns its smaller networks from the labels alone, unless asked
+    assert (m.distill, r.distill) == (0.0, 0.5) and "--distill 0" in m.said and "distill" not in r.said
+    asked = resolve(None, "matae-unet", 8, tuple(src.granularities), distill=0.5)
+    assert asked.distill == 0.5 and "distill" not in asked.said
+    assert resolve(None, "matae-unet", 16).distill == 0.5  # no bundle start: half, as before
+    assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_augment="heavy", earlier_distill=0.5) == \
+        Resolved("pretrained", "", "heavy", 0.5)  # a sweep started before the default goes on as it started
+    named_m = resolve("pretrained", "matae-unet", 8)
+    assert named_m.distill == 0.0 and "--distill 0.5 to distil" in named_m.said and "\n" not in named_m.said
 
 
 def test_auto_without_bundled_weights_trains_from_random_weights_and_says_why(monkeypatch, tmp_path):
@@ -274,6 +283,28 @@ def test_echo_train_starts_from_the_bundle_by_default_and_resumes_as_it_started(
         assert r.exit_code == 0, r.output
         assert (config(out)["init"], config(out)["augment_strength"]) == (init, strength) and "bundled" not in r.output
         assert load_checkpoint(out / "last.pt").epoch == 2  # it did go on
+
+
+def test_matae_from_the_bundle_trains_undistilled_by_default_and_resumes_as_it_started(bundled_with_weights,
+                                                                                          synth_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import train_app
+
+    base = ["--data", str(synth_dir), "--model", "matae-unet", "--width", "8", "--batch-size", "8",
+            "--max-train-frames", "16", "--device", "cpu"]
+    auto, half = tmp_path / "auto", tmp_path / "half"
+    r = CliRunner().invoke(train_app, base + ["--epochs", "1", "--out", str(auto)])
+    assert r.exit_code == 0, r.output
+    assert "--distill 0" in r.output
+    r = CliRunner().invoke(train_app, base + ["--epochs", "1", "--distill", "0.5", "--out", str(half)])
+    assert r.exit_code == 0, r.output
+    for out, share in ((auto, 0.0), (half, 0.5)):
+        assert json.loads((out / "train_config.json").read_text())["distill"] == share
+        r = CliRunner().invoke(train_app, base + ["--epochs", "2", "--resume", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert json.loads((out / "train_config.json").read_text())["distill"] == share  # as it started
+        assert load_checkpoint(out / "last.pt").epoch == 2
 
 
 def test_a_resumed_sweep_or_run_reads_the_options_it_was_started_with(tmp_path):

@@ -69,6 +69,7 @@ def load_init(source: str) -> InitWeights:
 
 AUTO = "auto"
 NONE = ("none", "scratch")
+DISTILL = 0.5  # --distill for a run that does not start from the bundled model
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,20 @@ class Resolved:
     init: str  # TrainConfig.init: "" (random weights), "pretrained", a run folder or checkpoint
     said: str = ""  # one line for the user, or nothing
     augment_strength: str = "light"
+    distill: float = DISTILL
 
 
 def resolve(init: str | None, model: str, width: int, granularities: tuple[float, ...] = (),
-            earlier: str | None = None, augment: str | None = None, earlier_augment: str | None = None) -> Resolved:
-    """What ``--init`` and ``--augment-strength`` (None: not given) mean for this run. ``earlier``
-    and ``earlier_augment`` are what a resumed run or sweep was started with: it goes on as it
-    started, whatever the defaults say now. Otherwise a run that starts from the bundled model
-    trains with heavy augmentation, as the bundle was trained (on real echo that lifted the worst
-    held-out patient most, README "On real echo"), and any other run with light."""
+            earlier: str | None = None, augment: str | None = None, earlier_augment: str | None = None,
+            distill: float | None = None, earlier_distill: float | None = None) -> Resolved:
+    """What ``--init``, ``--augment-strength`` and ``--distill`` (None: not given) mean for this run.
+    ``earlier``, ``earlier_augment`` and ``earlier_distill`` are what a resumed run or sweep was
+    started with: it goes on as it started, whatever the defaults say now. Otherwise a run that
+    starts from the bundled model trains with heavy augmentation, as the bundle was trained (on real
+    echo that lifted the worst held-out patient most, README "On real echo"), and any other run with
+    light; a matae-unet that starts from the bundle learns its smaller networks from the labels alone
+    (distillation 0: there it lifted the quarter-width network's worst patient and left the others
+    level), any other run distils half (0.5)."""
     from echoseg import pretrained
 
     if named_source(init) is not None:
@@ -97,13 +103,21 @@ def resolve(init: str | None, model: str, width: int, granularities: tuple[float
         start = _auto(model, width, granularities)
     strength = augment or earlier_augment or ("heavy" if pretrained.is_name(start.init) else "light")
     by_default = augment is None and earlier_augment is None and strength == "heavy"
+    from_bundle = pretrained.is_name(start.init) and model == "matae-unet"
+    undistilled = from_bundle and distill is None and earlier_distill is None  # the default, not asked for
+    share = next((d for d in (distill, earlier_distill) if d is not None), 0.0 if from_bundle else DISTILL)
     said = start.said
     if said and start.init:  # auto chose the bundle
-        said += (", heavy augmentation, as it was trained" if by_default else "") + "; --init none for random weights"
-    elif by_default:
-        said = (f"--init {start.init}: heavy augmentation, as the bundled model was trained (--augment-strength "
-                "light for light)")
-    return Resolved(start.init, said, strength)
+        said += ((", heavy augmentation, as it was trained" if by_default else "")
+                 + (", smaller networks from the labels alone (--distill 0)" if undistilled else "")
+                 + "; --init none for random weights")
+    elif by_default or undistilled:
+        said = f"--init {start.init}: " + "; ".join(
+            part for part, on in (("heavy augmentation, as the bundled model was trained (--augment-strength light "
+                                   "for light)", by_default),
+                                  ("smaller networks from the labels alone (--distill 0.5 to distil)", undistilled))
+            if on)
+    return Resolved(start.init, said, strength, share)
 
 
 def named_source(init: str | None) -> str | None:
