@@ -124,7 +124,7 @@ def train(
             recon_weight = 0.1 if unlabelled_frames else 0.0
         cfg = TrainConfig(data=str(data), model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                           dice_loss=dice_loss, recon_weight=recon_weight, recon_until=recon_until,
-                          unlabelled_frames=unlabelled_frames, distill=0.5 if distill is None else distill,
+                          unlabelled_frames=unlabelled_frames,
                           granularities=tuple(sorted(granularities)) if granularities else (),
                           augment=augment, augment_strength=augment_strength or "light", device=device, seed=seed,
                           out=str(out or Path("runs") / model),

@@ -69,7 +69,7 @@ def load_init(source: str) -> InitWeights:
 
 AUTO = "auto"
 NONE = ("none", "scratch")
-DISTILL = 0.5  # --distill for a run that does not start from the bundled model
+DISTILL = TrainConfig.distill  # --distill for a run that does not start from the bundled model
 
 
 @dataclass(frozen=True)
