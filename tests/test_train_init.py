@@ -221,10 +221,11 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert g.init == "" and "drop --granularity" in g.said and "\n" not in g.said
     assert resolve("none", "unet", 8) == Resolved("") == resolve("Scratch", "matae-unet", 8)
     assert resolve(None, "unet", 8, earlier="") == Resolved("")  # a resumed run goes on as it started
-    assert resolve(None, "unet", 16, earlier="pretrained", earlier_augment="light") == Resolved("pretrained")
+    assert resolve(None, "unet", 16, earlier="pretrained", earlier_augment="light", earlier_lr=1e-3) == \
+        Resolved("pretrained")
     assert r.augment_strength == m.augment_strength == "heavy" and "heavy augmentation" in r.said  # as it was trained
     assert resolve(None, "unet", 8, augment="light") == Resolved("pretrained", r.said.replace(
-        ", heavy augmentation, as it was trained", ""), "light")  # asked for: as asked
+        ", heavy augmentation, as it was trained", ""), "light", lr=3e-4)  # asked for: as asked
     named = resolve("pretrained", "unet", 8)  # named: heavy too, and said in a line
     assert named.augment_strength == "heavy" and "--augment-strength light" in named.said
     assert resolve(None, "unet", 16).augment_strength == "light"  # no bundle start: light, as before
@@ -234,8 +235,15 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     asked = resolve(None, "matae-unet", 8, tuple(src.granularities), distill=0.5)
     assert asked.distill == 0.5 and "distill" not in asked.said
     assert resolve(None, "matae-unet", 16).distill == 0.5  # no bundle start: half, as before
-    assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_augment="heavy", earlier_distill=0.5) == \
-        Resolved("pretrained", "", "heavy", 0.5)  # a sweep started before the default goes on as it started
+    assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_augment="heavy", earlier_distill=0.5,
+                   earlier_lr=1e-3) == Resolved("pretrained", "", "heavy", 0.5, 1e-3)  # started before: goes on so
+    # the learning rate: a run from the bundle is fine-tuned gently, unless asked or resumed otherwise
+    assert (r.lr, m.lr, named.lr) == (3e-4, 3e-4, 3e-4) and "learning rate 3e-4" in r.said
+    assert "--lr 1e-3" in named.said and "\n" not in named.said
+    assert resolve(None, "unet", 16).lr == 1e-3 and resolve("none", "unet", 8).lr == 1e-3  # random weights
+    fast = resolve(None, "unet", 8, lr=1e-3)
+    assert fast.lr == 1e-3 and "learning rate" not in fast.said and "heavy augmentation" in fast.said
+    assert resolve(None, "unet", 8, earlier="pretrained", earlier_lr=5e-4).lr == 5e-4
     named_m = resolve("pretrained", "matae-unet", 8)
     assert named_m.distill == 0.0 and "--distill 0.5 to distil" in named_m.said and "\n" not in named_m.said
 
@@ -268,7 +276,7 @@ def test_echo_train_starts_from_the_bundle_by_default_and_resumes_as_it_started(
     auto, none = tmp_path / "auto", tmp_path / "none"
     r = CliRunner().invoke(train_app, base + ["--epochs", "1", "--out", str(auto)])
     assert r.exit_code == 0, r.output
-    assert "starting from the bundled model" in r.output
+    assert "starting from the bundled model" in r.output and "learning rate 3e-4" in r.output
     sha = hashlib.sha256((dest / "weights.npz").read_bytes()).hexdigest()
     assert (config(auto)["init"], config(auto)["init_sha256"], config(auto)["augment_strength"]) == \
         ("pretrained", sha, "heavy")
@@ -278,10 +286,12 @@ def test_echo_train_starts_from_the_bundle_by_default_and_resumes_as_it_started(
     assert "bundled" not in r.output
     assert (config(none)["init"], config(none)["init_sha256"], config(none)["augment_strength"]) == ("", "", "light")
     assert load_checkpoint(none).input_spec != load_init("pretrained").input_spec  # its own data's
-    for out, init, strength in ((none, "", "light"), (auto, "pretrained", "heavy")):  # --resume: as it started
+    assert (config(auto)["lr"], config(none)["lr"]) == (3e-4, 1e-3)  # fine-tuned gently; random weights as ever
+    for out, init, strength, lr in ((none, "", "light", 1e-3), (auto, "pretrained", "heavy", 3e-4)):  # --resume
         r = CliRunner().invoke(train_app, base + ["--epochs", "2", "--resume", "--out", str(out)])
         assert r.exit_code == 0, r.output
-        assert (config(out)["init"], config(out)["augment_strength"]) == (init, strength) and "bundled" not in r.output
+        assert (config(out)["init"], config(out)["augment_strength"], config(out)["lr"]) == (init, strength, lr)
+        assert "bundled" not in r.output
         assert load_checkpoint(out / "last.pt").epoch == 2  # it did go on
 
 
