@@ -7,7 +7,7 @@ No flips: a mirrored apical four-chamber view would put the LV on the wrong side
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class AugmentConfig:
     max_noise: float = 0.0  # additive Gaussian noise sd, grey levels
     contrast: float = 0.0  # contrast changed by up to this fraction around the image mean
     blotches: int = 0  # up to this many dark blotches (dropout, shadows) per image
+    valve_dropout: float = 0.0  # share of images whose mitral valve plane (below the mask's base) is darkened
 
 
 STRENGTHS = {
@@ -29,6 +30,9 @@ STRENGTHS = {
     "heavy": AugmentConfig(max_rotate_deg=15.0, scale=(0.8, 1.25), max_shift=0.1, gain=(0.6, 1.5), gamma=(0.6, 1.6),
                            max_blur=1.2, max_noise=10.0, contrast=0.35, blotches=3),
 }
+# heavy, and half the images lose their valve plane: the LV must be closed where the walls turn, not at
+# leaflets that a hazy view does not show (a real LV then runs into the atrium)
+STRENGTHS["heavy-valve"] = replace(STRENGTHS["heavy"], valve_dropout=0.5)
 
 
 def augment_config(strength: str) -> AugmentConfig:
@@ -60,13 +64,13 @@ def augment_batch(images, masks, generator, cfg: AugmentConfig = AugmentConfig()
     gain = uniform(*cfg.gain).view(n, 1, 1, 1)
     gamma = uniform(*cfg.gamma).view(n, 1, 1, 1)
     images = 255.0 * (images.clamp(0, 255) / 255.0) ** gamma * gain
-    if cfg.max_blur or cfg.max_noise or cfg.contrast or cfg.blotches:
-        images = _degrade(images, generator, cfg, uniform)
+    if cfg.max_blur or cfg.max_noise or cfg.contrast or cfg.blotches or cfg.valve_dropout:
+        images = _degrade(images, generator, cfg, uniform, masks)
     return images.clamp(0, 255), masks
 
 
-def _degrade(images, generator, cfg: AugmentConfig, uniform):
-    """The heavy preset's image-only changes: blur, contrast, dark blotches, noise."""
+def _degrade(images, generator, cfg: AugmentConfig, uniform, masks):
+    """The heavy preset's image-only changes: blur, contrast, dark blotches, a hidden valve, noise."""
     import torch
     import torch.nn.functional as F
 
@@ -99,8 +103,46 @@ def _degrade(images, generator, cfg: AugmentConfig, uniform):
             blot = 1 - depth.view(n, 1, 1) * torch.exp(-d2 / (2 * rad.view(n, 1, 1) ** 2)) * on
             shade = shade * blot[:, None]
         images = images * shade
+    if cfg.valve_dropout:
+        images = images * _valve_shade(masks, generator, cfg.valve_dropout, uniform)
     if cfg.max_noise:
         sd = uniform(0, cfg.max_noise).view(n, 1, 1, 1)
         noise = torch.randn(n, 1, h, w, generator=generator).to(dev) * sd
         images = images + noise  # the same noise in every channel: the frames are greyscale
     return images
+
+
+def _valve_shade(masks, generator, share: float, uniform):
+    """N,1,H,W multiplicative shade that darkens the band just past the mask's basal end.
+
+    The mask's long axis (second moments) is oriented away from the apex, which an apical view puts at
+    the top; the band is centred a few pixels beyond the farthest mask pixel along it, about as wide as
+    the cavity across, so the leaflets and the annulus fade while the walls above stay."""
+    import torch
+
+    n, _, h, w = masks.shape
+    dev = masks.device
+    yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=masks.dtype),
+                            torch.arange(w, device=dev, dtype=masks.dtype), indexing="ij")
+    m = masks[:, 0]
+    area = m.sum((1, 2))
+    safe = area.clamp(min=1)
+    cx = (m * xx).sum((1, 2)) / safe
+    cy = (m * yy).sum((1, 2)) / safe
+    dx, dy = xx[None] - cx.view(n, 1, 1), yy[None] - cy.view(n, 1, 1)
+    sxx, syy, sxy = (m * dx * dx).sum((1, 2)) / safe, (m * dy * dy).sum((1, 2)) / safe, (m * dx * dy).sum((1, 2)) / safe
+    angle = 0.5 * torch.atan2(2 * sxy, sxx - syy)  # the major axis
+    vx, vy = torch.cos(angle), torch.sin(angle)
+    flip = torch.where(vy < 0, -1.0, 1.0).to(masks.dtype)  # towards the base: down, away from the apex
+    vx, vy = vx * flip, vy * flip
+    along = dx * vx.view(n, 1, 1) + dy * vy.view(n, 1, 1)
+    across = -dx * vy.view(n, 1, 1) + dy * vx.view(n, 1, 1)
+    base = torch.where(m > 0, along, torch.full_like(along, -1e9)).amax((1, 2))
+    minor = ((sxx + syy) / 2 - torch.sqrt(((sxx - syy) / 2) ** 2 + sxy ** 2)).clamp(min=1.0).sqrt()
+    past = uniform(-2.0, 4.0)  # band centre beyond the basal end, px
+    thick = uniform(3.0, 6.0)  # its sd along the long axis, px
+    wide = minor * uniform(1.0, 2.0)  # its sd across
+    depth = uniform(0.6, 0.95)
+    on = ((torch.rand(n, generator=generator) < share).to(dev) & (area >= 20)).to(masks.dtype)
+    d2 = ((along - (base + past).view(n, 1, 1)) / thick.view(n, 1, 1)) ** 2 + (across / wide.view(n, 1, 1)) ** 2
+    return (1 - (depth * on).view(n, 1, 1) * torch.exp(-d2 / 2))[:, None]
