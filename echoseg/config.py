@@ -118,7 +118,7 @@ class TrainConfig(_Record):
     unlabelled_frames: bool = False
     unlabelled_per_step: int = 8
     augment: bool = True
-    augment_strength: str = "light"  # light | heavy (echoseg.data.augment.STRENGTHS)
+    augment_strength: str = "light"  # light | heavy | heavy-valve (echoseg.data.augment.STRENGTHS)
     device: str = "auto"
     seed: int = 0
     out: str = "runs/unet"

@@ -1,5 +1,7 @@
 """Training augmentation on torch batches: intensity, rotation/scale/shift; the heavy preset adds
-blur, noise, contrast and dark blotches (for models trained on synthetic echo that must meet real).
+blur, noise, contrast and dark blotches (for models trained on synthetic echo that must meet real);
+heavy-valve also darkens the mitral valve plane in half the frames (a hazy view hides it, and a model
+that needs the leaflets then runs the LV into the atrium).
 
 No flips: a mirrored apical four-chamber view would put the LV on the wrong side of the heart.
 """

@@ -66,10 +66,11 @@ def train(
                                                         "mean of val Dice from a third of the run on) or best (raw "
                                                         "peak); never an epoch with a collapsed granularity"),
     augment: bool = typer.Option(True, "--augment/--no-augment"),
-    augment_strength: Optional[str] = typer.Option(None, "--augment-strength", help="light, or heavy (wider pose and "
-                                                   "gain, blur, noise, contrast, dark blotches); default: heavy when "
-                                                   "the run starts from the bundled model (as it was trained; on real "
-                                                   "echo it lifted the worst unseen patient most), light otherwise"),
+    augment_strength: Optional[str] = typer.Option(None, "--augment-strength", help="light, heavy (wider pose and "
+                                                   "gain, blur, noise, contrast, dark blotches) or heavy-valve (heavy, "
+                                                   "and half the frames lose their mitral valve plane); default: heavy "
+                                                   "when the run starts from the bundled model (as it was trained; on "
+                                                   "real echo it lifted the worst unseen patient most), light otherwise"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, "--seed"),
