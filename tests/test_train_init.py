@@ -237,8 +237,8 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert resolve(None, "matae-unet", 16).distill == 0.5  # no bundle start: half, as before
     assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_augment="heavy", earlier_distill=0.5,
                    earlier_lr=1e-3) == Resolved("pretrained", "", "heavy", 0.5, 1e-3)  # started before: goes on so
-    # the learning rate: a run from the bundle is fine-tuned gently, unless asked or resumed otherwise
-    assert (r.lr, m.lr, named.lr) == (3e-4, 3e-4, 3e-4) and "learning rate 3e-4" in r.said
+    # the learning rate: a unet from the bundle is fine-tuned gently, unless asked or resumed otherwise
+    assert (r.lr, named.lr) == (3e-4, 3e-4) and "learning rate 3e-4" in r.said
     assert "--lr 1e-3" in named.said and "\n" not in named.said
     assert resolve(None, "unet", 16).lr == 1e-3 and resolve("none", "unet", 8).lr == 1e-3  # random weights
     fast = resolve(None, "unet", 8, lr=1e-3)
@@ -246,6 +246,7 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert resolve(None, "unet", 8, earlier="pretrained", earlier_lr=5e-4).lr == 5e-4
     named_m = resolve("pretrained", "matae-unet", 8)
     assert named_m.distill == 0.0 and "--distill 0.5 to distil" in named_m.said and "\n" not in named_m.said
+    assert m.lr == named_m.lr == 1e-3 and "learning rate" not in m.said + named_m.said  # matae-unet: as before
 
 
 def test_auto_without_bundled_weights_trains_from_random_weights_and_says_why(monkeypatch, tmp_path):

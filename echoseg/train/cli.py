@@ -40,7 +40,7 @@ def train(
                                         "needs a multiple of 8"),
     epochs: int = typer.Option(20, "--epochs", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 1e-3; 3e-4 when the run starts "
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 1e-3; 3e-4 for a unet that starts "
                                        "from the bundled model: on real echo it lifted the worst patient)"),
     dice_loss: bool = typer.Option(False, "--dice-loss", help="Add soft Dice to BCE-with-logits"),
     recon_weight: Optional[float] = typer.Option(None, "--recon-weight", min=0.0, help="matae-unet: weight of the "
