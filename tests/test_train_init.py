@@ -223,7 +223,10 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert resolve(None, "unet", 8, earlier="") == Resolved("")  # a resumed run goes on as it started
     assert resolve(None, "unet", 16, earlier="pretrained", earlier_augment="light", earlier_lr=1e-3) == \
         Resolved("pretrained")
-    assert r.augment_strength == m.augment_strength == "heavy" and "heavy augmentation" in r.said  # as it was trained
+    assert r.augment_strength == "heavy" and "heavy augmentation" in r.said  # as it was trained
+    # matae-unet: heavy with valve-plane dropout (its smaller networks' worst patient), said so
+    assert m.augment_strength == "heavy-valve" and "with valve-plane dropout" in m.said
+    assert "valve" not in r.said and "valve" not in resolve(None, "unet", 8, lr=1e-3).said
     assert resolve(None, "unet", 8, augment="light") == Resolved("pretrained", r.said.replace(
         ", heavy augmentation, as it was trained", ""), "light", lr=3e-4)  # asked for: as asked
     named = resolve("pretrained", "unet", 8)  # named: heavy too, and said in a line
@@ -246,6 +249,10 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert resolve(None, "unet", 8, earlier="pretrained", earlier_lr=5e-4).lr == 5e-4
     named_m = resolve("pretrained", "matae-unet", 8)
     assert named_m.distill == 0.0 and "--distill 0.5 to distil" in named_m.said and "\n" not in named_m.said
+    assert named_m.augment_strength == "heavy-valve" and "--augment-strength heavy without it" in named_m.said
+    plain = resolve(None, "matae-unet", 8, tuple(src.granularities), augment="heavy")
+    assert plain.augment_strength == "heavy" and "augmentation" not in plain.said  # asked for: as asked
+    assert resolve(None, "matae-unet", 16).augment_strength == "light"  # no bundle start: light, as before
     assert m.lr == named_m.lr == 1e-3 and "learning rate" not in m.said + named_m.said  # matae-unet: as before
 
 
@@ -296,7 +303,7 @@ def test_echo_train_starts_from_the_bundle_by_default_and_resumes_as_it_started(
         assert load_checkpoint(out / "last.pt").epoch == 2  # it did go on
 
 
-def test_matae_from_the_bundle_trains_undistilled_by_default_and_resumes_as_it_started(bundled_with_weights,
+def test_matae_from_the_bundle_trains_undistilled_with_valve_dropout_and_resumes_as_it_started(bundled_with_weights,
                                                                                           synth_dir, tmp_path):
     from typer.testing import CliRunner
 
@@ -307,14 +314,17 @@ def test_matae_from_the_bundle_trains_undistilled_by_default_and_resumes_as_it_s
     auto, half = tmp_path / "auto", tmp_path / "half"
     r = CliRunner().invoke(train_app, base + ["--epochs", "1", "--out", str(auto)])
     assert r.exit_code == 0, r.output
-    assert "--distill 0" in r.output
+    said = " ".join(r.output.split())  # the console wraps long lines
+    assert "--distill 0" in said and "heavy augmentation, as it was trained, with valve-plane dropout" in said
     r = CliRunner().invoke(train_app, base + ["--epochs", "1", "--distill", "0.5", "--out", str(half)])
     assert r.exit_code == 0, r.output
     for out, share in ((auto, 0.0), (half, 0.5)):
-        assert json.loads((out / "train_config.json").read_text())["distill"] == share
+        cfg = json.loads((out / "train_config.json").read_text())
+        assert (cfg["distill"], cfg["augment_strength"]) == (share, "heavy-valve")
         r = CliRunner().invoke(train_app, base + ["--epochs", "2", "--resume", "--out", str(out)])
         assert r.exit_code == 0, r.output
-        assert json.loads((out / "train_config.json").read_text())["distill"] == share  # as it started
+        cfg = json.loads((out / "train_config.json").read_text())
+        assert (cfg["distill"], cfg["augment_strength"]) == (share, "heavy-valve")  # as it started
         assert load_checkpoint(out / "last.pt").epoch == 2
 
 

@@ -70,7 +70,8 @@ def train(
                                                    "gain, blur, noise, contrast, dark blotches) or heavy-valve (heavy, "
                                                    "and half the frames lose their mitral valve plane); default: heavy "
                                                    "when the run starts from the bundled model (as it was trained; on "
-                                                   "real echo it lifted the worst unseen patient most), light otherwise"),
+                                                   "real echo it lifted the worst unseen patient most), heavy-valve for "
+                                                   "a matae-unet that does, light otherwise"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, "--seed"),
