@@ -12,8 +12,9 @@ granularities) is refused in one line that says what differs.
 the bundle's width, granularities not asked otherwise) and random weights elsewhere; ``none`` is
 random weights. A run that starts from the bundle is fine-tuned unless asked otherwise: heavy
 augmentation, as the bundle was trained, for unet a gentler learning rate, for matae-unet
-valve-plane dropout on top and no distillation (``resolve`` decides them all). On leave-one-patient-out over nine real patients that was the best
-start, on the worst patient too (README, "On real echo").
+valve-plane dropout on top and no distillation (``resolve`` decides them all). On
+leave-one-patient-out over nine real patients that was the best start, on the worst patient too
+(README, "On real echo").
 """
 
 from __future__ import annotations
@@ -91,14 +92,11 @@ def resolve(init: str | None, model: str, width: int, granularities: tuple[float
     """What ``--init``, ``--augment-strength``, ``--distill`` and ``--lr`` (None: not given) mean for
     this run. ``earlier*`` are what a resumed run or sweep was started with: it goes on as it
     started, whatever the defaults say now. Otherwise a run that starts from the bundled model is
-    fine-tuned: heavy augmentation, as the bundle was trained (on real echo that lifted the worst
-    held-out patient most, README "On real echo"); a unet at learning rate 3e-4 instead of 1e-3 (the
-    worst patient +7 points, the others -0.2 to -1.5); a matae-unet with smaller networks that learn
-    from the labels alone (distillation 0: it lifted the quarter-width network's worst patient and
-    left the others level) at 1e-3, where 3e-4 lifted the full network but cost the smaller ones, and
-    with valve-plane dropout on top of heavy augmentation (``heavy-valve``: the half-width network's
-    worst patient 0.761 -> 0.808, the full network level, the quarter-width one better; unet gained
-    nothing from it at 3e-4 on the one fold tried).
+    fine-tuned: heavy augmentation, as the bundle was trained; a unet at learning rate 3e-4 instead
+    of 1e-3; a matae-unet at 1e-3 (3e-4 cost its smaller networks), with valve-plane dropout on top
+    of heavy (``heavy-valve``) and smaller networks that learn from the labels alone (distillation
+    0). Each was chosen by leave-one-patient-out on real echo, on the worst patient as well as the
+    mean; the figures are in the README ("On real echo").
     Any other run trains with light augmentation, 1e-3 and, for a matae-unet, half distillation."""
     from echoseg import pretrained
 
