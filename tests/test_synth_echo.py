@@ -234,3 +234,44 @@ def test_write_frames_is_the_same_with_several_workers(tmp_path):
         assert (one / f).read_bytes() == (two / f).read_bytes()
     with pytest.raises(ValueError, match="--workers"):
         write_frames(tmp_path / "three", videos=2, frames=8, workers=0)
+
+
+# --- the echo3 style (generator version 3: version 1 with atria that can dwarf the LV) --------------
+
+
+def test_echo3_is_version_1_with_larger_atria_in_most_scenes():
+    from echoseg.data.synth_echo import random_echo_heart
+
+    scaled = 0
+    for seed in range(200):
+        h1, s1 = random_echo_heart(np.random.default_rng([seed, 0xEC40]), None, 1)
+        h3, s3 = random_echo_heart(np.random.default_rng([seed, 0xEC40]), None, 3)
+        assert np.array_equal(h1.apex, h3.apex) and (h1.a_ed, h1.b_ed, h1.period) == (h3.a_ed, h3.b_ed, h3.period)
+        assert set(s1) == set(s3)
+        assert all(repr(s1[k]) == repr(s3[k]) for k in s1 if k not in ("la", "ra"))  # exact (repr round-trips)
+        k_la, k_ra = s3["la"][0] / s1["la"][0], s3["ra"][0] / s1["ra"][0]
+        assert s3["la"][1] / s1["la"][1] == pytest.approx(k_la) and s3["ra"][1] / s1["ra"][1] == pytest.approx(k_ra)
+        if k_la == 1.0 and k_ra == 1.0:
+            continue
+        assert 1.2 <= k_la <= 2.0 and 1.2 <= k_ra <= 2.0
+        scaled += 1
+    assert 90 <= scaled <= 150  # about 60% of the scenes
+
+
+def test_echo3_draws_a_right_atrium_larger_than_the_lv_where_version_1_never_does():
+    """The failure it aims at: a dark chamber bigger than the LV below the septum, taken for the LV."""
+    from echoseg.data.synth_echo import random_echo_heart
+    from echoseg.data.synthetic import cavity_outline
+
+    def ratio(version: int, seed: int) -> float:
+        heart, scene = random_echo_heart(np.random.default_rng([seed, 0xEC40]), None, version)
+        m = np.zeros((112, 112), np.uint8)
+        cv2.fillPoly(m, [np.round(cavity_outline(heart, 1.0) * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+        ra = np.pi * scene["ra"][0] * heart.a_ed * scene["ra"][1] * heart.b_ed
+        return ra / m.sum()  # the RA ellipse against the LV at end-systole
+
+    v1, v3 = ([ratio(v, s) for s in range(150)] for v in (1, 3))
+    assert max(v1) < 1.2 and sum(r > 1.2 for r in v3) > 30
+    a, b = (make_video(7, frames=8, style="echo3") for _ in range(2))
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.masks, b.masks)
+    assert not np.array_equal(a.frames, make_video(7, frames=8, style="echo").frames)

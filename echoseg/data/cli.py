@@ -18,7 +18,8 @@ def synth(
     style: str = typer.Option("classic", "--style", help="classic: simple and fast (tests, demo); echo: imaged "
                               "like a scanner (speckle, depth gain, dropout, valves...), for models meant for real echo "
                               "(the first bundled model's data); echo2: its second version (wider pose, fan, gain and "
-                              "speckle; darker RV/LA, haze, chords)"),
+                              "speckle; darker RV/LA, haze, chords); echo3: echo with atria up to twice the usual size, so the "
+                              "largest dark chamber is not always the LV"),
     layout: str = typer.Option("echonet", "--layout", help="echonet: Videos/ + FileList.csv + VolumeTracings.csv "
                                "(ED/ES traced); frames: train|val|test/images|masks/ PNGs with exact masks"),
     every: int = typer.Option(4, "--every", min=1, help="frames layout: keep every N-th frame of each video"),

@@ -52,6 +52,7 @@ _RANGES = {
             rv_start=(0.0, 0.3), dr=(32, 54), gain_db=(-6, 6), gamma=(0.7, 1.5), psf_a=(0.35, 1.1),
             psf_l=(0.5, 1.8), shadow=0.35, la_bag=0.7, haze=0.6, haze_db=(-58, -30)),
 }
+_RANGES[3] = _RANGES[1]  # version 3 (``echo3``): version 1's ranges, then _scene_v3
 
 
 def random_echo_heart(rng: np.random.Generator, ef: float | None = None, version: int = 1) -> tuple[Heart, dict]:
@@ -118,9 +119,11 @@ def random_echo_heart(rng: np.random.Generator, ef: float | None = None, version
         # darker than the LV, so darkness alone never says which chamber is the LV
         lv_haze_db=rng.uniform(*R["haze_db"]) if rng.uniform() < R["haze"] else None,
     )
-    if version >= 2:
+    if version == 2:
         scene.update(_scene_v2(rng, scene))
         _fan_covers_heart(heart, scene)
+    elif version == 3:
+        scene.update(_scene_v3(rng, scene))
     return heart, scene
 
 
@@ -162,6 +165,22 @@ def _scene_v2(rng: np.random.Generator, scene: dict) -> dict:
         apical_clutter_db=rng.uniform(-44, -26) if rng.uniform() < 0.45 else None,
         apical_clutter_depth=rng.uniform(0.25, 0.6),  # share of the LV length the clutter reaches
     )
+
+
+def _scene_v3(rng: np.random.Generator, scene: dict) -> dict:
+    """What version 3 changes in version 1's scenes: atria that can dwarf the LV.
+
+    Version 1 sizes both atria from the LV (0.4-1x its area), so the largest dark chamber in the
+    picture is nearly always the LV; in real apical views of small ventricles (and of enlarged
+    atria) the right atrium is often the biggest dark blob, below and beside the septum, and the
+    first bundled model drew its mask there. Here 60% of the videos get atria 1.2-2x as long and
+    wide (each atrium its own factor), so size and darkness stop naming the LV and position has to.
+    Drawn after everything else, so version 1's draws are unchanged up to here.
+    """
+    if rng.uniform() >= 0.6:
+        return {}
+    k_la, k_ra = rng.uniform(1.2, 2.0, 2)
+    return dict(la=(scene["la"][0] * k_la, scene["la"][1] * k_la), ra=(scene["ra"][0] * k_ra, scene["ra"][1] * k_ra))
 
 
 class _Canvas:
@@ -434,7 +453,8 @@ def _overlays(img: np.ndarray, heart: Heart, scene: dict) -> np.ndarray:
 def make_echo_video(seed: int, frames: int = 96, name: str | None = None, ef: float | None = None,
                     version: int = 1) -> SynthVideo:
     """One ``echo``-style video with its exact masks, ED/ES frames, EF and EchoNet tracings
-    (``version`` 2: the ``echo2`` style, with wider ranges and the scenes the first model failed on)."""
+    (``version`` 2: the ``echo2`` style, with wider ranges and the scenes the first model failed on;
+    3: ``echo3``, version 1 with atria that can dwarf the LV)."""
     import cv2
 
     from .heart import _smooth_noise
@@ -456,7 +476,7 @@ def make_echo_video(seed: int, frames: int = 96, name: str | None = None, ef: fl
         "trabeculae": [(rng.uniform(0.05, 0.6), rng.choice([-1, 1]), rng.uniform(0.6, 1.6), rng.uniform(-34, -20))
                        for _ in range(scene["trabeculae"])],
     }
-    if version >= 2:
+    if version == 2:
         blobs["chords"] = [(rng.uniform(0.5, 0.75), rng.uniform(0, 1), scene["chord_db"] + rng.uniform(-4, 4))
                            for _ in range(scene["chords"])]
         haze = _smooth_noise(rng, (n_c, n_c), 6)

@@ -60,7 +60,7 @@ def _render(heart: Heart, c: float, speckle: np.ndarray, rng: np.random.Generato
     return (img * 255).astype(np.uint8), mask.astype(bool)
 
 
-STYLES = ("classic", "echo", "echo2")
+STYLES = ("classic", "echo", "echo2", "echo3")
 
 
 def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float | None = None,
@@ -70,12 +70,13 @@ def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float |
     ``style`` "classic" is the simple, fast renderer the tests and the demo use; "echo"
     (synth_echo.py) images the scene like a scanner and is what a model meant for real echo
     should learn from (the first bundled model's data); "echo2" is its second version, with
-    wider pose, fan, gain and speckle ranges and the scenes that model failed on.
+    wider pose, fan, gain and speckle ranges and the scenes that model failed on; "echo3" is the
+    first with atria that can be larger than the LV.
     """
-    if style in ("echo", "echo2"):
+    if style in ("echo", "echo2", "echo3"):
         from .synth_echo import make_echo_video
 
-        return make_echo_video(seed, frames=frames, name=name, ef=ef, version=2 if style == "echo2" else 1)
+        return make_echo_video(seed, frames=frames, name=name, ef=ef, version={"echo": 1, "echo2": 2, "echo3": 3}[style])
     if style != "classic":
         raise ValueError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
     rng = np.random.default_rng(seed)
