@@ -55,7 +55,6 @@ CANDIDATES = {
     "mix-500-e2": dict(style="mix", videos=500, epochs=2, augment="heavy"),
     # with valve-plane dropout (heavy-valve): the band past the LV's basal end darkened on half the frames
     "v1-500-e2-valve": dict(style="echo", videos=500, epochs=2, augment="heavy-valve"),
-    "v2-500-e4-valve": dict(style="echo2", videos=500, epochs=4, augment="heavy-valve"),
     # echo3: echo with atria that can dwarf the LV
     "v3-500-e2": dict(style="echo3", videos=500, epochs=2, augment="heavy"),
 }

@@ -75,3 +75,13 @@ def test_summarize_finetune_pairs_folds(bc):
     s = bc.summarize_finetune(rows)
     assert s["scratch"]["folds"] == 3 and s["scratch"]["worst"] == 0.60 and s["init"]["per_patient"]["P1"] == 0.58
     assert s["init_minus_scratch"] == {"folds": 2, "mean": pytest.approx(0.015), "min": -0.02, "max": 0.05}
+
+
+def test_every_candidate_names_a_style_and_an_augmentation_that_exist(bc):
+    from echoseg.data.augment import STRENGTHS
+    from echoseg.data.synthetic import STYLES
+
+    for name, c in bc.CANDIDATES.items():
+        assert c["style"] in (*STYLES, "mix") and c["style"] != "classic", name
+        assert c["augment"] in STRENGTHS and c["videos"] > 0 and c["epochs"] > 0, name
+    assert set(bc.DEFAULT) <= set(bc.CANDIDATES) and set(bc.MIX) <= set(STYLES)

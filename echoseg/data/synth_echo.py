@@ -171,11 +171,11 @@ def _scene_v3(rng: np.random.Generator, scene: dict) -> dict:
     """What version 3 changes in version 1's scenes: atria that can dwarf the LV.
 
     Version 1 sizes both atria from the LV (0.4-1x its area), so the largest dark chamber in the
-    picture is nearly always the LV; in real apical views of small ventricles (and of enlarged
-    atria) the right atrium is often the biggest dark blob, below and beside the septum, and the
-    first bundled model drew its mask there. Here 60% of the videos get atria 1.2-2x as long and
-    wide (each atrium its own factor), so size and darkness stop naming the LV and position has to.
-    Drawn after everything else, so version 1's draws are unchanged up to here.
+    picture is nearly always the LV; in real apical views of a small LV (or of enlarged atria) the
+    right heart beside and below the septum is often the biggest dark blob, and the shipped model
+    drew its mask there. Here 60% of the videos get atria 1.2-2x as long and wide (each atrium its
+    own factor), so size and darkness stop naming the LV and position has to. Drawn after every
+    version 1 draw of the scene, so the heart, pose and the rest of the scene are version 1's.
     """
     if rng.uniform() >= 0.6:
         return {}
