@@ -154,6 +154,12 @@ def test_compare_rows_measure_and_agree_with_the_reference(compared):
     res, _ = compared
     rows = {(r["backend"], r["precision"]): r for r in res.rows}
     ov = [("openvino", "fp32"), ("openvino", "int8")] if has_module("openvino") else []
+    # OpenVINO 2026.4's CPU plugin refuses this width-8 INT8 graph on some CPUs (seen on an Intel Xeon with
+    # AMX: "No suitable implementations"); then the row must be skipped with that reason, never dropped
+    refused = [s for s in res.skipped if (s.backend, s.precision) == ("openvino", "int8")]
+    if refused:
+        assert "OpenVINO cannot compile it" in refused[0].reason and ("openvino", "int8") not in rows
+        ov.remove(("openvino", "int8"))
     assert sorted(rows) == sorted([("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32")] + ov)
     for r in rows.values():
         assert 0 < r["latency_ms_p50"] <= r["latency_ms_p95"] <= r["latency_ms_p99"]
