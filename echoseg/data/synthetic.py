@@ -60,7 +60,8 @@ def _render(heart: Heart, c: float, speckle: np.ndarray, rng: np.random.Generato
     return (img * 255).astype(np.uint8), mask.astype(bool)
 
 
-STYLES = ("classic", "echo", "echo2", "echo3")
+ECHO_VERSIONS = {"echo": 1, "echo2": 2, "echo3": 3}  # the scanner-like styles and their generator versions
+STYLES = ("classic", *ECHO_VERSIONS)
 
 
 def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float | None = None,
@@ -73,10 +74,10 @@ def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float |
     wider pose, fan, gain and speckle ranges and the scenes that model failed on; "echo3" is the
     first with atria that can be larger than the LV.
     """
-    if style in ("echo", "echo2", "echo3"):
+    if style in ECHO_VERSIONS:
         from .synth_echo import make_echo_video
 
-        return make_echo_video(seed, frames=frames, name=name, ef=ef, version={"echo": 1, "echo2": 2, "echo3": 3}[style])
+        return make_echo_video(seed, frames=frames, name=name, ef=ef, version=ECHO_VERSIONS[style])
     if style != "classic":
         raise ValueError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
     rng = np.random.default_rng(seed)
