@@ -193,3 +193,53 @@ def test_without_openvino_auto_says_why_and_runs_onnxruntime(exported, monkeypat
     assert c.backend == "onnxruntime" and "openvino passed over: OpenVINO is not installed" in c.reason
     with pytest.raises(SessionError, match=r"echoseg\[openvino\]"):
         choose(exported / "unet" / "model.onnx", "openvino")
+
+
+def test_auto_runs_the_next_backend_when_the_chosen_one_cannot_open_the_model(exported, tmp_path, monkeypatch,
+                                                                              caplog):
+    """An export whose OpenVINO record passed on the machine that built it, on a CPU whose OpenVINO plugin
+    cannot compile the graph (seen: "No suitable implementations" for an INT8 graph on an AMX Xeon):
+    auto says so in one warning line and runs ONNX Runtime; an explicit --backend openvino still fails,
+    and when no backend can open the model the first failure is what the user reads."""
+    import logging
+
+    from echoseg.backends import openvino as ovb
+    from echoseg.backends.choose import open_session
+    from echoseg.data.synthetic import make_video
+    from echoseg.data.video import write_video
+    from echoseg.runtime import run_videos
+
+    def cannot_compile(path, **_):
+        raise SessionError(f"{path}: OpenVINO cannot compile it on this CPU (No suitable implementations)")
+
+    monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
+    backends.register(backends.Backend(**{**ovb.BACKEND.__dict__, "defer": lambda: None, "problem": lambda p: None,
+                                          "open": cannot_compile}))
+
+    def int8_passed(p):
+        for prec in ("int8", "bf16", "fp32"):
+            p[f"openvino_{prec}_vs_fp32"] = {"passed": prec == "int8", "mask_dice": 1.0, "latency_ms_b1": 1.0}
+    d = _copy_with_records(exported / "unet", tmp_path / "x", int8_passed)
+    assert choose(d, "auto").backend == "openvino"  # the record says OpenVINO INT8 may run
+
+    caplog.set_level(logging.WARNING)
+    sess = open_session(d, None)
+    assert sess.info.backend == "onnxruntime"
+    sess.close()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("openvino could not open model.int8.onnx here" in m and "No suitable implementations" in m
+               and "running model.onnx with onnxruntime instead" in m for m in warned), warned
+
+    v = make_video(5, frames=12)
+    (r,) = run_videos([write_video(tmp_path / "v.avi", v.frames, v.fps)], model=d, out=tmp_path / "o", video=False)
+    assert r.ok and r.summary["backend"] == "onnxruntime"
+    assert "openvino passed over: could not open it here" in r.summary["backend_reason"]
+
+    with pytest.raises(SessionError, match="No suitable implementations"):  # asked for by name: no fallback
+        run_videos([tmp_path / "v.avi"], model=d, backend="openvino", out=tmp_path / "o2", video=False)
+
+    ort = backends.get("onnxruntime")
+    backends.register(backends.Backend(**{**ort.__dict__, "open": lambda p, **_: (_ for _ in ()).throw(
+        SessionError(f"{p}: onnxruntime failed too"))}))
+    with pytest.raises(SessionError, match="OpenVINO cannot compile it"):
+        open_session(d, None)

@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from echoseg.artifacts import (ArtifactError, artifact_kind, checkpoint_in, export_dirs_under, index_export_dir,
                                integrity_problem, is_rejected, meta_of)
@@ -74,8 +74,12 @@ def _g_note(granularity: float | None) -> str:
 
 
 def choose(model: str | os.PathLike | None, backend: str = "auto", granularity: float | None = None,
-           root: str | os.PathLike = ".", precision: str | None = None) -> ModelChoice:
-    """Resolve --model/--backend/--granularity to one artifact and backend, or explain why not."""
+           root: str | os.PathLike = ".", precision: str | None = None,
+           failed: dict[str, str] | None = None) -> ModelChoice:
+    """Resolve --model/--backend/--granularity to one artifact and backend, or explain why not.
+
+    ``failed``: backends auto already tried that could not open the model here (name -> why);
+    they are passed over, with that reason (see :func:`open_with_fallback`)."""
     if backend != "auto":
         registry.get(backend)  # unknown names fail here, with the list of known ones
     path = resolve_model(model, root)
@@ -84,13 +88,14 @@ def choose(model: str | os.PathLike | None, backend: str = "auto", granularity: 
     try:
         kind = artifact_kind(path)
         if kind == "export-dir":
-            return _choose_in_dir(path, backend, granularity, precision)
-        return _choose_file(path, kind, backend, granularity)
+            return _choose_in_dir(path, backend, granularity, precision, failed or {})
+        return _choose_file(path, kind, backend, granularity, failed or {})
     except ArtifactError as exc:
         raise SessionError(str(exc)) from exc
 
 
-def _choose_file(path: Path, kind: str, backend: str, granularity: float | None) -> ModelChoice:
+def _choose_file(path: Path, kind: str, backend: str, granularity: float | None,
+                 failed: dict[str, str]) -> ModelChoice:
     if is_rejected(path):
         raise SessionError(f"{path}: this graph was rejected at the export's parity gate and is never run; "
                            "fix and re-export it with echo-export build, or pass another file")
@@ -110,6 +115,9 @@ def _choose_file(path: Path, kind: str, backend: str, granularity: float | None)
                                "export directory or the checkpoint to pick another granularity")
     problems = []
     for b in candidates:
+        if b.name in failed:
+            problems.append(f"{b.name}: {_could_not_open(failed[b.name])}")
+            continue
         problem = b.problem(path) or (b.defer() if backend == "auto" else None)
         if problem is None and backend == "auto" and b.pick is not None:
             picked, chosen, why = b.pick(index_export_dir(path.parent), granularity, None, only=path)
@@ -141,7 +149,12 @@ def _warn_refused(index, granularity: float | None, choice: ModelChoice) -> Mode
     return choice
 
 
-def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: str | None = None) -> ModelChoice:
+def _could_not_open(why: str) -> str:
+    return f"could not open it here ({why})"
+
+
+def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: str | None = None,
+                   failed: dict[str, str] | None = None) -> ModelChoice:
     index = index_export_dir(d)
     note = _g_note(granularity)
     # files that do not match manifest.json never reach a backend; auto says so and goes on
@@ -149,6 +162,9 @@ def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: 
                         for p, _ in index.refused_for(granularity)]
     candidates = registry.all_backends() if backend == "auto" else [registry.get(backend)]
     for b in candidates:
+        if b.name in (failed or {}):
+            tried.append(f"{b.name} passed over: {_could_not_open(failed[b.name])}")
+            continue
         if b.artifact == "checkpoint":
             found = checkpoint_in(d)
             if found is None or (index.rejected_for(granularity) and backend == "auto"):
@@ -195,8 +211,36 @@ def open_session(path: str | os.PathLike, backend: str | None = None, **options:
     onnxruntime, ``device``/``precision`` for torch, ``device`` for tensorrt). An option the
     chosen backend does not take is an error, not silently dropped.
     """
-    choice = choose(path, backend or "auto", options.get("granularity"), precision=options.get("precision"))
-    return open_choice(choice, **options)
+    backend = backend or "auto"
+    choice = choose(path, backend, options.get("granularity"), precision=options.get("precision"))
+    if backend != "auto":
+        return open_choice(choice, **options)
+    session, _ = open_with_fallback(choice, lambda c: open_choice(c, **options), lambda failed: choose(
+        path, backend, options.get("granularity"), precision=options.get("precision"), failed=failed))
+    return session
+
+
+def open_with_fallback(choice: ModelChoice, open_one: Callable[[ModelChoice], Session],
+                       rechoose: Callable[[dict[str, str]], ModelChoice]) -> tuple[Session, ModelChoice]:
+    """auto's choice opened with ``open_one``; if that backend cannot open it here (e.g. OpenVINO's CPU
+    plugin has no kernel for an INT8 graph on this CPU, which the export's parity record, measured on
+    another machine, could not know), one warning line and auto chooses again without it
+    (``rechoose(failed)``). When nothing else can run the model, the first failure is raised."""
+    failed: dict[str, str] = {}
+    first: SessionError | None = None
+    while True:
+        try:
+            return open_one(choice), choice
+        except SessionError as exc:
+            first = first or exc
+            failed[choice.backend] = str(exc)
+            try:
+                nxt = rechoose(dict(failed))
+            except SessionError:
+                raise first from None
+            log.warning("%s could not open %s here (%s); running %s with %s instead", choice.backend,
+                        choice.path.name, exc, nxt.path.name, nxt.backend)
+            choice = nxt
 
 
 def open_choice(choice: ModelChoice, **options: Any) -> Session:

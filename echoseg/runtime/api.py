@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoseg.atomic import check_writable, write_json
-from echoseg.backends.choose import ModelChoice, choose, open_choice
+from echoseg.backends.choose import ModelChoice, choose, open_choice, open_with_fallback
 from echoseg.backends.registry import get as _backend
 from echoseg.backends.session import Session, SessionError
 from echoseg.data.video import VideoError, VideoReader, is_dicom, is_live, shown_source
@@ -144,7 +144,12 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     reason = "session given"
     with ExitStack() as owned:  # a session opened here is closed on every path, errors included
         if choice is not None:
-            session = _open_checked(choice, granularity, threads, batch)  # open_choice logs the choice and why
+            opener = lambda c: _open_checked(c, granularity, threads, batch)  # noqa: E731 (logs the choice, why)
+            if backend == "auto":  # a backend that cannot open it here is passed over, one warning line
+                session, choice = open_with_fallback(choice, opener, lambda failed: choose(
+                    model, backend, granularity, root, failed=failed))
+            else:
+                session = opener(choice)
             owned.callback(session.close)  # any Session (a registered backend need not be a BaseSession)
             reason = choice.reason
         videos, results, any_dir = expand_inputs(inputs)
