@@ -7,7 +7,7 @@ import numpy as np
 from echoseg.data.synthetic import make_video
 from echoseg.data.video import write_video
 from echoseg.runtime.cardiac import mask_area_px, mask_length_px
-from echoseg.runtime.postprocess import clean_mask, fill_holes, largest_component
+from echoseg.runtime.postprocess import CHAMBER_SHARE, clean_mask, fill_holes, lv_component
 
 
 def _blob_with_hole_and_stray() -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +42,35 @@ def test_edge_cases_keep_their_shape():
     two = np.zeros((20, 20), bool)
     two[1:4, 1:4] = True
     two[10:18, 10:18] = True
-    assert mask_area_px(largest_component(two)) == 64
+    assert mask_area_px(lv_component(two)) == 64  # a speck up and left of the LV
+
+
+def _blob(m: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    m[rows, cols] = True
+    return m
+
+
+def test_the_lv_is_the_upper_right_chamber_not_the_largest():
+    """Apical four-chamber, apex up, LV on the right: a larger RV or RA that the model marks too is
+    passed over; the LA below the LV is too; a speck (under CHAMBER_SHARE of the largest) never wins."""
+    lv = (slice(10, 40), slice(60, 80))  # 600 px, upper right
+    rv = (slice(8, 50), slice(20, 50))  # 1260 px, upper left: larger
+    ra = (slice(60, 95), slice(15, 50))  # 1225 px, lower left
+    la = (slice(60, 100), slice(55, 90))  # 1400 px, lower right: the largest, and further right
+    for others in ((rv,), (ra,), (la,), (rv, ra, la)):
+        m = _blob(np.zeros((112, 112), bool), *lv)
+        for o in others:
+            _blob(m, *o)
+        np.testing.assert_array_equal(lv_component(m), _blob(np.zeros_like(m), *lv))
+        assert mask_area_px(clean_mask(m)) == 600
+    speck_share = 0.9 * CHAMBER_SHARE  # up and right of the LV, but too small to be a chamber
+    m = _blob(np.zeros((112, 112), bool), *lv)
+    side = int((speck_share * 600) ** 0.5)
+    _blob(m, slice(2, 2 + side), slice(100, 100 + side))
+    np.testing.assert_array_equal(lv_component(m), _blob(np.zeros_like(m), *lv))
+    big_enough = _blob(np.zeros((112, 112), bool), *lv)
+    _blob(big_enough, slice(2, 17), slice(90, 105))  # 225 px = 0.375 of the LV, further up and right
+    assert mask_area_px(lv_component(big_enough)) == 225
 
 
 def test_stream_measures_cleaned_masks_unless_switched_off(tmp_path):
@@ -83,9 +111,12 @@ def _ref_clean(mask: np.ndarray) -> np.ndarray:
     m = mask.astype(bool)
     if not m.any():
         return m
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
     if n > 2:
-        m = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        best = max((i for i in range(n - 1) if areas[i] >= CHAMBER_SHARE * areas.max()),
+                   key=lambda i: (centroids[i + 1, 0] - centroids[i + 1, 1], -i))
+        m = labels == 1 + best
     n, labels, stats, _ = cv2.connectedComponentsWithStats((~m).astype(np.uint8), connectivity=4)
     border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])).tolist())
     fill = [i for i in range(1, n) if i not in border and stats[i, cv2.CC_STAT_AREA] <= 0.5 * m.sum()]

@@ -125,7 +125,7 @@ def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_
         "- Apical four-chamber views only, LV on the right of the picture (the EchoNet-Dynamic convention).",
         "- It learnt hearts from a renderer: small or unusual ventricles, heavy dropout and views that are",
         "  not A4C are where it fails first; a second dark chamber can be taken for the LV (echo-run keeps",
-        "  the largest blob).",
+        "  the upper right blob, which helps where the model marks both).",
         "- A model trained on your own labelled frames will do better on your data: `echo-train --data DIR`.",
     ]
     return "\n".join(lines) + "\n"

@@ -239,7 +239,7 @@ def ef_from_masks(masks: np.ndarray | Sequence[np.ndarray], fps: float,
                   spacing_cm: tuple[float, float] | None = None, method: str = "discs") -> dict[str, Any]:
     """The read-out of a raw (binary, before clean-up) F x H x W mask sequence, as echo-run computes it.
 
-    Each mask is cleaned as echo-run cleans it (largest blob, holes filled), measured
+    Each mask is cleaned as echo-run cleans it (the LV's blob, holes filled), measured
     (measure_mask), and the curves analysed at ``fps``; returns ``readout``'s dict with
     ``frames`` and ``fps`` added."""
     from .postprocess import clean_mask

@@ -1,9 +1,11 @@
-"""Mask clean-up before measuring: keep the largest connected blob, fill its holes (numpy + OpenCV).
+"""Mask clean-up before measuring: keep the LV's connected blob, fill its holes (numpy + OpenCV).
 
 A stray blob elsewhere in the image (seen on real clips) would add to the LV area and
 stretch the principal-axis length; a hole inside the cavity (a bright papillary muscle or
 speckle) would remove area. The LV is one simply connected region in an apical view, so
-the measurement uses exactly that: the largest 8-connected component, its holes filled.
+the measurement uses exactly that: one 8-connected component, its holes filled. Which
+component: see :func:`lv_component` (not simply the largest: a second chamber the model
+marks too is often the larger one).
 """
 
 from __future__ import annotations
@@ -20,11 +22,23 @@ def bounding_box(m: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a bool mask (the mask itself when it has at most one).
+#: A component is a candidate chamber when it has at least this share of the largest one's area;
+#: smaller ones are specks and never chosen over it.
+CHAMBER_SHARE = 0.3
 
-    Labelled inside the mask's bounding box only (every component lies there, in the same raster
-    order), so a small LV in a large frame costs its own size, not the frame's."""
+
+def lv_component(mask: np.ndarray) -> np.ndarray:
+    """The 8-connected component of a bool mask that is the LV (the mask itself when it has at most one).
+
+    Among the components with at least CHAMBER_SHARE of the largest one's area, the one furthest up
+    and to the right (the largest centroid x - y, in pixels). In an apical four-chamber view as the
+    models see it (apex at the top, LV on the right: the EchoNet-Dynamic convention; they are trained
+    without flips) the LV is the upper right chamber, the RV left of it and the atria below. When a
+    model marks one of those as well it is often the larger (a dilated right heart beside a small hazy
+    LV), so the largest blob measured the wrong chamber; its position does not change with its size.
+
+    Labelled inside the mask's bounding box only (every component lies there), so a small LV in a
+    large frame costs its own size, not the frame's."""
     import cv2
 
     m = np.asarray(mask, dtype=bool)
@@ -32,12 +46,15 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     if box is None:
         return m.copy()
     crop = np.ascontiguousarray(m[box], dtype=np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(crop, connectivity=8)
     if n <= 2:  # one component
         return m.copy()
-    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    candidates = np.flatnonzero(areas >= CHAMBER_SHARE * areas.max())
+    up_right = centroids[1:, 0] - centroids[1:, 1]
+    chosen = 1 + int(candidates[np.argmax(up_right[candidates])])
     out = np.zeros_like(m)
-    out[box] = labels == biggest
+    out[box] = labels == chosen
     return out
 
 
@@ -72,8 +89,8 @@ def fill_holes(mask: np.ndarray, max_fraction: float = 0.5) -> np.ndarray:
 
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:
-    """Largest connected component with its holes filled; an empty mask stays empty."""
+    """The LV's connected component (:func:`lv_component`) with its holes filled; an empty mask stays empty."""
     m = np.asarray(mask, dtype=bool)
     if not m.any():
         return m
-    return fill_holes(largest_component(m))
+    return fill_holes(lv_component(m))

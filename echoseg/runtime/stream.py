@@ -148,7 +148,7 @@ def stream_video(source: str | os.PathLike | VideoReader, session: Session, batc
     ``source``: a path, or a VideoReader the caller already opened (its info read, no frame yet):
     the file is opened once either way, and the reader is closed when this returns.
 
-    ``clean_masks``: keep each mask's largest connected component with its holes filled
+    ``clean_masks``: keep each mask's LV component (postprocess.lv_component) with its holes filled
     (runtime/postprocess.py) before it is measured and handed to the sink.
 
     ``crop``: the part of each frame the model sees (runtime/sector.py: a box padded to a square);

@@ -316,7 +316,7 @@ def evaluate(
     ef_volume: str = typer.Option("discs", "--ef-volume", help="--ef volumes: discs (method of discs, the "
                                   "default) or area-length"),
     clean_masks: bool = typer.Option(False, "--clean-masks", help="Score the masks after echo-run's clean-up "
-                                     "(largest blob, holes filled), as echo-run measures them"),
+                                     "(the LV's blob, holes filled), as echo-run measures them"),
     backend: str = typer.Option("auto", "--backend", "-b", help="Exports and pretrained: auto (what echo-run "
                                 "runs here) | tensorrt | openvino | onnxruntime; checkpoints run in PyTorch"),
     side_by_side: bool = typer.Option(False, "--table", help="Cross-validation folders (echo-train --folds) "

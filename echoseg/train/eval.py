@@ -73,7 +73,7 @@ def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test
              clean: bool = False, backend: str = "auto") -> dict:
     """Score a checkpoint, export or the bundled model on a split (or on the given ``frames``);
     writes metrics.json, frames.csv and montage.png to ``out``. ``clean`` scores the masks after
-    echo-run's clean-up (largest blob, holes filled): what echo-run measures areas on. An exported
+    echo-run's clean-up (the LV's blob, holes filled): what echo-run measures areas on. An exported
     graph's sessions are closed on every path, errors included."""
     with scorer_for(run_or_checkpoint, device, backend) as sc:
         return _score(sc, data, split, out, frames, clean)
