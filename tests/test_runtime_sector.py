@@ -219,13 +219,14 @@ def test_beat_watcher_reports_each_beat_once_in_order():
 
 
 def test_the_first_interrupt_only_asks_the_stream_to_stop():
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under nohup: put back either way
     stop = threading.Event()
     with stop_on_interrupt(stop):
         signal.raise_signal(signal.SIGINT)
         assert stop.is_set()
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_save_masks_without_a_format_means_npz():
@@ -314,6 +315,7 @@ class SlowRedOracle(RedOracle):
 def test_a_live_source_stopped_part_way_leaves_complete_outputs(tmp_path, clip, how):
     import os
 
+    before = signal.getsignal(signal.SIGINT)
     frames = np.concatenate([clip.frames] * 4)  # 240 frames: far more than 0.6 s of slow batches
     path = write_video(tmp_path / "long.avi", frames, 50.0)
     timer = None
@@ -335,4 +337,4 @@ def test_a_live_source_stopped_part_way_leaves_complete_outputs(tmp_path, clip, 
     from echoseg.data.video import probe
 
     assert probe(out / "overlay.avi").frame_count == n
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
