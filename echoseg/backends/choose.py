@@ -153,8 +153,8 @@ def _could_not_open(why: str) -> str:
     return f"could not open it here ({why})"
 
 
-def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: str | None = None,
-                   failed: dict[str, str] | None = None) -> ModelChoice:
+def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: str | None,
+                   failed: dict[str, str]) -> ModelChoice:
     index = index_export_dir(d)
     note = _g_note(granularity)
     # files that do not match manifest.json never reach a backend; auto says so and goes on
@@ -162,7 +162,7 @@ def _choose_in_dir(d: Path, backend: str, granularity: float | None, precision: 
                         for p, _ in index.refused_for(granularity)]
     candidates = registry.all_backends() if backend == "auto" else [registry.get(backend)]
     for b in candidates:
-        if b.name in (failed or {}):
+        if b.name in failed:
             tried.append(f"{b.name} passed over: {_could_not_open(failed[b.name])}")
             continue
         if b.artifact == "checkpoint":
