@@ -19,7 +19,7 @@ def fake_eval(tmp_path, monkeypatch):
     root = write_frames(tmp_path / "syn", videos=7, frames=8, seed=3, every=4, style="echo")
     truth = load_frames(root, "test").masks
     fake = ev.Scorer("unet", 8, "fake", (112, 112), (1.0,), lambda images, g: truth.copy(), lambda g: 0.0, tmp_path)
-    monkeypatch.setattr(ev, "scorer_for", lambda target, device="auto", backend="auto": fake)
+    monkeypatch.setattr(ev, "scorer_for", lambda target, device="auto", backend="auto", tta="none": fake)
     return ev, root
 
 

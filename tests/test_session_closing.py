@@ -100,7 +100,7 @@ def test_evaluate_closes_the_scorer_after_scoring_and_when_scoring_fails(tmp_pat
 
     closes: list[str] = []
 
-    def scorer(target, device, backend):
+    def scorer(target, device, backend, tta):
         return Scorer("unet", 8, str(target), (112, 112), (1.0,), lambda x, g: np.zeros(x.shape[:3], bool),
                       lambda g: 0.0, tmp_path, close=lambda: closes.append(str(target)))
 

@@ -121,7 +121,7 @@ def test_echo_eval_clean_masks_scores_what_echo_run_measures(tmp_path, monkeypat
         return out
 
     fake = ev.Scorer("unet", 8, "fake", (112, 112), (1.0,), predict, lambda g: 0.0, tmp_path)
-    monkeypatch.setattr(ev, "scorer_for", lambda target, device="auto", backend="auto": fake)
+    monkeypatch.setattr(ev, "scorer_for", lambda target, device="auto", backend="auto", tta="none": fake)
     raw = ev.evaluate("fake", root, "test", tmp_path / "raw")
     clean = ev.evaluate("fake", root, "test", tmp_path / "clean", clean=True)
     assert raw["dice"] < 0.99 and clean["dice"] == pytest.approx(1.0)

@@ -29,6 +29,7 @@ from .outputs import (AREA_PNG, FRAMES_CSV, OVERLAY_VIDEO, SUMMARY_CSV, SUMMARY_
 from .roi import parse_roi
 from .sector import resolve_crop
 from .stream import StreamStats, stream_batch, stream_video
+from .tta import check_tta, with_tta
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
                out: str | os.PathLike = "outputs", video: bool = True, progress: RunProgress | None = None,
                threads: int = 0, root: str | os.PathLike = ".", session: Session | None = None,
                errors: list[str] | None = None, clean_masks: bool = True, roi: str = "auto",
-               save_masks: str | None = None, seconds: float = 0.0, on_beat: OnBeat | None = None) -> list[VideoResult]:
+               save_masks: str | None = None, seconds: float = 0.0, on_beat: OnBeat | None = None,
+               tta: str = "none") -> list[VideoResult]:
     """Segment every video in ``inputs`` and write its outputs under ``out``/<video name>/.
 
     Raises SessionError when the model cannot be opened (nothing can run) and NotWritableError
@@ -128,7 +130,8 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
     ``save_masks``: None, "npz" (masks.npz) or "png" (masks/NNNNNN.png), on the input's pixel grid.
     ``seconds``: stop each input after that many seconds (of video for a file, of wall time for a
     live source); 0 = to its end (a live source: to Ctrl-C). ``on_beat``: called with each beat
-    of a live source as it completes.
+    of a live source as it completes. ``tta``: none, or a view set of runtime/tta.py (shift3: the
+    model's output averaged over three shifted copies of each frame; 3x the inference).
     """
     if not 1 <= batch <= MAX_BATCH:
         raise SessionError(f"--batch must be between 1 and {MAX_BATCH} frames, got {batch}")
@@ -137,6 +140,7 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
         raise OptionError(f"--save-masks {save_masks!r}: use one of {', '.join(MASK_FORMATS)}")
     if seconds < 0:
         raise OptionError(f"--seconds must be 0 (no limit) or more, got {seconds}")
+    check_tta(tta)
     choice = choose(model, backend, granularity, root) if session is None else None  # cheap: no model loaded
     out_root = check_writable(out, "pass a writable --out (or free some space)", create=False)
     for p in remove_stale_staging(out_root):
@@ -152,6 +156,7 @@ def run_videos(inputs: Sequence[str | os.PathLike], model: str | os.PathLike | N
                 session = opener(choice)
             owned.callback(session.close)  # any Session (a registered backend need not be a BaseSession)
             reason = choice.reason
+        session = with_tta(session, tta)  # the caller's or the owned session is the one closed
         videos, results, any_dir = expand_inputs(inputs)
         taken: set[str] = set()
         for path in videos:
@@ -333,7 +338,7 @@ def _summary(path: Path | str, name: str, session: Session, stats: StreamStats, 
         "processing_fps": stats.processing_fps, "model_fps": stats.model_fps,
         "backend": info.backend, "precision": info.precision, "device": info.device, "model": info.path,
         "backend_reason": reason, "granularity": info.meta.granularity, "model_name": info.meta.model.name,
-        "threshold": info.meta.threshold, "batch": stats.batch,
+        "threshold": info.meta.threshold, "batch": stats.batch, "tta": getattr(session, "tta", "none"),
         "timings": stats.timings(),
         "outputs": {"frames_csv": FRAMES_CSV, "area_png": AREA_PNG, "summary_json": SUMMARY_JSON,
                     "overlay_video": OVERLAY_VIDEO if video else None},

@@ -319,6 +319,9 @@ def evaluate(
                                      "(the LV's blob, holes filled), as echo-run measures them"),
     backend: str = typer.Option("auto", "--backend", "-b", help="Exports and pretrained: auto (what echo-run "
                                 "runs here) | tensorrt | openvino | onnxruntime; checkpoints run in PyTorch"),
+    tta: str = typer.Option("none", "--tta", help="Test-time augmentation, as echo-run --tta: none, or shift3 "
+                            "(the frame and two copies moved 4 px diagonally, probabilities averaged; 3x the "
+                            "inference); recorded in metrics.json"),
     side_by_side: bool = typer.Option(False, "--table", help="Cross-validation folders (echo-train --folds) "
                                       "side by side: each held-out patient's Dice per seed, pooled, mean of "
                                       "patients, worst patient, runs paired with the first folder's; with --out "
@@ -335,18 +338,24 @@ def evaluate(
     console = make_console()  # markup off: run names like clip[apical] printed literally
     if not console.is_terminal:  # logs and pipes: a wide table beats a squashed one
         console = make_console(width=150)
-    table = Table(title=f"{split} split of {data}")
+    table = Table(title=f"{split} split of {data}" + (f", test-time views {tta}" if tta != "none" else ""))
     for col in ("run", "model", "g", "GMACs", "frames", "Dice (95% CI)", "IoU", "pixel acc."):
         table.add_column(col, justify="left" if col == "model" else "right")
     failed, scored = 0, []
     if side_by_side:
-        given = [name for name, on in (("--data", data is not None), ("--compare", compare), ("--ef", ef)) if on]
+        given = [name for name, on in (("--data", data is not None), ("--compare", compare), ("--ef", ef),
+                                       ("--tta", tta != "none")) if on]
         if given:
             _error_line(f"--table reads the cv.json of cross-validation folders and scores nothing: drop "
                         f"{' and '.join(given)}")
             raise typer.Exit(1)
         _cv_table(runs, out)
         return
+    from echoseg.runtime.tta import VIEWS
+
+    if tta not in VIEWS:
+        _error_line(f"--tta {tta!r}: use one of {', '.join(VIEWS)}")
+        raise typer.Exit(1)
     if ef:
         from echoseg.runtime.cardiac import METHODS
 
@@ -376,15 +385,15 @@ def evaluate(
                             "pass --compare with a second one, or --ef with an EchoNet folder to read each held-out "
                             "video's EF with its fold's model")
                 failed += 1
-            elif not _cv_ef(console, run, data, target, device, backend, ef_volume):
+            elif not _cv_ef(console, run, data, target, device, backend, ef_volume, tta):
                 failed += 1
             continue
         try:
-            r = run_eval(run, data, split, target, device, clean=clean_masks, backend=backend)
+            r = run_eval(run, data, split, target, device, clean=clean_masks, backend=backend, tta=tta)
             if ef:
                 from .ef import evaluate_ef, summary_line
 
-                block = evaluate_ef(run, data, split, r["out"], device, backend=backend, method=ef_volume)
+                block = evaluate_ef(run, data, split, r["out"], device, backend=backend, method=ef_volume, tta=tta)
                 console.print(f"{run}: {summary_line(block)}")
         except (*_user_errors(), ValueError) as exc:
             _error_line(f"{run}: {exc}")
@@ -445,12 +454,13 @@ def _cv_table(folders: List[Path], out: Optional[Path]) -> None:
         raise typer.Exit(1)
 
 
-def _cv_ef(console, cv: Path, data: Path, out: Optional[Path], device: str, backend: str, method: str) -> bool:
+def _cv_ef(console, cv: Path, data: Path, out: Optional[Path], device: str, backend: str, method: str,
+           tta: str) -> bool:
     """echo-eval CV --ef: each held-out video's EF read by its fold's model, one table per seed."""
     from .ef import evaluate_cv_ef, summary_line
 
     try:
-        blocks = evaluate_cv_ef(cv, data, out, device, backend=backend, method=method)
+        blocks = evaluate_cv_ef(cv, data, out, device, backend=backend, method=method, tta=tta)
     except (*_user_errors(), ValueError, KeyError) as exc:
         _error_line(f"{cv}: {exc}")
         return False

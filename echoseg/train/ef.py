@@ -59,10 +59,18 @@ def _traced_ed_es(rows_by_frame) -> tuple[int | None, int | None]:
     return (next(f for f, p in phase.items() if p == "ED"), next(f for f, p in phase.items() if p == "ES"))
 
 
-def open_model(target: str | Path, backend: str = "auto", device: str = "auto"):
+def open_model(target: str | Path, backend: str = "auto", device: str = "auto", tta: str = "none"):
     """A runtime Session for any model: a checkpoint or run folder in PyTorch on ``device``;
     an export folder, an .onnx file, an engine or ``pretrained`` as echo-run opens it (``backend``
-    auto: echo-run's choice of file and backend)."""
+    auto: echo-run's choice of file and backend). ``tta``: its output averaged over test-time views,
+    as echo-run --tta runs it."""
+    from echoseg.runtime.tta import check_tta, with_tta
+
+    check_tta(tta)
+    return with_tta(_open_plain(target, backend, device), tta)
+
+
+def _open_plain(target: str | Path, backend: str, device: str):
     from echoseg import pretrained
     from echoseg.artifacts import ArtifactError, artifact_kind
     from echoseg.backends.choose import open_session
@@ -81,9 +89,10 @@ def open_model(target: str | Path, backend: str = "auto", device: str = "auto"):
 
 def measure_videos(run: str | Path, data: str | Path, split: str = "test", device: str = "auto", batch: int = 16,
                    progress: Callable[[int, int], None] | None = None, backend: str = "auto",
-                   method: str = "discs", names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                   method: str = "discs", names: Sequence[str] | None = None,
+                   tta: str = "none") -> list[dict[str, Any]]:
     """One row per video of the split (the columns of ef.csv, None where there is nothing);
-    ``names``: only those videos of it."""
+    ``names``: only those videos of it; ``tta``: test-time views (open_model)."""
     from echoseg.data.echonet import read_tracings, split_records, video_path
     from echoseg.data.frameset import SkipReport
     from echoseg.data.video import VideoError, VideoReader
@@ -96,7 +105,7 @@ def measure_videos(run: str | Path, data: str | Path, split: str = "test", devic
     if names is not None:
         records = [r for r in records if r.name in set(names)]
     tracings = read_tracings(root, SkipReport())
-    session = open_model(run, backend, device)
+    session = open_model(run, backend, device, tta)
     rows = []
     try:
         for i, rec in enumerate(records, start=1):
@@ -273,7 +282,7 @@ def _needs_echonet(data: str | Path) -> None:
 
 def evaluate_cv_ef(cv_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, device: str = "auto",
                    backend: str = "auto", method: str = "discs",
-                   progress: Callable[[int, int], None] | None = None) -> dict[int, dict[str, Any]]:
+                   progress: Callable[[int, int], None] | None = None, tta: str = "none") -> dict[int, dict[str, Any]]:
     """Cross-validated EF: every video a fold of ``cv_dir`` held out, read by that fold's model (which
     was neither trained nor selected on it), matched by name with ``data``'s FileList.csv. One
     table per seed in out_dir/seed<S>/ (default cv_dir/eval-ef): ef.csv with a ``fold`` column,
@@ -302,7 +311,7 @@ def evaluate_cv_ef(cv_dir: str | Path, data: str | Path, out_dir: str | Path | N
                 continue
             try:
                 got = measure_videos(cv / f"fold{fold}-seed{seed}", data, "all", device, backend=backend,
-                                     method=method, names=here)
+                                     method=method, names=here, tta=tta)
             except (EchosegError, OSError) as exc:
                 log.warning("EF: fold %d seed %d cannot be read (%s); its videos are counted as failed",
                             fold, seed, exc)
@@ -314,7 +323,7 @@ def evaluate_cv_ef(cv_dir: str | Path, data: str | Path, out_dir: str | Path | N
                 progress(done, total)
         block = ef_metrics(rows)
         held_out = {v for vids in folds.values() for v in vids}
-        block.update(volume_method=method, seed=seed, folds=len(folds),
+        block.update(volume_method=method, tta=tta, seed=seed, folds=len(folds),
                      not_in_filelist=sorted(held_out - set(listed)),
                      listed_not_held_out=len(set(listed) - held_out))
         _write_ef(out / f"seed{seed}", rows, block)
@@ -327,11 +336,12 @@ def evaluate_cv_ef(cv_dir: str | Path, data: str | Path, out_dir: str | Path | N
 
 def evaluate_ef(run: str | Path, data: str | Path, split: str, out_dir: str | Path, device: str = "auto",
                 progress: Callable[[int, int], None] | None = None, backend: str = "auto",
-                method: str = "discs") -> dict[str, Any]:
+                method: str = "discs", tta: str = "none") -> dict[str, Any]:
     """Measure, write ef.csv and the two plots, add the ``ef`` block to out_dir/metrics.json; return the block."""
     _needs_echonet(data)
-    rows = measure_videos(run, data, split, device, progress=progress, backend=backend, method=method)
+    rows = measure_videos(run, data, split, device, progress=progress, backend=backend, method=method, tta=tta)
     block = ef_metrics(rows)
     block["volume_method"] = method
+    block["tta"] = tta
     _write_ef(Path(out_dir), rows, block)
     return block

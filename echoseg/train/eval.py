@@ -29,7 +29,7 @@ def _scores(pred: np.ndarray, truth: np.ndarray, seed: int = 0) -> tuple[dict, d
     return out, frame
 
 
-def checkpoint_scorer(run_or_checkpoint: str | Path, device: str = "auto") -> Scorer:
+def checkpoint_scorer(run_or_checkpoint: str | Path, device: str = "auto", tta: str = "none") -> Scorer:
     from echoseg.models import count_macs
 
     ckpt = load_checkpoint(run_or_checkpoint)
@@ -43,20 +43,21 @@ def checkpoint_scorer(run_or_checkpoint: str | Path, device: str = "auto") -> Sc
         return n
 
     return Scorer(ckpt.model.name, ckpt.model.width, str(ckpt.path), (ckpt.input_spec.height, ckpt.input_spec.width),
-                  tuple(model.granularities), lambda x, g: predict_logits(model, x, ckpt.input_spec, g, dev) > 0,
+                  tuple(model.granularities), lambda x, g: predict_logits(model, x, ckpt.input_spec, g, dev, tta=tta) > 0,
                   gmacs, ckpt.path.parent)
 
 
-def scorer_for(target: str | Path, device: str = "auto", backend: str = "auto") -> Scorer:
+def scorer_for(target: str | Path, device: str = "auto", backend: str = "auto", tta: str = "none") -> Scorer:
     """A checkpoint or run folder is scored in PyTorch; an export folder, an .onnx file or
-    ``pretrained`` (the bundled model) through the runtime with ``backend`` (auto: what echo-run runs)."""
+    ``pretrained`` (the bundled model) through the runtime with ``backend`` (auto: what echo-run runs).
+    ``tta``: test-time views averaged (echoseg.runtime.tta), the same in both."""
     from echoseg import pretrained
     from echoseg.artifacts import ArtifactError, artifact_kind
 
     if pretrained.is_name(target):
         from .eval_artifact import artifact_scorer
 
-        return artifact_scorer(target, backend)
+        return artifact_scorer(target, backend, tta)
     try:
         kind = artifact_kind(target) if Path(target).exists() else "checkpoint"
     except ArtifactError:
@@ -64,30 +65,31 @@ def scorer_for(target: str | Path, device: str = "auto", backend: str = "auto") 
     if kind in ("export-dir", "onnx"):
         from .eval_artifact import artifact_scorer
 
-        return artifact_scorer(target, backend)
-    return checkpoint_scorer(target, device)
+        return artifact_scorer(target, backend, tta)
+    return checkpoint_scorer(target, device, tta)
 
 
 def evaluate(run_or_checkpoint: str | Path, data: str | Path, split: str = "test",
              out: str | Path | None = None, device: str = "auto", frames: FrameSet | None = None,
-             clean: bool = False, backend: str = "auto") -> dict:
+             clean: bool = False, backend: str = "auto", tta: str = "none") -> dict:
     """Score a checkpoint, export or the bundled model on a split (or on the given ``frames``);
     writes metrics.json, frames.csv and montage.png to ``out``. ``clean`` scores the masks after
-    echo-run's clean-up (the LV's blob, holes filled): what echo-run measures areas on. An exported
-    graph's sessions are closed on every path, errors included."""
-    with scorer_for(run_or_checkpoint, device, backend) as sc:
-        return _score(sc, data, split, out, frames, clean)
+    echo-run's clean-up (the LV's blob, holes filled): what echo-run measures areas on. ``tta``: the
+    model's output averaged over test-time views (echo-run --tta). An exported graph's sessions are
+    closed on every path, errors included."""
+    with scorer_for(run_or_checkpoint, device, backend, tta) as sc:
+        return _score(sc, data, split, out, frames, clean, tta)
 
 
 def _score(sc: Scorer, data: str | Path, split: str, out: str | Path | None, frames: FrameSet | None,
-           clean: bool) -> dict:
+           clean: bool, tta: str = "none") -> dict:
     fs = frames if frames is not None else load_split(data, split, sc.input_size)
     if len(fs) == 0:
         raise ValueError(f"{data}: no usable {split} frames ({fs.skipped.summary()})")
     out_dir = Path(out) if out else sc.default_out / f"eval-{split}"
     result: dict = {"model": sc.model, "width": sc.width, "checkpoint": sc.source,
                     "data": str(data), "split": split, "skipped": dict(fs.skipped.reasons),
-                    "clean_masks": bool(clean)}
+                    "clean_masks": bool(clean), "tta": tta}
     if sc.ran:
         result["ran"] = dict(sc.ran)
     per_g: dict[str, dict] = {}

@@ -12,13 +12,15 @@ import numpy as np
 from echoseg.config import logit_cut
 
 
-def artifact_scorer(target: str | Path, backend: str = "auto"):
+def artifact_scorer(target: str | Path, backend: str = "auto", tta: str = "none"):
     from echoseg import pretrained
     from echoseg.artifacts import ArtifactError, index_export_dir, preprocess, read_manifest
     from echoseg.backends.choose import open_session, resolve_model
+    from echoseg.runtime.tta import check_tta, with_tta
 
     from .scorer import Scorer
 
+    check_tta(tta)
     path = resolve_model(target)
     export_dir = path if path.is_dir() else path.parent
     if path.is_dir():
@@ -43,7 +45,7 @@ def artifact_scorer(target: str | Path, backend: str = "auto"):
         macs = {}
 
     def predict(images: np.ndarray, g: float, batch: int = 32) -> np.ndarray:
-        sess = sessions[g]
+        sess = with_tta(sessions[g], tta)
         meta = sess.info.meta
         cut = logit_cut(meta.threshold, meta.output)
         out = [sess.run(preprocess(images[i:i + batch], meta))[:, 0] > cut for i in range(0, len(images), batch)]

@@ -23,16 +23,28 @@ def normalise(x, spec: InputSpec):
 
 
 def predict_logits(model, images: np.ndarray, spec: InputSpec, g: float = 1.0, device: str = "cpu",
-                   batch: int = 32) -> np.ndarray:
-    """Logits N,H,W for uint8 frames N,H,W,3 at granularity g (eval mode, no grad)."""
+                   batch: int = 32, tta: str = "none") -> np.ndarray:
+    """Logits N,H,W for uint8 frames N,H,W,3 at granularity g (eval mode, no grad). ``tta``: a view
+    set of echoseg.runtime.tta (shift3: three shifted views averaged, as echo-run --tta runs it)."""
     import torch
 
+    from echoseg.runtime.tta import average_views, black, check_tta
+
+    check_tta(tta)
     model.eval()
+    fill = black(spec.mean, spec.std)
     out = []
     with torch.inference_mode():
+        def run(x: np.ndarray) -> np.ndarray:
+            return model(torch.from_numpy(x).to(device), g).float().cpu().numpy()
+
         for i in range(0, len(images), batch):
             x = torch.from_numpy(images[i:i + batch]).to(device).permute(0, 3, 1, 2).float()
-            out.append(model(normalise(x, spec), g)[:, 0].float().cpu().numpy())
+            x = normalise(x, spec)
+            if tta == "none":
+                out.append(model(x, g)[:, 0].float().cpu().numpy())
+            else:
+                out.append(average_views(run, x.cpu().numpy(), tta, fill)[:, 0])
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:3], np.float32)
 
 
