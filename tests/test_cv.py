@@ -164,3 +164,67 @@ def test_compare_reads_the_runs_a_partial_table_holds_and_says_what_is_broken(tm
     r = CliRunner().invoke(eval_app, [str(cv), str(cv), "--compare"])
     lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
     assert r.exit_code != 0 and len(lines) == 2 and "its cross-validation cannot be read" in lines[0], r.output
+
+
+@pytest.mark.slow
+def test_a_cross_validation_is_scored_again_into_a_table_of_its_own(tmp_path):
+    """echo-eval CV --data D [--tta] [--clean-masks]: each fold run on the patient it held out, the
+    same frames as at training (plain: the same Dice), into a table --table and --compare read."""
+    from typer.testing import CliRunner
+
+    from echoseg.data.synthetic import write_dataset
+    from echoseg.train.cli import eval_app
+
+    data = tmp_path / "d"
+    write_dataset(data, videos=6, frames=16, seed=4)
+    cfg = TrainConfig(data=str(data), model="unet", width=4, epochs=1, batch_size=4, device="cpu", workers=0,
+                      out=str(tmp_path / "cv"))
+    run_cv(cfg, 3, [1], only=[0, 2])
+    cv = tmp_path / "cv"
+    trained = json.loads((cv / "cv.json").read_text())
+    runner = CliRunner()
+
+    def ev(*args):
+        return runner.invoke(eval_app, [str(a) for a in args], env={"COLUMNS": "250"})
+
+    r = ev(cv, "--data", data, "--out", tmp_path / "plain")
+    assert r.exit_code == 0, r.output
+    plain = json.loads((tmp_path / "plain" / "cv.json").read_text())
+    assert [(x["fold"], x["seed"], x["test_videos"]) for x in plain["rows"]] == \
+        [(x["fold"], x["seed"], x["test_videos"]) for x in trained["rows"]]
+    for a, b in zip(plain["rows"], trained["rows"]):
+        assert a["dice"] == pytest.approx(b["dice"], abs=1e-9)
+    assert plain["scored"] == {"from": str(cv), "tta": "none", "clean_masks": False}
+
+    r = ev(cv, "--data", data, "--tta", "shift3", "--clean-masks")  # default out: CV/eval-cv-shift3-clean
+    assert r.exit_code == 0, r.output
+    out = cv / "eval-cv-shift3-clean"
+    again = json.loads((out / "cv.json").read_text())
+    assert again["scored"]["tta"] == "shift3" and again["scored"]["clean_masks"] is True
+    m = json.loads((out / "fold2-seed1" / "eval-test" / "metrics.json").read_text())
+    assert m["tta"] == "shift3" and m["clean_masks"] is True
+    assert any(abs(a["dice"] - b["dice"]) > 1e-6 for a, b in zip(again["rows"], trained["rows"]))
+    assert "worst patient" in r.output and "--table" in r.output
+    t = ev(cv, out, "--table")
+    assert t.exit_code == 0 and "eval-cv-shift3-clean" in t.output, t.output
+
+    r = ev(cv, "--data", data, "--out", cv)
+    assert r.exit_code == 1 and "the cross-validation folder itself" in r.output
+    assert json.loads((cv / "cv.json").read_text()) == trained
+    other = tmp_path / "cv2"
+    other.mkdir()
+    (other / "cv.json").write_text(json.dumps(trained))  # a trained table (no "scored"): never overwritten
+    r = ev(cv, "--data", data, "--out", other)
+    assert r.exit_code == 1 and "holds a trained cross-validation" in r.output
+    assert json.loads((other / "cv.json").read_text()) == trained
+    elsewhere = tmp_path / "d2"
+    write_dataset(elsewhere, videos=6, frames=16, seed=9)
+    r = ev(cv, "--data", elsewhere, "--out", tmp_path / "x")
+    assert r.exit_code == 1 and "held out" in r.output and "pass the data the cross-validation was trained on" in r.output
+
+    for f in (cv / "fold2-seed1").glob("*.pt"):  # one run that cannot be scored: the other still is
+        f.unlink()
+    r = ev(cv, "--data", data, "--out", tmp_path / "part")
+    assert r.exit_code == 1 and "not scored: fold2-seed1" in r.output
+    part = json.loads((tmp_path / "part" / "cv.json").read_text())
+    assert {x["fold"] for x in part["rows"]} == {0} and part["not_scored"][0].startswith("fold2-seed1")

@@ -300,7 +300,10 @@ def best_epoch(best: dict, rows: list[dict]) -> int | str:
 def evaluate(
     runs: List[Path] = typer.Argument(..., help="Run folders or checkpoints (several make one table)"),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder (EchoNet-Dynamic or frame folders); "
-                                        "not needed to --compare cross-validation folders"),
+                                        "not needed to --compare cross-validation folders. A cross-validation "
+                                        "folder with --data: every fold run scored again on the patient it held "
+                                        "out (with --tta / --clean-masks) into a table of its own (--out, default "
+                                        "CV/eval-cv-<tta>[-clean])"),
     split: str = typer.Option("test", "--split", help="train, val or test (EchoNet folders: also all)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default <run>/eval-<split>; "
                                                             "with several runs, OUT/<run name>)"),
@@ -381,10 +384,8 @@ def evaluate(
             continue
         if (run / "cv.json").is_file():
             if not ef:
-                _error_line(f"{run}: a cross-validation folder (its folds were scored as they were trained: cv.csv); "
-                            "pass --compare with a second one, or --ef with an EchoNet folder to read each held-out "
-                            "video's EF with its fold's model")
-                failed += 1
+                if not _cv_rescore(console, run, data, target, device, clean_masks, tta):
+                    failed += 1
             elif not _cv_ef(console, run, data, target, device, backend, ef_volume, tta):
                 failed += 1
             continue
@@ -452,6 +453,34 @@ def _cv_table(folders: List[Path], out: Optional[Path]) -> None:
             print(f"(--out DIR also writes it as {', '.join(cvtable.OUTPUTS)})")
     if failed:
         raise typer.Exit(1)
+
+
+def _cv_rescore(console, cv: Path, data: Path, out: Optional[Path], device: str, clean: bool, tta: str) -> bool:
+    """echo-eval CV --data D [--tta ...] [--clean-masks]: every fold run scored again on its held-out
+    patient, into a cross-validation table of its own (default CV/eval-cv-<tta>[-clean])."""
+    from .cv import CVError, rescore_cv
+
+    where = out or cv / (f"eval-cv-{tta}" + ("-clean" if clean else ""))
+
+    def said(rows: list[dict]) -> None:
+        r0 = rows[0]
+        console.print(f"{cv}: fold {r0['fold']} seed {r0['seed']} ({r0['test_videos']}): "
+                      + "  ".join(f"g={r['g']:g} {r['dice']:.4f}" for r in rows), highlight=False, soft_wrap=True)
+
+    try:
+        got = rescore_cv(cv, data, where, device, clean=clean, tta=tta, on_run=said)
+    except (*_user_errors(), CVError, ValueError, KeyError) as exc:
+        _error_line(f"{cv}: {exc}")
+        return False
+    for g, s in got["summary"].items():
+        console.print(f"{cv}: g={g} frames pooled {s['dice_mean']:.4f} (sd over seeds {s['dice_sd']:.4f}), worst "
+                      f"patient {s['worst_fold_videos']} {s['worst_fold_dice']:.4f}, lowest run {s['min_fold_dice']:.4f}"
+                      f" (tta {tta}{', clean masks' if clean else ''})", highlight=False, soft_wrap=True)
+    console.print(f"{cv}: wrote {where}/cv.json, cv.csv and each run's eval-test/; echo-eval {cv} {where} --table "
+                  "sets them side by side", highlight=False, soft_wrap=True)
+    for line in got["not_scored"]:
+        _error_line(f"{cv}: not scored: {line}")
+    return not got["not_scored"]
 
 
 def _cv_ef(console, cv: Path, data: Path, out: Optional[Path], device: str, backend: str, method: str,

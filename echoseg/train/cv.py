@@ -117,13 +117,9 @@ def run_cv(cfg: TrainConfig, folds: int, seeds: Sequence[int], only: Sequence[in
     rows.sort(key=lambda r: (r["fold"], r["seed"], -r["g"]))
 
     def write() -> dict:  # the table of every run scored so far; missing_runs says what it still lacks
-        summary = summarize_cv(rows, folds=all_folds, seeds=all_seeds)
-        _write_rows(out / "cv.csv", rows)
-        write_json(out / "cv.json", {"model": cfg.model, "width": cfg.width, "folds": folds, "seeds": all_seeds,
-                                     "evaluated_folds": all_folds, "train_every": cfg.train_every,
-                                     "epochs": cfg.epochs, "config": _recipe(cfg.to_dict()), "rows": rows,
-                                     "summary": summary})
-        return summary
+        return _write_table(out, {"model": cfg.model, "width": cfg.width, "folds": folds, "seeds": all_seeds,
+                                  "evaluated_folds": all_folds, "train_every": cfg.train_every,
+                                  "epochs": cfg.epochs, "config": _recipe(cfg.to_dict())}, rows)
 
     def done(new: list[dict]) -> None:
         rows.extend(new)
@@ -143,6 +139,14 @@ def run_cv(cfg: TrainConfig, folds: int, seeds: Sequence[int], only: Sequence[in
     return write()
 
 
+def _write_table(out: Path, header: dict, rows: list[dict]) -> dict:
+    """OUT/cv.csv and OUT/cv.json (``header`` + rows + summary) for the rows scored so far; the summary."""
+    summary = summarize_cv(rows, folds=header["evaluated_folds"], seeds=header["seeds"])
+    _write_rows(out / "cv.csv", rows)
+    write_json(out / "cv.json", {**header, "rows": rows, "summary": summary})
+    return summary
+
+
 def _one_run(run_cfg: TrainConfig, fs, folds: int, fold: int, callbacks=None) -> list[dict]:
     """Train fold ``fold`` with ``run_cfg`` and score it on its held-out videos: the cv rows."""
     from .eval import evaluate
@@ -151,13 +155,83 @@ def _one_run(run_cfg: TrainConfig, fs, folds: int, fold: int, callbacks=None) ->
     tr, va, te = fold_sets(fs, folds, fold, seed=0)
     result = train(run_cfg, callbacks=callbacks, data=(tr, va))
     m = evaluate(result.out, run_cfg.data, "test", Path(result.out) / "eval-test", run_cfg.device, frames=te)
+    return _cv_rows(m, fold, run_cfg.seed, te, result.best.get("epoch"))
+
+
+def _cv_rows(m: dict, fold: int, seed: int, te, best_epoch) -> list[dict]:
+    """cv.json's rows (one per granularity) from one fold run's metrics on its held-out frames ``te``."""
     videos = sorted({video_of(n) for n in te.names})
     rows = []
     for g, s in (m.get("granularities") or {"1": m}).items():
-        rows.append({"fold": fold, "seed": run_cfg.seed, "g": float(g), "dice": s["dice"], "iou": s["iou"],
+        rows.append({"fold": fold, "seed": seed, "g": float(g), "dice": s["dice"], "iou": s["iou"],
                      "pixel_accuracy": s["pixel_accuracy"], "frames": s["frames"], "videos": len(videos),
-                     "test_videos": " ".join(videos), "best_epoch": result.best.get("epoch")})
+                     "test_videos": " ".join(videos), "best_epoch": best_epoch})
     return rows
+
+
+def rescore_cv(cv_dir: str | Path, data: str | Path, out: str | Path, device: str = "auto", clean: bool = False,
+               tta: str = "none", on_run: Callable[[list[dict]], None] | None = None) -> dict:
+    """Score every run of the cross-validation in ``cv_dir`` again on the videos its fold held out,
+    as asked (``clean``: echo-run's mask clean-up; ``tta``: test-time views), into a cross-validation
+    table of its own: OUT/cv.json, cv.csv and OUT/fold<i>-seed<s>/eval-test/ (metrics.json,
+    frames.csv, montage.png), so ``echo-eval CV OUT --table`` and ``--compare`` set it beside the
+    original patient by patient. ``data`` must deal the same videos into the same folds (checked
+    against cv.json); nothing is trained. ``on_run(rows)`` hears each run once scored. Returns the
+    summary (as in cv.json) and ``not_scored``: the runs that could not be scored, one line each."""
+    from .eval import evaluate
+
+    cv, out = Path(cv_dir), Path(out)
+    if out.resolve() == cv.resolve():
+        raise CVError(f"{out}: that is the cross-validation folder itself; pass another --out for the new scores")
+    if (out / "cv.json").is_file() and "scored" not in _read_json(out / "cv.json"):
+        raise CVError(f"{out}: holds a trained cross-validation (its cv.json would be replaced); pass another --out")
+    try:
+        info = json.loads((cv / "cv.json").read_text())
+        runs = sorted({(int(r["fold"]), int(r["seed"])): r.get("best_epoch") for r in info["rows"]}.items())
+        folds = int(info["folds"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CVError(f"{cv / 'cv.json'} cannot be read ({exc}); echo-train --folds --resume rewrites it") from None
+    held = {int(r["fold"]): r.get("test_videos") for r in info["rows"]}
+    fs = load_pool(data)
+    sets = {}
+    for fold in sorted({f for (f, _), _ in runs}):
+        _, _, sets[fold] = fold_sets(fs, folds, fold, seed=0)
+        now = " ".join(sorted({video_of(n) for n in sets[fold].names}))
+        if held.get(fold) and held[fold] != now:
+            raise CVError(f"{data}: fold {fold} of {cv} held out {held[fold]}, with this data it holds out {now}; "
+                          "pass the data the cross-validation was trained on")
+    header = {k: info[k] for k in ("model", "width", "folds", "train_every", "epochs", "config") if k in info}
+    header.update(seeds=sorted({s for (_, s), _ in runs}), evaluated_folds=sorted(sets),
+                  scored={"from": str(cv), "tta": tta, "clean_masks": bool(clean)})
+    from echoseg.errors import EchosegError
+
+    rows: list[dict] = []
+    failed: list[str] = []
+    for (fold, seed), best_epoch in runs:
+        name = f"fold{fold}-seed{seed}"
+        try:
+            m = evaluate(cv / name, data, "test", out / name / "eval-test", device, frames=sets[fold], clean=clean,
+                         tta=tta)
+        except (EchosegError, OSError, ValueError) as exc:  # one run that cannot be scored: the others still are
+            log.warning("%s: not scored (%s)", cv / name, exc)
+            failed.append(f"{name}: {exc}")
+            continue
+        new = _cv_rows(m, fold, seed, sets[fold], best_epoch)
+        rows = sorted(rows + new, key=lambda r: (r["fold"], r["seed"], -r["g"]))
+        _write_table(out, header | {"not_scored": failed}, rows)
+        if on_run:
+            on_run(new)
+    if not rows:
+        raise CVError(f"{cv}: no run could be scored ({failed[0] if failed else 'cv.json lists none'})")
+    return {"summary": _write_table(out, header | {"not_scored": failed}, rows), "not_scored": failed}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        got = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
 
 
 def _child(cfg_dict: dict, folds: int, fold: int, threads: int) -> list[dict]:
