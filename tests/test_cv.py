@@ -207,6 +207,10 @@ def test_a_cross_validation_is_scored_again_into_a_table_of_its_own(tmp_path):
     assert "worst patient" in r.output and "--table" in r.output
     t = ev(cv, out, "--table")
     assert t.exit_code == 0 and "eval-cv-shift3-clean" in t.output, t.output
+    e = ev(cv, "--data", data, "--ef", "--tta", "shift3")  # the EF read with the views: beside a plain reading
+    assert e.exit_code == 0, e.output
+    blocks = json.loads((cv / "eval-ef-shift3" / "ef_cv.json").read_text())["seeds"]
+    assert blocks["1"]["tta"] == "shift3" and not (cv / "eval-ef").exists()
 
     r = ev(cv, "--data", data, "--out", cv)
     assert r.exit_code == 1 and "the cross-validation folder itself" in r.output

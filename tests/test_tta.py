@@ -204,3 +204,17 @@ def test_echo_eval_cli_takes_tta_and_records_it_with_the_ef(tmp_path, synth_dir)
     assert "test-time views shift3" in r.output
     bad = CliRunner().invoke(eval_app, [str(graph), "--data", str(synth_dir), "--tta", "flip"])
     assert bad.exit_code == 1 and "--tta 'flip': use one of none, shift3" in bad.output
+
+
+def test_scores_with_views_go_to_their_own_default_folder(tmp_path, synth_dir):
+    """A reading with --tta and no --out leaves the plain one in place (eval-test, eval-test-shift3)."""
+    from tiny_onnx import write_tiny_onnx
+
+    from echoseg.train.eval import evaluate
+
+    graph = write_tiny_onnx(tmp_path / "tiny.onnx")
+    plain = evaluate(graph, synth_dir, "test")
+    views = evaluate(graph, synth_dir, "test", tta="shift3")
+    assert Path(plain["out"]) == tmp_path / "eval-test" and Path(views["out"]) == tmp_path / "eval-test-shift3"
+    assert json.loads((tmp_path / "eval-test" / "metrics.json").read_text())["tta"] == "none"
+    assert json.loads((tmp_path / "eval-test-shift3" / "metrics.json").read_text())["tta"] == "shift3"

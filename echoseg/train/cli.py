@@ -486,14 +486,14 @@ def _cv_rescore(console, cv: Path, data: Path, out: Optional[Path], device: str,
 def _cv_ef(console, cv: Path, data: Path, out: Optional[Path], device: str, backend: str, method: str,
            tta: str) -> bool:
     """echo-eval CV --ef: each held-out video's EF read by its fold's model, one table per seed."""
-    from .ef import evaluate_cv_ef, summary_line
+    from .ef import cv_ef_dir, evaluate_cv_ef, summary_line
 
     try:
         blocks = evaluate_cv_ef(cv, data, out, device, backend=backend, method=method, tta=tta)
     except (*_user_errors(), ValueError, KeyError) as exc:
         _error_line(f"{cv}: {exc}")
         return False
-    where = out or cv / "eval-ef"
+    where = out or cv_ef_dir(cv, tta)
     for seed, block in blocks.items():
         console.print(f"{cv}: seed {seed}, each video read by the fold model that never saw it: {summary_line(block)} "
                       f"in {where}/seed{seed}")

@@ -280,12 +280,18 @@ def _needs_echonet(data: str | Path) -> None:
         raise DataError(f"{data}: --ef needs an EchoNet-Dynamic folder (FileList.csv with EF, Videos/)")
 
 
+def cv_ef_dir(cv: Path, tta: str = "none") -> Path:
+    """Where echo-eval CV --ef writes by default: CV/eval-ef, CV/eval-ef-<tta> with test-time views
+    (so a second reading with them leaves the plain one in place)."""
+    return cv / ("eval-ef" if tta == "none" else f"eval-ef-{tta}")
+
+
 def evaluate_cv_ef(cv_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, device: str = "auto",
                    backend: str = "auto", method: str = "discs",
                    progress: Callable[[int, int], None] | None = None, tta: str = "none") -> dict[int, dict[str, Any]]:
     """Cross-validated EF: every video a fold of ``cv_dir`` held out, read by that fold's model (which
     was neither trained nor selected on it), matched by name with ``data``'s FileList.csv. One
-    table per seed in out_dir/seed<S>/ (default cv_dir/eval-ef): ef.csv with a ``fold`` column,
+    table per seed in out_dir/seed<S>/ (default: cv_ef_dir): ef.csv with a ``fold`` column,
     the plots and metrics.json; the blocks by seed are returned and written to ef_cv.json. A fold
     whose run cannot be opened marks its videos failed; the other folds are read."""
     import json
@@ -300,7 +306,7 @@ def evaluate_cv_ef(cv_dir: str | Path, data: str | Path, out_dir: str | Path | N
     for r in info["rows"]:
         held.setdefault(int(r["seed"]), {})[int(r["fold"])] = str(r.get("test_videos") or "").split()
     listed = {rec.name: rec for rec in split_records(Path(data), "all")}
-    out = Path(out_dir) if out_dir else cv / "eval-ef"
+    out = Path(out_dir) if out_dir else cv_ef_dir(cv, tta)
     total = sum(len(vids) for folds in held.values() for vids in folds.values())
     done, blocks = 0, {}
     for seed, folds in sorted(held.items()):

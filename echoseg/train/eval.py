@@ -86,7 +86,8 @@ def _score(sc: Scorer, data: str | Path, split: str, out: str | Path | None, fra
     fs = frames if frames is not None else load_split(data, split, sc.input_size)
     if len(fs) == 0:
         raise ValueError(f"{data}: no usable {split} frames ({fs.skipped.summary()})")
-    out_dir = Path(out) if out else sc.default_out / f"eval-{split}"
+    # test-time views get their own default folder: the plain scores stay beside them
+    out_dir = Path(out) if out else sc.default_out / (f"eval-{split}" + ("" if tta == "none" else f"-{tta}"))
     result: dict = {"model": sc.model, "width": sc.width, "checkpoint": sc.source,
                     "data": str(data), "split": split, "skipped": dict(fs.skipped.reasons),
                     "clean_masks": bool(clean), "tta": tta}
