@@ -178,6 +178,8 @@ def rescore_cv(cv_dir: str | Path, data: str | Path, out: str | Path, device: st
     original patient by patient. ``data`` must deal the same videos into the same folds (checked
     against cv.json); nothing is trained. ``on_run(rows)`` hears each run once scored. Returns the
     summary (as in cv.json) and ``not_scored``: the runs that could not be scored, one line each."""
+    from echoseg.errors import EchosegError
+
     from .eval import evaluate
 
     cv, out = Path(cv_dir), Path(out)
@@ -203,8 +205,6 @@ def rescore_cv(cv_dir: str | Path, data: str | Path, out: str | Path, device: st
     header = {k: info[k] for k in ("model", "width", "folds", "train_every", "epochs", "config") if k in info}
     header.update(seeds=sorted({s for (_, s), _ in runs}), evaluated_folds=sorted(sets),
                   scored={"from": str(cv), "tta": tta, "clean_masks": bool(clean)})
-    from echoseg.errors import EchosegError
-
     rows: list[dict] = []
     failed: list[str] = []
     for (fold, seed), best_epoch in runs:
@@ -213,7 +213,7 @@ def rescore_cv(cv_dir: str | Path, data: str | Path, out: str | Path, device: st
             m = evaluate(cv / name, data, "test", out / name / "eval-test", device, frames=sets[fold], clean=clean,
                          tta=tta)
         except (EchosegError, OSError, ValueError) as exc:  # one run that cannot be scored: the others still are
-            log.warning("%s: not scored (%s)", cv / name, exc)
+            log.info("%s: not scored (%s)", cv / name, exc)  # returned in not_scored: the caller says it
             failed.append(f"{name}: {exc}")
             continue
         new = _cv_rows(m, fold, seed, sets[fold], best_epoch)
