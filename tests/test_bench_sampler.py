@@ -53,8 +53,9 @@ def test_sampler_sees_allocation_and_cpu_of_a_child_process():
     sampled_cpu_s = st.cpu_pct_avg / 100.0 * st.seconds
     assert sampled_cpu_s == pytest.approx(child_cpu_s, abs=0.08 + 0.1 * child_cpu_s)
     # one busy thread is ~100% of a core; the 0.25 s peak window carries 10 ms clock-tick and
-    # sample-timing jitter (seen up to ~116% on a loaded box), far below a double count (200%)
-    assert st.cpu_pct_avg <= st.cpu_pct_peak <= 130.0
+    # sample-timing jitter (seen up to ~116% on a loaded box, 132% once in a CI run on a 2-core
+    # Xeon), still well below a double count (200%), which is what this bound is for
+    assert st.cpu_pct_avg <= st.cpu_pct_peak <= 165.0
     assert st.cpu_machine_pct_avg == pytest.approx(st.cpu_pct_avg / st.cores)
     assert st.samples >= 15  # ~20 Hz over >= 1 s
     assert st.gpu_util_pct_avg is None and st.gpu_mem_scope is None
