@@ -35,7 +35,7 @@ def run(
                                   "of wall time for a live source); 0: to its end, or to Ctrl-C for a live source"),
     tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, or shift3 (each frame and two "
                             "copies moved 4 px diagonally, the model's probabilities averaged; 3x the inference; "
-                            "steadier masks where the plain model half-misses an LV)"),
+                            "it helps some models and not others: score yours with echo-eval --tta shift3 first)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log which backend was chosen and why, and timings"),
 ) -> None:
     """Stream each video through one model session and write its outputs under --out/<video>/."""
