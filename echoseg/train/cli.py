@@ -354,10 +354,12 @@ def evaluate(
             raise typer.Exit(1)
         _cv_table(runs, out)
         return
-    from echoseg.runtime.tta import VIEWS
+    from echoseg.runtime.tta import TtaError, check_tta
 
-    if tta not in VIEWS:
-        _error_line(f"--tta {tta!r}: use one of {', '.join(VIEWS)}")
+    try:
+        check_tta(tta)  # the runtime's own check and message, before anything is scored
+    except TtaError as exc:
+        _error_line(exc)
         raise typer.Exit(1)
     if ef:
         from echoseg.runtime.cardiac import METHODS
