@@ -128,6 +128,7 @@ class TrainConfig(_Record):
     warmup_epochs: int = 1
     ema_decay: float = 0.995  # 0 = no EMA weights
     distill: float = 0.5  # matae-unet: share of a smaller granularity's loss taken from the full one's soft masks
+    full_lr: float = 0.0  # matae-unet: peak rate of the weights only the full network uses; 0 = lr
     bn_recal_frames: int = 256
     select: str = "last"  # last | smooth | best (echoseg.train.select)
     workers: int = -1  # DataLoader workers; -1 = echoseg.train.batches.default_workers
@@ -143,6 +144,8 @@ class TrainConfig(_Record):
             raise ConfigError(f"TrainConfig: lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.full_lr < 0:
+            raise ConfigError(f"TrainConfig: full_lr must be >= 0 (0: the same as lr), got {self.full_lr}")
         if not 0 <= self.distill <= 1:
             raise ConfigError(f"TrainConfig: distill must be in [0, 1], got {self.distill}")
         if self.recon_weight < 0:

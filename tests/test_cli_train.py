@@ -79,6 +79,11 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "use a multiple of 8" in r.output
     r = runner.invoke(eval_app, [str(tmp_path / "missing"), "--data", str(tmp_path)])
     assert r.exit_code == 1 and "no such checkpoint or run directory" in r.output.replace("\n", "")
+    r = runner.invoke(train_app, ["--data", str(tmp_path), "--model", "unet", "--width", "8", "--full-lr", "3e-4",
+                                  "--out", str(tmp_path / "f")])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "--full-lr 0.0003: only a matae-unet" in r.output, r.output
+    assert not (tmp_path / "f").exists()
 
 
 def test_eval_errors_are_one_line_whatever_the_path_length(tmp_path):

@@ -83,6 +83,61 @@ def test_distillation_replaces_labels_for_smaller_granularities():
     assert model.head.weight.grad is not None
 
 
+def test_full_only_marks_the_outer_channels_and_the_full_widths_own_batch_norms():
+    from echoseg.models.blocks import SlimConv2d, SwitchableBatchNorm2d
+    from echoseg.train.recipe import full_only
+
+    model = _matae(width=8, gs=(0.5, 1.0))
+    stats = [b.clone() for b in model.buffers()]
+    marks = {id(p): m for p, m in full_only(model, (0.5, 1.0))}
+    assert all(torch.equal(a, b) for a, b in zip(stats, model.buffers())) and model.training
+    recon = {id(m) for m in model.recon.modules()}
+    inner = [m for m in model.modules() if isinstance(m, SlimConv2d) and id(m) not in recon
+             and not m.fixed_out and len(m.in_parts) == 1 and m.in_channels > model.in_channels]
+    assert len(inner) >= 4
+    for conv in inner:
+        mask = marks[id(conv.weight)]
+        o, i = conv.out_channels // 2, conv.in_channels // 2
+        assert not mask[:o, :i].any()  # the half-width network's slice is shared
+        assert mask[o:].all() and mask[:, i:].all()  # everything outside it is the full network's
+    bns = [m for m in model.modules() if isinstance(m, SwitchableBatchNorm2d) and id(m) not in recon]
+    for bn in bns:
+        assert id(bn.bns[bn.index(0.5)].weight) not in marks and marks[id(bn.bns[bn.index(1.0)].weight)].all()
+    assert not any(id(p) in marks for p in model.recon.parameters())  # unused without reconstruction
+    assert full_only(model, (1.0,)) == []
+
+
+def test_full_only_rate_scales_the_step_of_those_elements_alone():
+    from echoseg.train.losses import segmentation_loss
+    from echoseg.train.recipe import FullOnlyRate
+
+    x = torch.randn(4, 3, 32, 32)
+    y = (torch.rand(4, 1, 32, 32) > 0.5).float()
+
+    def stepped(ratio):
+        model = _matae(width=8, gs=(0.5, 1.0))
+        start = [p.detach().clone() for p in model.parameters()]
+        rate = FullOnlyRate(model, (0.5, 1.0), ratio)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        matryoshka_loss(model, x, y, (0.5, 1.0), segmentation_loss, distill=0.0).backward()
+        rate.before()
+        opt.step()
+        rate.after()
+        marks = {id(p): m for p, m in rate.pairs}
+        return [marks.get(id(p)) for p in model.parameters()], [p.detach() - s for p, s in zip(model.parameters(), start)]
+
+    none, plain = stepped(1.0)
+    masks, slower = stepped(0.3)
+    assert all(m is None for m in none) and sum(m is not None for m in masks) > 10
+    for mask, a, b in zip(masks, plain, slower):
+        if mask is None:
+            torch.testing.assert_close(b, a)
+            continue
+        assert a[mask].abs().sum() > 0
+        torch.testing.assert_close(b[mask], 0.3 * a[mask], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(b[~mask], a[~mask])
+
+
 def test_reconstruction_term_is_added_only_with_a_weight():
     from echoseg.train.losses import reconstruction_loss, segmentation_loss
 

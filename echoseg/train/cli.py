@@ -56,6 +56,10 @@ def train(
                                                  "full network's soft masks (in-place distillation; 0 = labels only); "
                                                  "default: 0 when the run starts from the bundled model (on real echo "
                                                  "it lifted the quarter-width network's worst patient), 0.5 otherwise"),
+    full_lr: float = typer.Option(0.0, "--full-lr", min=0.0, help="matae-unet: peak learning rate of the weights "
+                                  "only the full network uses (its outer channels and own batch norms); the shared "
+                                  "channels keep --lr (default: --lr for all; 3e-4 lifted the full network on the "
+                                  "hardest dev patient in a two-fold lead, see README)"),
     granularities: Optional[List[float]] = typer.Option(None, "--granularity", help="matae-unet nested widths (default: "
                                                         "1/8, 1/4, 1/2, 1 where the first level keeps >= 4 channels)"),
     ema_decay: float = typer.Option(0.995, "--ema-decay", help="EMA of the weights (validated and saved); 0 = off"),
@@ -132,11 +136,14 @@ def train(
                           augment=augment, augment_strength=augment_strength or "light", device=device, seed=seed,
                           out=str(out or Path("runs") / model),
                           max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
-                          select=select, workers=workers, train_every=train_every)
+                          select=select, workers=workers, train_every=train_every, full_lr=full_lr)
         gs = cfg.granularities or DEFAULT_GRANULARITIES
         if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
             raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
                               "use a multiple of 8")
+        if full_lr and model != "matae-unet":
+            raise ConfigError(f"--full-lr {full_lr:g}: only a matae-unet has weights that only its full network "
+                              "uses; use --lr for a unet")
         detect_layout(cfg.data)  # a missing or unknown data folder first, then the run folder
         earlier = _started_with(cfg.out, bool(folds)) if resume else None
         start = resolve(init, model, width, cfg.granularities, None if earlier is None else earlier.get("init", ""),
@@ -145,6 +152,8 @@ def train(
                         distill, None if earlier is None else earlier.get("distill"),
                         lr, None if earlier is None else earlier.get("lr"))
         cfg = replace(cfg, augment_strength=start.augment_strength, distill=start.distill, lr=start.lr)
+        if earlier and not full_lr:  # --resume goes on at the full network's rate it started with
+            cfg = replace(cfg, full_lr=float(earlier.get("full_lr") or 0.0))
         if start.init:  # weights that do not fit this model: said before any data is read
             from .loop import model_config
 

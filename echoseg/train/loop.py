@@ -21,7 +21,7 @@ from echoseg.data.folds import every_kth, subset
 from echoseg.errors import EchosegError
 from echoseg.models.checkpoint import load_checkpoint
 
-from .recipe import EMA, granularities_for, lr_at, recon_weight_at
+from .recipe import EMA, FullOnlyRate, granularities_for, lr_at, recon_weight_at
 from .records import EpochEnd, read_log
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
     steps = len(plan)
     total_steps, warmup = cfg.epochs * steps, cfg.warmup_epochs * steps
     step_no = start_epoch * steps
+    full_rate = FullOnlyRate(model, grans, cfg.full_lr / cfg.lr if cfg.full_lr else 1.0, device)
     step_loss = dist.wrap(StepLoss(model, grans, lambda lg, t: segmentation_loss(lg, t, cfg.dice_loss),
                                    cfg.distill, reconstruction_loss), world, device)
     mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
@@ -214,8 +215,10 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
                 with torch.autocast("cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
                     loss = step_loss(x, y, rw, u)
                 scaler.scale(loss).backward()
+                full_rate.before()
                 scaler.step(opt)
                 scaler.update()
+                full_rate.after()
                 if ema is not None:
                     ema.update(model)
                 step_no += 1

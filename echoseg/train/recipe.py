@@ -89,6 +89,71 @@ class EMA:
         self.model.load_state_dict(state["model"])
 
 
+def full_only(model, granularities: Sequence[float], device: str = "cpu") -> list:
+    """(parameter, mask) pairs marking the elements that only the full network uses: the outer
+    channels of every layer and the full width's own batch norms.
+
+    Found by what each width's output is made of: an element whose gradient is non-zero at g = 1
+    and zero at every smaller granularity, on one fixed random batch. Batch norms normalise with
+    the batch's own statistics (as in training), so no channel is switched off for the whole
+    batch; their running statistics are put back afterwards.
+    """
+    import torch
+
+    smaller = [g for g in granularities if g < 1]
+    if not smaller:
+        return []
+    was = model.training
+    kept = [b.detach().clone() for b in model.buffers()]
+    model.train()
+    x = torch.randn(4, model.in_channels, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+
+    def touched(gs):
+        model.zero_grad(set_to_none=True)
+        for g in gs:
+            model(x, g).float().square().sum().backward()
+        return [None if p.grad is None else p.grad != 0 for p in model.parameters()]
+
+    small, full = touched(smaller), touched([1.0])
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for b, k in zip(model.buffers(), kept):
+            b.copy_(k)
+    model.train(was)
+    pairs = []
+    for p, f, sm in zip(model.parameters(), full, small):
+        mask = None if f is None else f if sm is None else f & ~sm
+        if mask is not None and bool(mask.any()):
+            pairs.append((p, mask))
+    return pairs
+
+
+class FullOnlyRate:
+    """Trains the elements only the full network uses at ``ratio`` x the optimiser's step.
+
+    ``before()`` notes those elements, ``after()`` (after ``optimizer.step()``) keeps ``ratio`` of
+    their change. For Adam without weight decay the step is the learning rate times a
+    scale-free direction, so this is exactly a learning rate of ``ratio`` x lr for them, on the
+    same warm-up and cosine.
+    """
+
+    def __init__(self, model, granularities: Sequence[float], ratio: float, device: str = "cpu") -> None:
+        self.ratio = float(ratio)
+        self.pairs = full_only(model, granularities, device) if self.ratio != 1 else []
+        self._before: list = []
+
+    def before(self) -> None:
+        self._before = [p.detach().clone() for p, _ in self.pairs]
+
+    def after(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for (p, mask), old in zip(self.pairs, self._before):
+                p.copy_(torch.where(mask, old + self.ratio * (p - old), p))
+        self._before = []
+
+
 def matryoshka_loss(model, x, y, granularities: Sequence[float], seg_loss, *, distill: float,
                     recon_weight: float = 0.0, recon_loss=None, unlabelled=None):
     """The summed loss of one batch over every granularity, largest first.
