@@ -86,6 +86,28 @@ def test_cli_errors_are_one_line(tmp_path):
     assert not (tmp_path / "f").exists()
 
 
+def test_full_lr_is_kept_by_resume_and_another_rate_is_refused(tmp_path):
+    """A sweep started with --full-lr goes on at that rate when --resume does not say it again (fold 1's run
+    records it), and a --resume with another rate is refused in one line with both rates named."""
+    data = tmp_path / "d"
+    assert runner.invoke(synth_app, [str(data), "--videos", "6", "--frames", "16", "--seed", "5"]).exit_code == 0
+    out = tmp_path / "cv"
+    args = ["--data", str(data), "--model", "matae-unet", "--width", "8", "--epochs", "1", "--batch-size", "4",
+            "--init", "none", "--folds", "3", "--seeds", "1", "--out", str(out)]
+    r = runner.invoke(train_app, args + ["--fold", "0", "--full-lr", "3e-4"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(train_app, args + ["--fold", "1", "--resume"])
+    assert r.exit_code == 0, r.output
+    cv = json.loads((out / "cv.json").read_text())
+    assert cv["config"]["full_lr"] == 3e-4 and cv["evaluated_folds"] == [0, 1]
+    assert json.loads((out / "fold1-seed1" / "train_config.json").read_text())["full_lr"] == 3e-4
+    r = runner.invoke(train_app, args + ["--fold", "2", "--resume", "--full-lr", "1e-4"])
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert "another recipe (full_lr 0.0003 there, 0.0001 now)" in lines[0]
+    assert not (out / "fold2-seed1").exists()
+
+
 def test_eval_errors_are_one_line_whatever_the_path_length(tmp_path):
     deep = tmp_path.joinpath(*["a-rather-long-folder-name-for-a-run"] * 8) / "missing-run"
     assert len(str(deep)) > 300
