@@ -239,7 +239,7 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert asked.distill == 0.5 and "distill" not in asked.said
     assert resolve(None, "matae-unet", 16).distill == 0.5  # no bundle start: half, as before
     assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_augment="heavy", earlier_distill=0.5,
-                   earlier_lr=1e-3) == Resolved("pretrained", "", "heavy", 0.5, 1e-3)  # started before: goes on so
+                   earlier_lr=1e-3, earlier_full_lr=0.0) == Resolved("pretrained", "", "heavy", 0.5, 1e-3, 0.0)
     # the learning rate: a unet from the bundle is fine-tuned gently, unless asked or resumed otherwise
     assert (r.lr, named.lr) == (3e-4, 3e-4) and "learning rate 3e-4" in r.said
     assert "--lr 1e-3" in named.said and "\n" not in named.said
@@ -254,6 +254,17 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert plain.augment_strength == "heavy" and "augmentation" not in plain.said  # asked for: as asked
     assert resolve(None, "matae-unet", 16).augment_strength == "light"  # no bundle start: light, as before
     assert m.lr == named_m.lr == 1e-3 and "learning rate" not in m.said + named_m.said  # matae-unet: as before
+    # the full network's own weights: 3e-4 for a matae-unet from the bundle, said in its line; --full-lr 0 turns it
+    # off; a resumed run keeps its rate (0 for one started before the default); no bundle start, or a unet: 0
+    assert m.full_lr == named_m.full_lr == 3e-4
+    assert "the full network's own weights at 3e-4 (--full-lr 0 for --lr)" in m.said
+    assert "the weights only the full network uses at 3e-4 (--full-lr 0: at --lr like the rest)" in named_m.said
+    off = resolve(None, "matae-unet", 8, tuple(src.granularities), full_lr=0.0)
+    assert off.full_lr == 0.0 and "full-lr" not in off.said and "valve-plane" in off.said
+    assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_full_lr=0.0).full_lr == 0.0
+    assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_full_lr=1e-4).full_lr == 1e-4
+    assert resolve(None, "matae-unet", 16).full_lr == 0.0 and resolve("none", "matae-unet", 8).full_lr == 0.0
+    assert r.full_lr == 0.0 and "full" not in r.said.replace("full-width", "")
 
 
 def test_auto_without_bundled_weights_trains_from_random_weights_and_says_why(monkeypatch, tmp_path):

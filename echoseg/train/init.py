@@ -12,7 +12,8 @@ granularities) is refused in one line that says what differs.
 the bundle's width, granularities not asked otherwise) and random weights elsewhere; ``none`` is
 random weights. A run that starts from the bundle is fine-tuned unless asked otherwise: heavy
 augmentation, as the bundle was trained, for unet a gentler learning rate, for matae-unet
-valve-plane dropout on top and no distillation (``resolve`` decides them all). On
+valve-plane dropout on top, no distillation and the weights only its full network uses at 3e-4
+(``resolve`` decides them all). On
 leave-one-patient-out over nine real patients that was the best start, on the worst patient too
 (README, "On real echo").
 """
@@ -74,6 +75,7 @@ NONE = ("none", "scratch")
 DISTILL = TrainConfig.distill  # --distill for a run that does not start from the bundled model
 LR = TrainConfig.lr  # --lr for a run that does not start from the bundled model
 FINE_TUNE_LR = 3e-4  # --lr for a unet that starts from it: gentler, so the start's shape knowledge is kept
+FULL_LR = 3e-4  # --full-lr for a matae-unet that starts from it: the full network's own weights, gentler
 
 
 @dataclass(frozen=True)
@@ -83,21 +85,24 @@ class Resolved:
     augment_strength: str = "light"
     distill: float = DISTILL
     lr: float = LR
+    full_lr: float = 0.0  # 0: the full network's own weights train at lr like the rest
 
 
 def resolve(init: str | None, model: str, width: int, granularities: tuple[float, ...] = (),
             earlier: str | None = None, augment: str | None = None, earlier_augment: str | None = None,
             distill: float | None = None, earlier_distill: float | None = None,
-            lr: float | None = None, earlier_lr: float | None = None) -> Resolved:
-    """What ``--init``, ``--augment-strength``, ``--distill`` and ``--lr`` (None: not given) mean for
+            lr: float | None = None, earlier_lr: float | None = None,
+            full_lr: float | None = None, earlier_full_lr: float | None = None) -> Resolved:
+    """What ``--init``, ``--augment-strength``, ``--distill``, ``--lr`` and ``--full-lr`` (None: not given) mean for
     this run. ``earlier*`` are what a resumed run or sweep was started with: it goes on as it
     started, whatever the defaults say now. Otherwise a run that starts from the bundled model is
     fine-tuned: heavy augmentation, as the bundle was trained; a unet at learning rate 3e-4 instead
     of 1e-3; a matae-unet at 1e-3 (3e-4 cost its smaller networks), with valve-plane dropout on top
-    of heavy (``heavy-valve``) and smaller networks that learn from the labels alone (distillation
-    0). Each was chosen by leave-one-patient-out on real echo, on the worst patient as well as the
+    of heavy (``heavy-valve``), smaller networks that learn from the labels alone (distillation
+    0) and the weights only its full network uses at 3e-4 (``--full-lr``). Each was chosen by leave-one-patient-out on real echo, on the worst patient as well as the
     mean; the figures are in the README ("On real echo").
-    Any other run trains with light augmentation, 1e-3 and, for a matae-unet, half distillation."""
+    Any other run trains with light augmentation, 1e-3 for every weight and, for a matae-unet, half
+    distillation."""
     from echoseg import pretrained
 
     if named_source(init) is not None:
@@ -115,6 +120,7 @@ def resolve(init: str | None, model: str, width: int, granularities: tuple[float
     share, undistilled = _pick(distill, earlier_distill, 0.0 if matae else DISTILL, matae)
     unet = bundle and model == "unet"  # matae-unet: measured on four folds only, where its smaller networks lost
     rate, gentle = _pick(lr, earlier_lr, FINE_TUNE_LR if unet else LR, unet)
+    full, own = _pick(full_lr, earlier_full_lr, FULL_LR if matae else 0.0, matae)
     valve, other = (", with valve-plane dropout", "heavy without it, ") if matae else ("", "")
     parts = [(", heavy augmentation, as it was trained" + valve,
               f"heavy augmentation, as the bundled model was trained{valve} (--augment-strength {other}light for "
@@ -122,13 +128,16 @@ def resolve(init: str | None, model: str, width: int, granularities: tuple[float
              (f", learning rate {_rate(FINE_TUNE_LR)}", f"learning rate {_rate(FINE_TUNE_LR)} (--lr {_rate(LR)}, "
                                                         "the rate from random weights, for more)", gentle),
              (", smaller networks from the labels alone (--distill 0)",
-              "smaller networks from the labels alone (--distill 0.5 to distil)", undistilled)]
+              "smaller networks from the labels alone (--distill 0.5 to distil)", undistilled),
+             (f", the full network's own weights at {_rate(FULL_LR)} (--full-lr 0 for --lr)",
+              f"the weights only the full network uses at {_rate(FULL_LR)} (--full-lr 0: at --lr like the rest)",
+              own)]
     said = start.said
     if said and start.init:  # auto chose the bundle
         said += "".join(auto for auto, _, on in parts if on) + "; --init none for random weights"
     elif any(on for *_, on in parts):
         said = f"--init {start.init}: " + "; ".join(named for _, named, on in parts if on)
-    return Resolved(start.init, said, strength, share, rate)
+    return Resolved(start.init, said, strength, share, rate, full)
 
 
 def _rate(lr: float) -> str:
