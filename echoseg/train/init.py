@@ -13,9 +13,8 @@ the bundle's width, granularities not asked otherwise) and random weights elsewh
 random weights. A run that starts from the bundle is fine-tuned unless asked otherwise: heavy
 augmentation, as the bundle was trained, for unet a gentler learning rate, for matae-unet
 valve-plane dropout on top, no distillation and the weights only its full network uses at 3e-4
-(``resolve`` decides them all). On
-leave-one-patient-out over nine real patients that was the best start, on the worst patient too
-(README, "On real echo").
+(``resolve`` decides them all). On leave-one-patient-out over nine real patients that was the best
+start, on the worst patient too (README, "On real echo").
 """
 
 from __future__ import annotations
@@ -93,14 +92,16 @@ def resolve(init: str | None, model: str, width: int, granularities: tuple[float
             distill: float | None = None, earlier_distill: float | None = None,
             lr: float | None = None, earlier_lr: float | None = None,
             full_lr: float | None = None, earlier_full_lr: float | None = None) -> Resolved:
-    """What ``--init``, ``--augment-strength``, ``--distill``, ``--lr`` and ``--full-lr`` (None: not given) mean for
-    this run. ``earlier*`` are what a resumed run or sweep was started with: it goes on as it
-    started, whatever the defaults say now. Otherwise a run that starts from the bundled model is
-    fine-tuned: heavy augmentation, as the bundle was trained; a unet at learning rate 3e-4 instead
-    of 1e-3; a matae-unet at 1e-3 (3e-4 cost its smaller networks), with valve-plane dropout on top
-    of heavy (``heavy-valve``), smaller networks that learn from the labels alone (distillation
-    0) and the weights only its full network uses at 3e-4 (``--full-lr``). Each was chosen by leave-one-patient-out on real echo, on the worst patient as well as the
-    mean; the figures are in the README ("On real echo").
+    """What ``--init``, ``--augment-strength``, ``--distill``, ``--lr`` and ``--full-lr`` (None: not
+    given) mean for this run. ``earlier*`` are what a resumed run or sweep was started with: it goes
+    on as it started, whatever the defaults say now. Otherwise a run that starts from the bundled
+    model is fine-tuned: heavy augmentation, as the bundle was trained; a unet at learning rate 3e-4
+    instead of 1e-3; a matae-unet at 1e-3 for its shared channels (3e-4 for all cost its smaller
+    networks), with valve-plane dropout on top of heavy (``heavy-valve``), smaller networks that
+    learn from the labels alone (distillation 0) and the weights only its full network uses at 3e-4
+    (``--full-lr``). Each was chosen by leave-one-patient-out on real echo, on the worst patient as
+    well as the mean (``--full-lr``: the full network's; it cost the half-width network's worst
+    patient); the figures are in the README ("On real echo").
     Any other run trains with light augmentation, 1e-3 for every weight and, for a matae-unet, half
     distillation."""
     from echoseg import pretrained
