@@ -146,6 +146,9 @@ class TrainConfig(_Record):
             raise ConfigError(f"TrainConfig: ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.full_lr < 0:
             raise ConfigError(f"TrainConfig: full_lr must be >= 0 (0: the same as lr), got {self.full_lr}")
+        if self.full_lr and self.model != "matae-unet":
+            raise ConfigError(f"--full-lr {self.full_lr:g}: only a matae-unet has weights that only its full "
+                              "network uses; use --lr for a unet")
         if not 0 <= self.distill <= 1:
             raise ConfigError(f"TrainConfig: distill must be in [0, 1], got {self.distill}")
         if self.recon_weight < 0:

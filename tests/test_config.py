@@ -28,3 +28,11 @@ def test_records_round_trip_and_reject_unknown_keys():
         ModelConfig.from_dict({"name": "unet", "depth": 5})
     with pytest.raises(ConfigError, match="std must be positive"):
         InputSpec(std=(1, 0, 1))
+
+
+def test_full_lr_is_refused_for_a_model_without_a_full_only_part():
+    """An API user who sets full_lr on a unet gets the CLI's one line, not a silently unused rate."""
+    with pytest.raises(ConfigError, match="--full-lr 0.0003: only a matae-unet"):
+        TrainConfig(model="unet", full_lr=3e-4)
+    assert TrainConfig(model="matae-unet", full_lr=3e-4).full_lr == 3e-4
+    assert TrainConfig(model="unet", full_lr=0.0).full_lr == 0.0

@@ -143,9 +143,6 @@ def train(
         if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
             raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
                               "use a multiple of 8")
-        if full_lr and model != "matae-unet":
-            raise ConfigError(f"--full-lr {full_lr:g}: only a matae-unet has weights that only its full network "
-                              "uses; use --lr for a unet")
         detect_layout(cfg.data)  # a missing or unknown data folder first, then the run folder
         earlier = _started_with(cfg.out, bool(folds)) if resume else None
         start = resolve(init, model, width, cfg.granularities, None if earlier is None else earlier.get("init", ""),
