@@ -99,6 +99,14 @@ class ModelConfig(_Record):
         if self.width < 1:
             raise ConfigError(f"ModelConfig: width must be >= 1, got {self.width}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """As every record, but ``antialias`` only when on: a plain model's checkpoint and exports describe it
+        as before, so runtimes from before the option read them."""
+        d = super().to_dict()
+        if not self.antialias:
+            del d["antialias"]
+        return d
+
 
 @dataclass(frozen=True)
 class TrainConfig(_Record):

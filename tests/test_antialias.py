@@ -90,3 +90,40 @@ def test_resume_without_antialias_names_the_difference(tmp_path):
     train(cfg)
     with pytest.raises(TrainError, match="with max-blur pooling \\(--antialias\\), not unet width 8"):
         train(TrainConfig(**{**cfg.to_dict(), "antialias": False, "epochs": 2}), resume=True)
+
+
+def test_a_plain_models_record_is_written_as_before():
+    """Checkpoints and exports of a plain model describe it without the new key, so runtimes from before
+    --antialias read them; an antialiased one says so."""
+    from echoseg.config import ModelConfig
+
+    assert "antialias" not in ModelConfig(name="unet", width=8).to_dict()
+    assert ModelConfig(name="unet", width=8, antialias=True).to_dict()["antialias"] is True
+
+
+def test_resume_of_a_sweep_from_before_the_option_refuses_antialias(tmp_path):
+    """A sweep whose cv.json has no antialias key was trained without it: --resume --antialias is another
+    recipe, said in one line; without the option it goes on."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from echoseg.data.synthetic import write_frames
+    from echoseg.train.cli import train_app
+
+    runner = CliRunner()
+    data = write_frames(tmp_path / "d", videos=6, frames=8, seed=4, every=4)
+    out = tmp_path / "cv"
+    args = ["--data", str(data), "--model", "unet", "--width", "8", "--epochs", "1", "--batch-size", "4",
+            "--init", "none", "--folds", "3", "--seeds", "1", "--out", str(out)]
+    assert runner.invoke(train_app, args + ["--fold", "0"]).exit_code == 0
+    cv = json.loads((out / "cv.json").read_text())
+    del cv["config"]["antialias"]  # as a sweep from before the option wrote it
+    (out / "cv.json").write_text(json.dumps(cv))
+    r = runner.invoke(train_app, args + ["--fold", "1", "--resume", "--antialias"])
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert "another recipe (antialias False there, True now)" in lines[0]
+    assert not (out / "fold1-seed1").exists()
+    r = runner.invoke(train_app, args + ["--fold", "1", "--resume"])
+    assert r.exit_code == 0, r.output
