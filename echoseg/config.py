@@ -92,11 +92,20 @@ class ModelConfig(_Record):
     width: int = 64
     granularities: tuple[float, ...] = (1.0,)
     recon_weight: float = 0.0
+    antialias: bool = False  # max-blur pooling for the encoder's down-sampling (models.blocks.max_blur_pool)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))
         if self.width < 1:
             raise ConfigError(f"ModelConfig: width must be >= 1, got {self.width}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """As every record, but ``antialias`` only when on: a plain model's checkpoint and exports describe it
+        as before, so runtimes from before the option read them."""
+        d = super().to_dict()
+        if not self.antialias:
+            del d["antialias"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class TrainConfig(_Record):
     ema_decay: float = 0.995  # 0 = no EMA weights
     distill: float = 0.5  # matae-unet: share of a smaller granularity's loss taken from the full one's soft masks
     full_lr: float = 0.0  # matae-unet: peak rate of the weights only the full network uses; 0 = lr
+    antialias: bool = False  # the network down-samples with max-blur pooling (ModelConfig.antialias)
     bn_recal_frames: int = 256
     select: str = "last"  # last | smooth | best (echoseg.train.select)
     workers: int = -1  # DataLoader workers; -1 = echoseg.train.batches.default_workers

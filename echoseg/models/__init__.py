@@ -11,14 +11,14 @@ from echoseg.errors import EchosegError
 def _unet(cfg: ModelConfig):
     from .unet import UNet
 
-    return UNet(width=cfg.width, granularities=(1.0,))
+    return UNet(width=cfg.width, granularities=(1.0,), antialias=cfg.antialias)
 
 
 def _matae(cfg: ModelConfig):
     from .matae import MatAEUNet
 
     gs = cfg.granularities if len(cfg.granularities) > 1 or cfg.granularities == (1.0,) else DEFAULT_GRANULARITIES
-    return MatAEUNet(width=cfg.width, granularities=gs)
+    return MatAEUNet(width=cfg.width, granularities=gs, antialias=cfg.antialias)
 
 
 REGISTRY: dict[str, Callable[[ModelConfig], object]] = {"unet": _unet, "matae-unet": _matae}

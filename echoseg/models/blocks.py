@@ -98,6 +98,23 @@ class SwitchableBatchNorm2d(nn.Module):
         return self.bns[self.index(g)](x)
 
 
+def max_blur_pool(x: torch.Tensor) -> torch.Tensor:
+    """Anti-aliased 2x down-sampling (max-blur pooling, Zhang 2019, "Making convolutional networks
+    shift-invariant again"): the max over every 2x2 window at stride 1, then a [1 2 1] x [1 2 1] / 16
+    blur sampled at stride 2.
+
+    Plain 2x2 max pooling picks one of four grids, so moving the input by a pixel can change what a
+    deep layer sees; the blur makes the down-sampled map change smoothly with the shift. No weights
+    (old checkpoints load unchanged); the output is the same size and on the same grid as
+    ``F.max_pool2d(x, 2)``. It exports as MaxPool and a grouped Conv. Its few multiply-accumulates (9
+    per output element) are not counted in ``last_macs``.
+    """
+    c = int(x.shape[1])  # a constant when traced for export: the blur is a fixed grouped convolution
+    k = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
+    k = (k[:, None] * k[None, :] / 16).repeat(c, 1, 1, 1)
+    return F.conv2d(F.max_pool2d(x, 2, stride=1), k, stride=2, padding=1, groups=c)
+
+
 class ConvBlock(nn.Module):
     """Two 3x3 convolutions, each followed by batch norm and ReLU (the U-Net block)."""
 

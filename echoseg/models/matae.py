@@ -49,8 +49,8 @@ class MatAEUNet(UNet):
     name = "matae-unet"
 
     def __init__(self, width: int = 64, in_channels: int = 3,
-                 granularities: Sequence[float] = DEFAULT_GRANULARITIES) -> None:
-        super().__init__(width=width, in_channels=in_channels, granularities=granularities)
+                 granularities: Sequence[float] = DEFAULT_GRANULARITIES, antialias: bool = False) -> None:
+        super().__init__(width=width, in_channels=in_channels, granularities=granularities, antialias=antialias)
         self.recon = ReconstructionHead(self.channels, self.in_channels, self.granularities)
 
     def forward(self, x: torch.Tensor, g: float | None = None,  # type: ignore[override]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBlock, SlimConv2d, SlimConvTranspose2d, SwitchableBatchNorm2d, nested
+from .blocks import ConvBlock, SlimConv2d, SlimConvTranspose2d, SwitchableBatchNorm2d, max_blur_pool, nested
 
 LEVELS = 4  # 112 -> 56 -> 28 -> 14 -> 7
 
@@ -18,14 +18,16 @@ class UNet(nn.Module):
 
     ``granularities`` lists the widths (as fractions) this network can run at; the vanilla
     U-Net has only (1.0,). ``forward(x, g)`` runs the leading fraction g of every layer.
+    ``antialias`` down-samples with max-blur pooling instead of max pooling (no weights of its own).
     """
 
     name = "unet"
 
     def __init__(self, width: int = 64, in_channels: int = 3,
-                 granularities: Sequence[float] = (1.0,)) -> None:
+                 granularities: Sequence[float] = (1.0,), antialias: bool = False) -> None:
         super().__init__()
         self.width = int(width)
+        self.antialias = bool(antialias)
         self.in_channels = int(in_channels)
         self.granularities = tuple(sorted(float(g) for g in granularities))
         if self.granularities[-1] != 1.0:
@@ -58,7 +60,7 @@ class UNet(nn.Module):
         feats = []
         for i, block in enumerate(self.down):
             if i:
-                x = F.max_pool2d(x, 2)
+                x = max_blur_pool(x) if self.antialias else F.max_pool2d(x, 2)
             x = block(x, g)
             feats.append(x)
         return feats
@@ -113,4 +115,5 @@ class UNet(nn.Module):
         return sub.train(self.training)
 
     def init_kwargs(self) -> dict:
-        return {"width": self.width, "in_channels": self.in_channels, "granularities": self.granularities}
+        return {"width": self.width, "in_channels": self.in_channels, "granularities": self.granularities,
+                "antialias": self.antialias}

@@ -62,6 +62,9 @@ def train(
                                             "Default: 3e-4 when the run starts from the bundled model (on nine "
                                             "real patients it lifted the full network's worst patient 6 points, "
                                             "see README), 0 otherwise"),
+    antialias: bool = typer.Option(False, "--antialias", help="Down-sample with max-blur pooling (anti-aliased: "
+                                   "the masks move with the frame instead of jumping between pooling grids); no "
+                                   "weights of its own, so --init weights load"),
     granularities: Optional[List[float]] = typer.Option(None, "--granularity", help="matae-unet nested widths (default: "
                                                         "1/8, 1/4, 1/2, 1 where the first level keeps >= 4 channels)"),
     ema_decay: float = typer.Option(0.995, "--ema-decay", help="EMA of the weights (validated and saved); 0 = off"),
@@ -138,7 +141,8 @@ def train(
                           augment=augment, augment_strength=augment_strength or "light", device=device, seed=seed,
                           out=str(out or Path("runs") / model),
                           max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
-                          select=select, workers=workers, train_every=train_every, full_lr=full_lr or 0.0)
+                          select=select, workers=workers, train_every=train_every, full_lr=full_lr or 0.0,
+                          antialias=antialias)
         gs = cfg.granularities or DEFAULT_GRANULARITIES
         if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
             raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "

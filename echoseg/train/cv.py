@@ -74,6 +74,8 @@ def _earlier(out: Path, cfg: TrainConfig, folds: int, fs) -> tuple[list[dict], l
                       f"pass --folds {old.get('folds')}, or a new --out")
     mine = json.loads(json.dumps(_recipe(cfg.to_dict())))  # tuples as lists, as cv.json holds them
     theirs = old.get("config") or {k: old[k] for k in ("model", "width", "epochs", "train_every") if k in old}
+    if old.get("config"):  # an option added since the sweep started was at its default there (--antialias off)
+        theirs = {**json.loads(json.dumps(_recipe(TrainConfig().to_dict()))), **theirs}
     differ = [k for k in sorted(theirs) if k in mine and k not in _NOT_RECIPE and theirs[k] != mine[k]]
     if differ:
         said = ", ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} now" for k in differ)

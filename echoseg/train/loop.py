@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -100,10 +100,10 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
     """The network ``cfg`` trains: a matae-unet gets the granularities its width can hold."""
     from echoseg.models import default_config
 
-    mcfg = default_config(cfg.model, cfg.width)
+    mcfg = replace(default_config(cfg.model, cfg.width), antialias=cfg.antialias)
     if cfg.model == "matae-unet":
         gs = cfg.granularities or granularities_for(cfg.width)
-        mcfg = ModelConfig(name=mcfg.name, width=mcfg.width, granularities=gs, recon_weight=cfg.recon_weight)
+        mcfg = replace(mcfg, granularities=gs, recon_weight=cfg.recon_weight)
     return mcfg
 
 
@@ -242,9 +242,11 @@ def _resume_from(out: Path, mcfg: ModelConfig, model) -> tuple[dict, InputSpec, 
         raise TrainError(f"--resume: {out / 'last.pt'} does not exist; train without --resume first")
     ck = load_checkpoint(out / "last.pt")
     if ck.model != mcfg:
-        raise TrainError(f"--resume: {out / 'last.pt'} is {ck.model.name} width {ck.model.width} "
-                         f"granularities {list(ck.model.granularities)}, not {mcfg.name} width {mcfg.width} "
-                         f"granularities {list(mcfg.granularities)}")
+        def said(m: ModelConfig) -> str:
+            return (f"{m.name} width {m.width} granularities {list(m.granularities)}"
+                    f"{' with max-blur pooling (--antialias)' if m.antialias else ''}")
+
+        raise TrainError(f"--resume: {out / 'last.pt'} is {said(ck.model)}, not {said(mcfg)}")
     state = dict(ck.optimizer or {})
     if state and "optimizer" not in state:  # a last.pt from before the recipe: only Adam's state
         state = {"optimizer": state}
