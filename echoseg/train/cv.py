@@ -50,6 +50,9 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 # what may differ between the runs of one cross-validation table: where it is written, the seed of
 # each run, and how batches are loaded and where they run (same batches, same recipe)
 _NOT_RECIPE = ("out", "seed", "workers", "device", "data")
+# recipe options added after cv.json began to record its config, off in a sweep whose config lacks them (so
+# --resume refuses to add runs with them on); the others a sweep from then lacks are not compared
+_ADDED_OFF = ("antialias",)
 
 
 class CVError(ConfigError):
@@ -74,8 +77,8 @@ def _earlier(out: Path, cfg: TrainConfig, folds: int, fs) -> tuple[list[dict], l
                       f"pass --folds {old.get('folds')}, or a new --out")
     mine = json.loads(json.dumps(_recipe(cfg.to_dict())))  # tuples as lists, as cv.json holds them
     theirs = old.get("config") or {k: old[k] for k in ("model", "width", "epochs", "train_every") if k in old}
-    if old.get("config"):  # an option added since the sweep started was at its default there (--antialias off)
-        theirs = {**json.loads(json.dumps(_recipe(TrainConfig().to_dict()))), **theirs}
+    if old.get("config"):  # a sweep from before these options ran without them
+        theirs = {**{k: getattr(TrainConfig(), k) for k in _ADDED_OFF}, **theirs}
     differ = [k for k in sorted(theirs) if k in mine and k not in _NOT_RECIPE and theirs[k] != mine[k]]
     if differ:
         said = ", ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} now" for k in differ)
