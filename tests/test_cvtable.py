@@ -1,6 +1,7 @@
 """echo-eval CV [CV ...] --table: cross-validations side by side, held-out patient by patient."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,14 +12,14 @@ def _build(*folders):
     return cvtable.build({f: cvtable.read_rows(f) for f in folders})
 
 
-def _cv(root, name, model, dice, videos=("P0", "P1", "P2"), frames=(2, 3, 5)):
+def _cv(root, name, model, dice, videos=("P0", "P1", "P2"), frames=(2, 3, 5), config=None):
     """A cross-validation folder as echo-train --folds leaves it: cv.json with one row per run and g."""
     folder = root / name
-    folder.mkdir()
+    folder.mkdir(parents=True)
     rows = [{"fold": f, "seed": s, "g": g, "dice": d, "frames": frames[f], "test_videos": videos[f]}
             for (f, s, g), d in sorted(dice.items())]
     folder.joinpath("cv.json").write_text(json.dumps({"model": model, "width": 16, "folds": len(videos),
-                                                      "config": {}, "rows": rows}))
+                                                      "config": config or {}, "rows": rows}))
     return folder
 
 
@@ -48,10 +49,13 @@ def test_rows_per_folder_and_granularity_with_patients_pooled_worst_and_paired(t
     assert m2["paired"]["runs"] == 4 and m2["worst"]["dice"] == pytest.approx(0.54)
     md = cvtable.markdown(tab)
     lines = md.splitlines()
-    assert lines[0].startswith("| recipe | P0 | P1 | P2 | pooled, seed by seed | mean of patients | worst patient |")
-    assert lines[2] == "| unet | .900 / .880 | .600 / .640 | .930 / .950 | 0.825 / 0.843 | 0.817 | 0.620 (P1) |"
+    assert lines[0] == ("| recipe | P0 | P1 | P2 | pooled, seed by seed | mean of patients | worst patient | "
+                        "lowest run |")
+    assert lines[2] == ("| unet | .900 / .880 | .600 / .640 | .930 / .950 | 0.825 / 0.843 | 0.817 | 0.620 (P1) | "
+                        "0.600 (P1, seed 1) |")
+    assert unet["lowest"] == {"fold": 1, "seed": 1, "dice": pytest.approx(0.60)}
     assert lines[4].startswith("| matae g=1/2 | .890 / .870 | .500 / .580 | - | 0.656 (2 folds) / 0.696 (2 folds) |")
-    assert "0.710 (2 of 3) | 0.540 (P1) |" in lines[4]
+    assert "0.710 (2 of 3) | 0.540 (P1) | 0.500 (P1, seed 1) |" in lines[4]
     assert "- matae g=1 - unet, run by run (same fold, same seed): mean +0.0250, min -0.0100, max +0.1000; " \
            "ahead in 5 of 6" in md
     csv_lines = cvtable.csv_text(tab).splitlines()
@@ -122,3 +126,62 @@ def test_folders_of_one_name_are_told_apart_by_their_paths(tmp_path):
     one = _cv(tmp_path / "a", "unet", "unet", UNET)
     two = _cv(tmp_path / "b", "unet", "unet", UNET)
     assert [r["label"] for r in _build(one, two)["rows"]] == [str(one), str(two)]
+
+
+def _reseeded(dice, offset):
+    return {(f, s + offset, g): d for (f, s, g), d in dice.items()}
+
+
+RECIPE = {"model": "unet", "width": 16, "lr": 0.0003, "out": "cv/a", "seed": 1}
+
+
+def test_sweeps_of_one_recipe_with_other_seeds_join_into_one_row(tmp_path):
+    a = _cv(tmp_path, "s12", "unet", UNET, config=RECIPE)
+    b = _cv(tmp_path, "s34", "unet", _reseeded(UNET, 2) | {(1, 3, 1.0): 0.30},  # seed 3 collapses on P1
+            config={**RECIPE, "out": "cv/b", "seed": 3})  # where it was written and the seed are not the recipe
+    joined = Path(f"{a}{cvtable.JOIN}{b}")  # each part a path, as the shell gives it: cv/s12+cv/s34
+    info, rows = cvtable.read_joined(joined)
+    assert info["seeds"] == [1, 2, 3, 4] and info["label"] == "s12+s34" and len(rows) == 12
+    tab = cvtable.build({joined: (info, rows), a: cvtable.read_joined(a)})
+    both, first = tab["rows"]
+    assert both["label"] == "s12+s34" and both["seeds"] == [1, 2, 3, 4]
+    assert both["folds"][1] == {1: 0.60, 2: 0.64, 3: 0.30, 4: 0.64}
+    assert both["worst"] == {"fold": 1, "dice": pytest.approx((0.60 + 0.64 + 0.30 + 0.64) / 4)}
+    assert both["lowest"] == {"fold": 1, "seed": 3, "dice": pytest.approx(0.30)}
+    assert first["paired"]["runs"] == 6 and first["paired"]["mean"] == pytest.approx(0)
+    # a folder that exists under a name with '+' is that folder, not a join
+    plus = _cv(tmp_path, "a+b", "unet", UNET)
+    assert cvtable.read_joined(plus)[0].get("label") is None
+
+
+def test_a_join_of_other_recipes_or_of_the_same_runs_is_refused_in_one_line(tmp_path):
+    a = _cv(tmp_path, "a", "unet", UNET, config=RECIPE)
+    lr = _cv(tmp_path, "lr", "unet", _reseeded(UNET, 2), config={**RECIPE, "lr": 0.001})
+    with pytest.raises(ValueError, match=r"a and .*lr were trained with other recipes \(lr 0.0003 in .*a, 0.001 in "
+                                         r".*lr\): join only sweeps of one recipe"):
+        cvtable.read_joined(f"{a}+{lr}")
+    again = _cv(tmp_path, "again", "unet", UNET, config=RECIPE)
+    with pytest.raises(ValueError, match=r"seed 1 of fold 0 \(g=1\) is in both .*a and .*again: join sweeps of other "
+                                         "seeds"):
+        cvtable.read_joined(f"{a}+{again}")
+    other = _cv(tmp_path, "other", "unet", _reseeded(UNET, 2), videos=("P0", "P2", "P1"), config=RECIPE)
+    with pytest.raises(ValueError, match="fold 1 holds out 'P1' in .*a and 'P2' in .*other"):
+        cvtable.read_joined(f"{a}+{other}")
+    with pytest.raises(ValueError, match="an empty folder name"):
+        cvtable.read_joined(f"{a}+")
+    with pytest.raises(ValueError, match="no cv.json"):
+        cvtable.read_joined(f"{a}+{tmp_path / 'missing'}")
+
+
+def test_cli_table_joins_sweeps_with_a_plus(tmp_path):
+    from typer.testing import CliRunner
+
+    from echoseg.train.cli import eval_app
+
+    a = _cv(tmp_path, "s12", "unet", UNET, config=RECIPE)
+    b = _cv(tmp_path, "s34", "unet", _reseeded(UNET, 2), config=RECIPE)
+    c = _cv(tmp_path, "lr", "unet", _reseeded(UNET, 2), config={**RECIPE, "lr": 0.001})
+    r = CliRunner().invoke(eval_app, [f"{a}+{b}", f"{a}+{c}", "--table"])
+    assert r.exit_code == 1  # the refused join fails the command; the good one is still tabulated
+    assert "| s12+s34 | .900 / .880 / .900 / .880 |" in r.output
+    assert "were trained with other recipes (lr 0.0003" in r.output

@@ -339,8 +339,9 @@ def evaluate(
                             "inference); recorded in metrics.json"),
     side_by_side: bool = typer.Option(False, "--table", help="Cross-validation folders (echo-train --folds) "
                                       "side by side: each held-out patient's Dice per seed, pooled, mean of "
-                                      "patients, worst patient, runs paired with the first folder's; with --out "
-                                      "also patients.md, patients.csv and patients.png"),
+                                      "patients, worst patient, lowest run, runs paired with the first folder's; "
+                                      "A+B joins sweeps of one recipe run with other seeds into one row; with "
+                                      "--out also patients.md, patients.csv and patients.png"),
 ) -> None:
     """Per-frame Dice, IoU, pixel accuracy (bootstrap 95% CI), ED/ES and granularity breakdowns."""
     from rich.table import Table
@@ -446,7 +447,7 @@ def _cv_table(folders: List[Path], out: Optional[Path]) -> None:
     read, failed = {}, 0
     for folder in folders:
         try:
-            read[folder] = cvtable.read_rows(folder)
+            read[folder] = cvtable.read_joined(folder)
         except (OSError, ValueError) as exc:
             _error_line(exc)
             failed += 1

@@ -63,6 +63,20 @@ def _recipe(cfg_dict: dict) -> dict:
     return {k: v for k, v in cfg_dict.items() if k not in _NOT_RECIPE}
 
 
+def sweep_recipe(info: dict) -> dict:
+    """The recipe a cv.json records (its config, or for the oldest sweeps the few keys they kept), with
+    the options added since counted as off where it lacks them."""
+    if not info.get("config"):
+        return {k: info[k] for k in ("model", "width", "epochs", "train_every") if k in info}
+    return {**{k: getattr(TrainConfig(), k) for k in _ADDED_OFF}, **info["config"]}
+
+
+def recipe_differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """(key, a's value, b's value) for each recipe key both record with different values (where a run
+    is written, its seed and how batches are loaded are not the recipe)."""
+    return [(k, a[k], b[k]) for k in sorted(a) if k in b and k not in _NOT_RECIPE and a[k] != b[k]]
+
+
 def _earlier(out: Path, cfg: TrainConfig, folds: int, fs) -> tuple[list[dict], list[int], list[int]]:
     """The scored rows of the cross-validation in ``out`` that ``cfg`` continues; refused if it is another."""
     if not (out / "cv.json").exists():  # cut off before its first run was scored: nothing to keep
@@ -76,12 +90,9 @@ def _earlier(out: Path, cfg: TrainConfig, folds: int, fs) -> tuple[list[dict], l
         raise CVError(f"--resume: {out} holds a {old.get('folds')}-fold cross-validation, not {folds}-fold; "
                       f"pass --folds {old.get('folds')}, or a new --out")
     mine = json.loads(json.dumps(_recipe(cfg.to_dict())))  # tuples as lists, as cv.json holds them
-    theirs = old.get("config") or {k: old[k] for k in ("model", "width", "epochs", "train_every") if k in old}
-    if old.get("config"):  # a sweep from before these options ran without them
-        theirs = {**{k: getattr(TrainConfig(), k) for k in _ADDED_OFF}, **theirs}
-    differ = [k for k in sorted(theirs) if k in mine and k not in _NOT_RECIPE and theirs[k] != mine[k]]
+    differ = recipe_differences(sweep_recipe(old), mine)
     if differ:
-        said = ", ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} now" for k in differ)
+        said = ", ".join(f"{k} {a!r} there, {b!r} now" for k, a, b in differ)
         raise CVError(f"--resume: {out} was trained with another recipe ({said}); use the same options, "
                       "or a new --out for the new recipe")
     for r in rows:  # the same data: each scored fold must hold out the same videos now

@@ -2,8 +2,10 @@
 
 ``echo-eval CV [CV ...] --table`` turns the cv.json of each ``echo-train --folds`` folder into one
 row per granularity: each held-out patient's Dice per seed, the Dice of each seed's runs with
-their frames pooled, the mean of patients, the worst patient, and the runs paired with the first
-row's (same fold, same seed). It writes the table as Markdown (the README's recipe tables are
+their frames pooled, the mean of patients, the worst patient, the lowest single run, and the runs
+paired with the first row's (same fold, same seed). Sweeps of one recipe run with other seeds join
+into one row with ``+`` (``cv/unet-s12+cv/unet-s34``): every seed of both, as if one sweep had
+trained them. It writes the table as Markdown (the README's recipe tables are
 made the same way), as CSV, and as a picture of every patient's Dice per row.
 """
 
@@ -44,6 +46,55 @@ def read_rows(folder: Path) -> tuple[dict, list[dict]]:
     return info, rows
 
 
+#: Joins the cross-validation folders of one recipe into one row: ``cv/unet-s12+cv/unet-s34``.
+JOIN = "+"
+
+
+def read_joined(spec: str | Path) -> tuple[dict, list[dict]]:
+    """:func:`read_rows` of one folder, or of several sweeps of one recipe joined with ``+`` (an
+    existing folder whose name holds a ``+`` is read as that folder): the runs of all of them as one
+    cross-validation. Refused in one line when they differ in recipe or --folds, hold out other
+    patients in a fold, or both hold a run (same fold, seed and granularity)."""
+    from .cv import recipe_differences, sweep_recipe
+
+    spec = Path(spec)
+    if spec.exists() or JOIN not in str(spec):
+        return read_rows(spec)
+    parts = [Path(p) for p in str(spec).split(JOIN)]
+    if any(not str(p) or p == Path(".") for p in parts):
+        raise ValueError(f"{spec}: an empty folder name in a {JOIN}-joined list; write A{JOIN}B")
+    read = [(p, *read_rows(p)) for p in parts]
+    first, info, rows = read[0]
+    rows = list(rows)
+    held = {(r["fold"], r["seed"], r["g"]): first for r in rows}
+    videos = {r["fold"]: (r["videos"], first) for r in rows}
+    for folder, other, more in read[1:]:
+        if other.get("folds") != info.get("folds"):
+            raise ValueError(f"{first} holds a {info.get('folds')}-fold cross-validation, {folder} a "
+                             f"{other.get('folds')}-fold one: join sweeps of one --folds")
+        differ = recipe_differences(sweep_recipe(info), sweep_recipe(other))
+        if differ:
+            said = ", ".join(f"{k} {a!r} in {first}, {b!r} in {folder}" for k, a, b in differ[:3])
+            said += f", and {len(differ) - 3} more" if len(differ) > 3 else ""
+            raise ValueError(f"{first} and {folder} were trained with other recipes ({said}): join only "
+                             "sweeps of one recipe; tabulate others side by side")
+        for r in more:
+            key = (r["fold"], r["seed"], r["g"])
+            if key in held:
+                raise ValueError(f"seed {r['seed']} of fold {r['fold']} (g={g_name(r['g'])}) is in both {held[key]} "
+                                 f"and {folder}: join sweeps of other seeds")
+            seen = videos.setdefault(r["fold"], (r["videos"], folder))
+            if seen[0] != r["videos"]:
+                raise ValueError(f"fold {r['fold']} holds out {seen[0]!r} in {seen[1]} and {r['videos']!r} in "
+                                 f"{folder}: join cross-validations of the same data and --folds")
+            held[key] = folder
+        rows += more
+    names = [p.name for p in parts]
+    label = JOIN.join(names) if len(set(names)) == len(names) else str(spec)
+    seeds = sorted({r["seed"] for r in rows})
+    return {**info, "seeds": seeds, "label": label}, rows
+
+
 def _row(label: str, folder: Path, info: dict, rows: list[dict], g: float) -> dict:
     runs = {(r["fold"], r["seed"]): r for r in rows if r["g"] == g}
     folds = sorted({f for f, _ in runs})
@@ -56,9 +107,11 @@ def _row(label: str, folder: Path, info: dict, rows: list[dict], g: float) -> di
         pooled[s] = {"dice": sum(r["dice"] * r["frames"] for r in mine) / sum(r["frames"] for r in mine),
                      "folds": len(mine)}
     worst = min(folds, key=means.get)
+    lowest = min(runs, key=lambda k: runs[k]["dice"])
     return {"label": label, "folder": str(folder), "model": info.get("model", "?"), "width": info.get("width"),
             "g": g, "seeds": seeds, "folds": per_fold, "fold_means": means, "pooled": pooled,
-            "patients_mean": float(np.mean(list(means.values()))), "worst": {"fold": worst, "dice": means[worst]}}
+            "patients_mean": float(np.mean(list(means.values()))), "worst": {"fold": worst, "dice": means[worst]},
+            "lowest": {"fold": lowest[0], "seed": lowest[1], "dice": runs[lowest]["dice"]}}
 
 
 def build(read: dict[Path, tuple[dict, list[dict]]]) -> dict:
@@ -68,7 +121,7 @@ def build(read: dict[Path, tuple[dict, list[dict]]]) -> dict:
     from .compare import paired_runs
 
     rows, videos = [], {}
-    names = [Path(f).name for f in read]
+    names = [info.get("label") or Path(f).name for f, (info, _) in read.items()]
     for folder, (info, scored) in read.items():
         for r in scored:
             seen = videos.setdefault(r["fold"], (r["videos"], folder))
@@ -76,7 +129,8 @@ def build(read: dict[Path, tuple[dict, list[dict]]]) -> dict:
                 raise ValueError(f"fold {r['fold']} holds out {seen[0]!r} in {seen[1]} and {r['videos']!r} in {folder}:"
                                  " tabulate cross-validations of the same data and --folds")
         gs = sorted({r["g"] for r in scored}, reverse=True)
-        name = Path(folder).name if names.count(Path(folder).name) == 1 else str(folder)
+        name = info.get("label") or Path(folder).name
+        name = name if names.count(name) == 1 else str(folder)
         for g in gs:
             rows.append(_row(f"{name} g={g_name(g)}" if len(gs) > 1 else name, folder, info, scored, g))
     folds = sorted(videos)
@@ -104,7 +158,8 @@ def _dice(x: float) -> str:
 
 def markdown(table: dict) -> str:
     folds, cols = table["folds"], table["columns"]
-    head = ["recipe", *(cols[f] for f in folds), "pooled, seed by seed", "mean of patients", "worst patient"]
+    head = ["recipe", *(cols[f] for f in folds), "pooled, seed by seed", "mean of patients", "worst patient",
+            "lowest run"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in table["rows"]:
         cells = [" / ".join(_dice(r["folds"][f][s]) if s in r["folds"][f] else "-" for s in r["seeds"])
@@ -113,12 +168,13 @@ def markdown(table: dict) -> str:
                             for p in r["pooled"].values())
         scored = len(r["fold_means"])
         mean = f"{r['patients_mean']:.3f}" + (f" ({scored} of {len(folds)})" if scored < len(folds) else "")
-        w = r["worst"]
-        lines.append("| " + " | ".join([r["label"], *cells, pooled, mean, f"{w['dice']:.3f} ({cols[w['fold']]})"])
-                     + " |")
+        w, low = r["worst"], r["lowest"]
+        lines.append("| " + " | ".join([r["label"], *cells, pooled, mean, f"{w['dice']:.3f} ({cols[w['fold']]})",
+                                        f"{low['dice']:.3f} ({cols[low['fold']]}, seed {low['seed']})"]) + " |")
     seeds = sorted({s for r in table["rows"] for s in r["seeds"]})
     notes = [f"Each cell: the held-out patient's Dice, one run per seed ({', '.join(map(str, seeds))}, in that "
-             "order); pooled: each seed's held-out frames together; worst patient: the lowest mean over seeds."]
+             "order); pooled: each seed's held-out frames together; worst patient: the lowest mean over seeds; "
+             "lowest run: the lowest single run's Dice."]
     for r in table["rows"][1:]:
         p = r["paired"]
         if p:
