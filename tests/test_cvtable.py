@@ -125,7 +125,11 @@ def test_folders_of_one_name_are_told_apart_by_their_paths(tmp_path):
     (tmp_path / "b").mkdir()
     one = _cv(tmp_path / "a", "unet", "unet", UNET)
     two = _cv(tmp_path / "b", "unet", "unet", UNET)
-    assert [r["label"] for r in _build(one, two)["rows"]] == [str(one), str(two)]
+    assert [r["label"] for r in _build(one, two)["rows"]] == ["a/unet", "b/unet"]
+    assert cvtable.short_names([one, two, one]) == [str(one), str(two), str(one)]  # one folder twice
+    (tmp_path / "c").mkdir()
+    three = _cv(tmp_path / "c", "unet", "unet", _reseeded(UNET, 2))
+    assert cvtable.read_joined(f"{one}+{three}")[0]["label"] == "a/unet+c/unet"
 
 
 def _reseeded(dice, offset):

@@ -46,6 +46,18 @@ def read_rows(folder: Path) -> tuple[dict, list[dict]]:
     return info, rows
 
 
+def short_names(paths: list[Path]) -> list[str]:
+    """Each path by as few of its last components as tell them all apart (``a/unet``, ``b/unet``);
+    a path given twice keeps its whole name."""
+    paths = [Path(p) for p in paths]
+    longest = max((len(p.parts) for p in paths), default=0)
+    for k in range(1, longest + 1):
+        names = ["/".join(p.parts[-k:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]
+
+
 #: Joins the cross-validation folders of one recipe into one row: ``cv/unet-s12+cv/unet-s34``.
 JOIN = "+"
 
@@ -89,8 +101,7 @@ def read_joined(spec: str | Path) -> tuple[dict, list[dict]]:
                                  f"{folder}: join cross-validations of the same data and --folds")
             held[key] = folder
         rows += more
-    names = [p.name for p in parts]
-    label = JOIN.join(names) if len(set(names)) == len(names) else str(spec)
+    label = JOIN.join(short_names(parts))
     seeds = sorted({r["seed"] for r in rows})
     return {**info, "seeds": seeds, "label": label}, rows
 
@@ -117,11 +128,13 @@ def _row(label: str, folder: Path, info: dict, rows: list[dict], g: float) -> di
 def build(read: dict[Path, tuple[dict, list[dict]]]) -> dict:
     """The table of cross-validations of the same data and --folds, ``{folder: read_rows(folder)}``:
     one row per folder and granularity, largest g first; paired differences against the first row.
-    Rows are named by folder (its whole path where two folders share a name)."""
+    Rows are named by folder (by as much of its path as tells it from another of the same name)."""
     from .compare import paired_runs
 
     rows, videos = [], {}
     names = [info.get("label") or Path(f).name for f, (info, _) in read.items()]
+    clash = [f for f, n in zip(read, names) if names.count(n) > 1]
+    told = dict(zip(clash, short_names(clash)))
     for folder, (info, scored) in read.items():
         for r in scored:
             seen = videos.setdefault(r["fold"], (r["videos"], folder))
@@ -129,8 +142,7 @@ def build(read: dict[Path, tuple[dict, list[dict]]]) -> dict:
                 raise ValueError(f"fold {r['fold']} holds out {seen[0]!r} in {seen[1]} and {r['videos']!r} in {folder}:"
                                  " tabulate cross-validations of the same data and --folds")
         gs = sorted({r["g"] for r in scored}, reverse=True)
-        name = info.get("label") or Path(folder).name
-        name = name if names.count(name) == 1 else str(folder)
+        name = told.get(folder) or info.get("label") or Path(folder).name
         for g in gs:
             rows.append(_row(f"{name} g={g_name(g)}" if len(gs) > 1 else name, folder, info, scored, g))
     folds = sorted(videos)
