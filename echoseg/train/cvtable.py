@@ -240,12 +240,17 @@ def plot(table: dict, path: Path) -> Path:
     folds, cols = table["folds"], table["columns"]
     x = np.arange(len(folds))
     rows = table["rows"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(folds) + 2.5), 4.0))
+    # the legend goes below the axes, so that however many rows there are it never hides a dip; past
+    # ten rows the colours come from a 20-colour cycle, so no two rows share one
+    legend_rows = len(rows) if len(rows) <= 4 else (len(rows) + 1) // 2
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(folds) + 2.5), 4.0 + 0.22 * legend_rows))
+    colours = plt.get_cmap("tab20" if len(rows) > 10 else "tab10").colors
     for i, r in enumerate(rows):
         shift = (i - (len(rows) - 1) / 2) * min(0.12, 0.6 / max(1, len(rows)))
         means = [r["fold_means"].get(f, np.nan) for f in folds]
-        line, = ax.plot(x + shift, means, "o-", lw=1, ms=5,
-                        label=f"{r['label']} (mean {r['patients_mean']:.3f}, worst {r['worst']['dice']:.3f})")
+        line, = ax.plot(x + shift, means, "o-", lw=1, ms=5, color=colours[i % len(colours)],
+                        label=f"{r['label']} (mean {r['patients_mean']:.3f}, worst {r['worst']['dice']:.3f}, "
+                              f"lowest run {r['lowest']['dice']:.3f})")
         for j, f in enumerate(folds):
             vals = list(r["folds"].get(f, {}).values())
             ax.plot([x[j] + shift] * len(vals), vals, ".", color=line.get_color(), ms=3, alpha=0.6)
@@ -253,7 +258,8 @@ def plot(table: dict, path: Path) -> Path:
     ax.set_xlabel("held-out patient")
     ax.set_ylabel("Dice (dots: seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.25), ncol=1 if len(rows) <= 4 else 2,
+              frameon=False)
     ax.set_title("cross-validation by held-out patient")
     _save_fig(fig, Path(path))
     return Path(path)
