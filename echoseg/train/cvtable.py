@@ -241,7 +241,7 @@ def plot(table: dict, path: Path) -> Path:
     x = np.arange(len(folds))
     rows = table["rows"]
     # the legend goes below the axes, so that however many rows there are it never hides a dip; past
-    # ten rows the colours come from a 20-colour cycle, so no two rows share one
+    # ten rows the colours come from a 20-colour cycle, so up to twenty rows no two share one
     legend_rows = len(rows) if len(rows) <= 4 else (len(rows) + 1) // 2
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(folds) + 2.5), 4.0 + 0.22 * legend_rows))
     colours = plt.get_cmap("tab20" if len(rows) > 10 else "tab10").colors
