@@ -58,6 +58,16 @@ def short_names(paths: list[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
+def _same_patients(videos: dict, rows: list[dict], folder, how: str) -> None:
+    """Record which patient each fold of ``rows`` holds out in ``videos`` ({fold: (videos, folder)});
+    refused in one line when a fold held out another one in an earlier folder."""
+    for r in rows:
+        seen = videos.setdefault(r["fold"], (r["videos"], folder))
+        if seen[0] != r["videos"]:
+            raise ValueError(f"fold {r['fold']} holds out {seen[0]!r} in {seen[1]} and {r['videos']!r} in {folder}: "
+                             f"{how} cross-validations of the same data and --folds")
+
+
 #: Joins the cross-validation folders of one recipe into one row: ``cv/unet-s12+cv/unet-s34``.
 JOIN = "+"
 
@@ -79,7 +89,8 @@ def read_joined(spec: str | Path) -> tuple[dict, list[dict]]:
     first, info, rows = read[0]
     rows = list(rows)
     held = {(r["fold"], r["seed"], r["g"]): first for r in rows}
-    videos = {r["fold"]: (r["videos"], first) for r in rows}
+    videos: dict = {}
+    _same_patients(videos, rows, first, "join")
     for folder, other, more in read[1:]:
         if other.get("folds") != info.get("folds"):
             raise ValueError(f"{first} holds a {info.get('folds')}-fold cross-validation, {folder} a "
@@ -90,15 +101,12 @@ def read_joined(spec: str | Path) -> tuple[dict, list[dict]]:
             said += f", and {len(differ) - 3} more" if len(differ) > 3 else ""
             raise ValueError(f"{first} and {folder} were trained with other recipes ({said}): join only "
                              "sweeps of one recipe; tabulate others side by side")
+        _same_patients(videos, more, folder, "join")
         for r in more:
             key = (r["fold"], r["seed"], r["g"])
             if key in held:
                 raise ValueError(f"seed {r['seed']} of fold {r['fold']} (g={g_name(r['g'])}) is in both {held[key]} "
                                  f"and {folder}: join sweeps of other seeds")
-            seen = videos.setdefault(r["fold"], (r["videos"], folder))
-            if seen[0] != r["videos"]:
-                raise ValueError(f"fold {r['fold']} holds out {seen[0]!r} in {seen[1]} and {r['videos']!r} in "
-                                 f"{folder}: join cross-validations of the same data and --folds")
             held[key] = folder
         rows += more
     label = JOIN.join(short_names(parts))
@@ -136,11 +144,7 @@ def build(read: dict[Path, tuple[dict, list[dict]]]) -> dict:
     clash = [f for f, n in zip(read, names) if names.count(n) > 1]
     told = dict(zip(clash, short_names(clash)))
     for folder, (info, scored) in read.items():
-        for r in scored:
-            seen = videos.setdefault(r["fold"], (r["videos"], folder))
-            if seen[0] != r["videos"]:
-                raise ValueError(f"fold {r['fold']} holds out {seen[0]!r} in {seen[1]} and {r['videos']!r} in {folder}:"
-                                 " tabulate cross-validations of the same data and --folds")
+        _same_patients(videos, scored, folder, "tabulate")
         gs = sorted({r["g"] for r in scored}, reverse=True)
         name = told.get(folder) or info.get("label") or Path(folder).name
         for g in gs:
