@@ -139,6 +139,7 @@ class TrainConfig(_Record):
     distill: float = 0.5  # matae-unet: share of a smaller granularity's loss taken from the full one's soft masks
     full_lr: float = 0.0  # matae-unet: peak rate of the weights only the full network uses; 0 = lr
     antialias: bool = False  # the network down-samples with max-blur pooling (ModelConfig.antialias)
+    shift_consistency: float = 0.0  # weight of the loss on masks that move other than with the frame; 0 = off
     bn_recal_frames: int = 256
     select: str = "last"  # last | smooth | best (echoseg.train.select)
     workers: int = -1  # DataLoader workers; -1 = echoseg.train.batches.default_workers
@@ -159,6 +160,8 @@ class TrainConfig(_Record):
         if self.full_lr and self.model != "matae-unet":
             raise ConfigError(f"--full-lr {self.full_lr:g}: only a matae-unet has weights that only its full "
                               "network uses; use --lr for a unet")
+        if self.shift_consistency < 0:
+            raise ConfigError(f"TrainConfig: shift_consistency must be >= 0 (0: off), got {self.shift_consistency}")
         if not 0 <= self.distill <= 1:
             raise ConfigError(f"TrainConfig: distill must be in [0, 1], got {self.distill}")
         if self.recon_weight < 0:

@@ -52,7 +52,7 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 _NOT_RECIPE = ("out", "seed", "workers", "device", "data")
 # recipe options added after cv.json began to record its config, off in a sweep whose config lacks them (so
 # --resume refuses to add runs with them on); the others a sweep from then lacks are not compared
-_ADDED_OFF = ("antialias",)
+_ADDED_OFF = ("antialias", "shift_consistency")
 
 
 class CVError(ConfigError):

@@ -122,6 +122,7 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
     import torch
 
     from echoseg.models import build_model
+    from echoseg.models.unet import LEVELS
 
     from . import dist
     from .batches import default_workers, make_loader
@@ -188,7 +189,9 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
     step_no = start_epoch * steps
     full_rate = FullOnlyRate(model, grans, cfg.full_lr / cfg.lr if cfg.full_lr else 1.0, device)
     step_loss = dist.wrap(StepLoss(model, grans, lambda lg, t: segmentation_loss(lg, t, cfg.dice_loss),
-                                   cfg.distill, reconstruction_loss), world, device)
+                                   cfg.distill, reconstruction_loss, cfg.shift_consistency), world, device)
+    period = 2 ** LEVELS  # max pooling's grid at the bottleneck: a shift of 1..period-1 changes its phase
+    shift_rng = torch.Generator().manual_seed(cfg.seed * 7919 + start_epoch)
     mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
     ends = EpochEnd(cfg, out, mcfg, spec, grans, train_set, val_set, device) if world.is_main else None
@@ -211,9 +214,12 @@ def train(cfg: TrainConfig, resume: bool = False, callbacks: Callbacks | None = 
                 y = batch["y"].to(device, non_blocking=True)
                 u = batch["u"]
                 u = (u.to(device, non_blocking=True) - mean) / std if u is not None and rw > 0 else None
+                shift = None
+                if cfg.shift_consistency > 0:  # one roll a step, the same on every rank
+                    shift = tuple(int(v) for v in torch.randint(1, period, (2,), generator=shift_rng))
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast("cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
-                    loss = step_loss(x, y, rw, u)
+                    loss = step_loss(x, y, rw, u, shift)
                 scaler.scale(loss).backward()
                 full_rate.before()
                 scaler.step(opt)

@@ -154,14 +154,48 @@ class FullOnlyRate:
         self._before = []
 
 
+#: shift_consistency compares pixels at least this far from the edges of both frames (the frame and
+#: the rolled one): padding changes a network's output near a frame's edge, and the roll's seam lies on
+#: the rolled frame's edge.
+CONSISTENCY_BAND = 8
+
+
+def _inner(n: int, d: int, band: int):
+    """Positions 0..n-1 at least ``band`` from the edges of a line and of that line rolled by ``d``."""
+    import torch
+
+    j = torch.arange(n)
+    k = (j + d) % n
+    return (j >= band) & (j < n - band) & (k >= band) & (k < n - band)
+
+
+def shift_consistency(model, x, logits, g: float, shift: tuple[int, int], band: int = CONSISTENCY_BAND):
+    """How far the network's soft mask moves other than with the frame: the mean squared difference
+    between the probabilities on ``x`` (``logits``) and on ``x`` rolled by ``shift`` = (dy, dx)
+    pixels, rolled back, over the pixels ``band`` or more from the edges of both frames. Both views
+    take its gradient."""
+    import torch
+
+    dy, dx = shift
+    other = model(torch.roll(x, (dy, dx), (2, 3)), g).float()
+    other = torch.roll(other, (-dy, -dx), (2, 3))
+    h, w = logits.shape[-2:]
+    keep = (_inner(h, dy, band)[:, None] & _inner(w, dx, band)[None, :]).to(logits.device)
+    diff = (torch.sigmoid(logits) - torch.sigmoid(other)).square()
+    return diff[..., keep].mean()
+
+
 def matryoshka_loss(model, x, y, granularities: Sequence[float], seg_loss, *, distill: float,
-                    recon_weight: float = 0.0, recon_loss=None, unlabelled=None):
+                    recon_weight: float = 0.0, recon_loss=None, unlabelled=None,
+                    consistency: float = 0.0, shift: tuple[int, int] | None = None):
     """The summed loss of one batch over every granularity, largest first.
 
     The full network learns from the labels; a smaller one from ``(1 - distill)`` x labels plus
     ``distill`` x the full network's (detached) soft masks, the in-place distillation of slimmable
     networks. With ``recon_weight`` > 0 the reconstruction MSE of every granularity is added,
-    on ``x`` and on the unlabelled frames ``unlabelled``.
+    on ``x`` and on the unlabelled frames ``unlabelled``. With ``consistency`` > 0 and a ``shift``,
+    every granularity also pays ``consistency`` x shift_consistency: its masks should move with
+    the frame, not with max pooling's grid.
     """
     import torch
     import torch.nn.functional as F
@@ -176,6 +210,8 @@ def matryoshka_loss(model, x, y, granularities: Sequence[float], seg_loss, *, di
         else:
             logits = model(x, g)
         logits = logits.float()
+        if consistency > 0 and shift is not None:
+            total = total + consistency * shift_consistency(model, x, logits, g, shift)
         if soft is None:
             total = total + seg_loss(logits, y)
             soft = torch.sigmoid(logits.detach()) if len(granularities) > 1 else None
