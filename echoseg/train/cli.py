@@ -68,7 +68,7 @@ def train(
     shift_consistency: float = typer.Option(0.0, "--shift-consistency", min=0.0, help="Weight of a loss on masks "
                                             "that change when the frame moves by 1-15 pixels (max pooling's grid): "
                                             "each step also runs every granularity on the batch rolled by one random "
-                                            "shift; 0 = off (experimental; about 1.7x the training time)"),
+                                            "shift; 0 = off (experimental; about 1.5x the time an epoch takes)"),
     granularities: Optional[List[float]] = typer.Option(None, "--granularity", help="matae-unet nested widths (default: "
                                                         "1/8, 1/4, 1/2, 1 where the first level keeps >= 4 channels)"),
     ema_decay: float = typer.Option(0.995, "--ema-decay", help="EMA of the weights (validated and saved); 0 = off"),
