@@ -113,15 +113,21 @@ def test_echo_train_records_it_and_a_sweep_without_it_is_another_recipe(tmp_path
     cv = json.loads((out / "cv.json").read_text())
     assert cv["config"]["shift_consistency"] == 0.5
     assert json.loads((out / "fold0-seed1" / "train_config.json").read_text())["shift_consistency"] == 0.5
-    r = runner.invoke(train_app, args + ["--fold", "1", "--resume"])
+    r = runner.invoke(train_app, args + ["--fold", "1", "--resume", "--shift-consistency", "0"])
     lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
     assert r.exit_code == 2 and len(lines) == 1, r.output
     assert "shift_consistency 0.5 there, 0.0 now" in lines[0]
-    # a sweep from before the option (no key) was trained without it
-    del cv["config"]["shift_consistency"]
-    (out / "cv.json").write_text(json.dumps(cv))
+    # not named again: the sweep goes on as it started
     r = runner.invoke(train_app, args + ["--fold", "1", "--resume"])
     assert r.exit_code == 0, r.output
+    assert json.loads((out / "fold1-seed1" / "train_config.json").read_text())["shift_consistency"] == 0.5
+    # a sweep from before the option (no key) was trained without it, and goes on without it
+    cv = json.loads((out / "cv.json").read_text())
+    del cv["config"]["shift_consistency"]
+    (out / "cv.json").write_text(json.dumps(cv))
+    r = runner.invoke(train_app, args + ["--fold", "2", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "fold2-seed1" / "train_config.json").read_text())["shift_consistency"] == 0.0
 
 
 def test_the_training_loop_uses_it(tmp_path):

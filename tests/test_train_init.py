@@ -239,7 +239,8 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert asked.distill == 0.5 and "distill" not in asked.said
     assert resolve(None, "matae-unet", 16).distill == 0.5  # no bundle start: half, as before
     assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_augment="heavy", earlier_distill=0.5,
-                   earlier_lr=1e-3, earlier_full_lr=0.0) == Resolved("pretrained", "", "heavy", 0.5, 1e-3, 0.0)
+                   earlier_lr=1e-3, earlier_full_lr=0.0, earlier_shift_consistency=0.0) == Resolved(
+        "pretrained", "", "heavy", 0.5, 1e-3, 0.0, 0.0)
     # the learning rate: a unet from the bundle is fine-tuned gently, unless asked or resumed otherwise
     assert (r.lr, named.lr) == (3e-4, 3e-4) and "learning rate 3e-4" in r.said
     assert "--lr 1e-3" in named.said and "\n" not in named.said
@@ -265,6 +266,19 @@ def test_auto_starts_from_the_bundle_where_it_fits(bundled_with_weights):
     assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_full_lr=1e-4).full_lr == 1e-4
     assert resolve(None, "matae-unet", 16).full_lr == 0.0 and resolve("none", "matae-unet", 8).full_lr == 0.0
     assert r.full_lr == 0.0 and "full" not in r.said.replace("full-width", "")
+    # the shift consistency loss: on (1) for a matae-unet from the bundle, said in its line, with the cost where
+    # the bundle is named; --shift-consistency 0 turns it off; a resumed run keeps what it had (0 for one started
+    # before the default); no bundle start, or a unet: off
+    assert m.shift_consistency == named_m.shift_consistency == 1.0
+    assert "masks that move with the frame (--shift-consistency 0 for off)" in m.said
+    assert "1.5x an epoch's time (--shift-consistency 0 for off)" in named_m.said and "\n" not in named_m.said
+    quiet = resolve(None, "matae-unet", 8, tuple(src.granularities), shift_consistency=0.0)
+    assert quiet.shift_consistency == 0.0 and "shift" not in quiet.said and "full network's own" in quiet.said
+    assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_shift_consistency=0.0).shift_consistency == 0
+    assert resolve(None, "matae-unet", 8, earlier="pretrained", earlier_shift_consistency=2.0).shift_consistency == 2
+    assert resolve(None, "matae-unet", 16).shift_consistency == 0.0
+    assert resolve("none", "matae-unet", 8).shift_consistency == 0.0
+    assert r.shift_consistency == 0.0 and "shift" not in r.said and "shift" not in named.said
 
 
 def test_auto_without_bundled_weights_trains_from_random_weights_and_says_why(monkeypatch, tmp_path):
@@ -327,15 +341,19 @@ def test_matae_from_the_bundle_trains_undistilled_with_valve_dropout_and_resumes
     assert r.exit_code == 0, r.output
     said = " ".join(r.output.split())  # the console wraps long lines
     assert "--distill 0" in said and "heavy augmentation, as it was trained, with valve-plane dropout" in said
-    r = CliRunner().invoke(train_app, base + ["--epochs", "1", "--distill", "0.5", "--out", str(half)])
+    assert "masks that move with the frame (--shift-consistency 0 for off)" in said
+    r = CliRunner().invoke(train_app, base + ["--epochs", "1", "--distill", "0.5", "--shift-consistency", "0",
+                                              "--out", str(half)])
     assert r.exit_code == 0, r.output
-    for out, share in ((auto, 0.0), (half, 0.5)):
+    assert "shift-consistency" not in " ".join(r.output.split())
+    for out, share, moves in ((auto, 0.0, 1.0), (half, 0.5, 0.0)):
         cfg = json.loads((out / "train_config.json").read_text())
-        assert (cfg["distill"], cfg["augment_strength"]) == (share, "heavy-valve")
+        assert (cfg["distill"], cfg["augment_strength"], cfg["shift_consistency"]) == (share, "heavy-valve", moves)
         r = CliRunner().invoke(train_app, base + ["--epochs", "2", "--resume", "--out", str(out)])
         assert r.exit_code == 0, r.output
         cfg = json.loads((out / "train_config.json").read_text())
-        assert (cfg["distill"], cfg["augment_strength"]) == (share, "heavy-valve")  # as it started
+        assert (cfg["distill"], cfg["augment_strength"], cfg["shift_consistency"]) == \
+            (share, "heavy-valve", moves)  # as it started
         assert load_checkpoint(out / "last.pt").epoch == 2
 
 

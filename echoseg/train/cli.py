@@ -65,10 +65,13 @@ def train(
     antialias: bool = typer.Option(False, "--antialias", help="Down-sample with max-blur pooling (anti-aliased: "
                                    "the masks move with the frame instead of jumping between pooling grids); no "
                                    "weights of its own, so --init weights load"),
-    shift_consistency: float = typer.Option(0.0, "--shift-consistency", min=0.0, help="Weight of a loss on masks "
-                                            "that change when the frame moves by 1-15 pixels (max pooling's grid): "
-                                            "each step also runs every granularity on the batch rolled by one random "
-                                            "shift; 0 = off (experimental; about 1.5x the time an epoch takes)"),
+    shift_consistency: Optional[float] = typer.Option(None, "--shift-consistency", min=0.0, help="Weight of a loss "
+                                                      "on masks that change when the frame moves by 1-15 pixels (max "
+                                                      "pooling's grid): each step also runs every granularity on the "
+                                                      "batch rolled by one random shift; 0 = off. Default: 1 for a "
+                                                      "matae-unet that starts from the bundled model (on nine real "
+                                                      "patients it lifted the half-width network's worst patient, see "
+                                                      "README), 0 otherwise; about 1.5x the time an epoch takes"),
     granularities: Optional[List[float]] = typer.Option(None, "--granularity", help="matae-unet nested widths (default: "
                                                         "1/8, 1/4, 1/2, 1 where the first level keeps >= 4 channels)"),
     ema_decay: float = typer.Option(0.995, "--ema-decay", help="EMA of the weights (validated and saved); 0 = off"),
@@ -146,7 +149,7 @@ def train(
                           out=str(out or Path("runs") / model),
                           max_train_frames=max_train_frames, ema_decay=ema_decay, warmup_epochs=warmup_epochs,
                           select=select, workers=workers, train_every=train_every, full_lr=full_lr or 0.0,
-                          antialias=antialias, shift_consistency=shift_consistency)
+                          antialias=antialias, shift_consistency=shift_consistency or 0.0)
         gs = cfg.granularities or DEFAULT_GRANULARITIES
         if model == "matae-unet" and any(abs(width * g - round(width * g)) > 1e-9 for g in gs):
             raise ConfigError(f"matae-unet width {width} does not nest at granularities {list(gs)}; "
@@ -158,9 +161,11 @@ def train(
                         None if earlier is None else earlier.get("augment_strength", "light"),
                         distill, None if earlier is None else earlier.get("distill"),
                         lr, None if earlier is None else earlier.get("lr"),
-                        full_lr, None if earlier is None else float(earlier.get("full_lr") or 0.0))
+                        full_lr, None if earlier is None else float(earlier.get("full_lr") or 0.0),
+                        shift_consistency,
+                        None if earlier is None else float(earlier.get("shift_consistency") or 0.0))
         cfg = replace(cfg, augment_strength=start.augment_strength, distill=start.distill, lr=start.lr,
-                      full_lr=start.full_lr)
+                      full_lr=start.full_lr, shift_consistency=start.shift_consistency)
         if start.init:  # weights that do not fit this model: said before any data is read
             from .loop import model_config
 

@@ -75,6 +75,7 @@ DISTILL = TrainConfig.distill  # --distill for a run that does not start from th
 LR = TrainConfig.lr  # --lr for a run that does not start from the bundled model
 FINE_TUNE_LR = 3e-4  # --lr for a unet that starts from it: gentler, so the start's shape knowledge is kept
 FULL_LR = 3e-4  # --full-lr for a matae-unet that starts from it: the full network's own weights, gentler
+SHIFT_CONSISTENCY = 1.0  # --shift-consistency for a matae-unet that starts from it: masks that move with the frame
 
 
 @dataclass(frozen=True)
@@ -85,21 +86,24 @@ class Resolved:
     distill: float = DISTILL
     lr: float = LR
     full_lr: float = 0.0  # 0: the full network's own weights train at lr like the rest
+    shift_consistency: float = 0.0  # 0: off
 
 
 def resolve(init: str | None, model: str, width: int, granularities: tuple[float, ...] = (),
             earlier: str | None = None, augment: str | None = None, earlier_augment: str | None = None,
             distill: float | None = None, earlier_distill: float | None = None,
             lr: float | None = None, earlier_lr: float | None = None,
-            full_lr: float | None = None, earlier_full_lr: float | None = None) -> Resolved:
-    """What ``--init``, ``--augment-strength``, ``--distill``, ``--lr`` and ``--full-lr`` (None: not
-    given) mean for this run. ``earlier*`` are what a resumed run or sweep was started with: it goes
+            full_lr: float | None = None, earlier_full_lr: float | None = None,
+            shift_consistency: float | None = None, earlier_shift_consistency: float | None = None) -> Resolved:
+    """What ``--init``, ``--augment-strength``, ``--distill``, ``--lr``, ``--full-lr`` and
+    ``--shift-consistency`` (None: not given) mean for this run. ``earlier*`` are what a resumed run or sweep was started with: it goes
     on as it started, whatever the defaults say now. Otherwise a run that starts from the bundled
     model is fine-tuned: heavy augmentation, as the bundle was trained; a unet at learning rate 3e-4
     instead of 1e-3; a matae-unet at 1e-3 for its shared channels (3e-4 for all cost its smaller
     networks), with valve-plane dropout on top of heavy (``heavy-valve``), smaller networks that
-    learn from the labels alone (distillation 0) and the weights only its full network uses at 3e-4
-    (``--full-lr``). Each was chosen by leave-one-patient-out on real echo, on the worst patient as
+    learn from the labels alone (distillation 0), the weights only its full network uses at 3e-4
+    (``--full-lr``) and a loss on masks that do not move with the frame (``--shift-consistency 1``:
+    its half-width network's worst patient). Each was chosen by leave-one-patient-out on real echo, on the worst patient as
     well as the mean (``--full-lr``: the full network's; it cost the half-width network's worst
     patient); the figures are in the README ("On real echo").
     Any other run trains with light augmentation, 1e-3 for every weight and, for a matae-unet, half
@@ -122,6 +126,7 @@ def resolve(init: str | None, model: str, width: int, granularities: tuple[float
     unet = bundle and model == "unet"  # matae-unet: measured on four folds only, where its smaller networks lost
     rate, gentle = _pick(lr, earlier_lr, FINE_TUNE_LR if unet else LR, unet)
     full, own = _pick(full_lr, earlier_full_lr, FULL_LR if matae else 0.0, matae)
+    moves, steady = _pick(shift_consistency, earlier_shift_consistency, SHIFT_CONSISTENCY if matae else 0.0, matae)
     valve, other = (", with valve-plane dropout", "heavy without it, ") if matae else ("", "")
     parts = [(", heavy augmentation, as it was trained" + valve,
               f"heavy augmentation, as the bundled model was trained{valve} (--augment-strength {other}light for "
@@ -132,13 +137,15 @@ def resolve(init: str | None, model: str, width: int, granularities: tuple[float
               "smaller networks from the labels alone (--distill 0.5 to distil)", undistilled),
              (f", the full network's own weights at {_rate(FULL_LR)} (--full-lr 0 for --lr)",
               f"the weights only the full network uses at {_rate(FULL_LR)} (--full-lr 0: at --lr like the rest)",
-              own)]
+              own),
+             (", masks that move with the frame (--shift-consistency 0 for off)",
+              "masks that move with the frame, at 1.5x an epoch's time (--shift-consistency 0 for off)", steady)]
     said = start.said
     if said and start.init:  # auto chose the bundle
         said += "".join(auto for auto, _, on in parts if on) + "; --init none for random weights"
     elif any(on for *_, on in parts):
         said = f"--init {start.init}: " + "; ".join(named for _, named, on in parts if on)
-    return Resolved(start.init, said, strength, share, rate, full)
+    return Resolved(start.init, said, strength, share, rate, full, moves)
 
 
 def _rate(lr: float) -> str:
