@@ -106,8 +106,8 @@ def resolve(init: str | None, model: str, width: int, granularities: tuple[float
     its half-width network's worst patient). Each was chosen by leave-one-patient-out on real echo, on the worst patient as
     well as the mean (``--full-lr``: the full network's; it cost the half-width network's worst
     patient); the figures are in the README ("On real echo").
-    Any other run trains with light augmentation, 1e-3 for every weight and, for a matae-unet, half
-    distillation."""
+    Any other run trains with light augmentation, 1e-3 for every weight, without the shift-consistency
+    loss and, for a matae-unet, half distillation."""
     from echoseg import pretrained
 
     if named_source(init) is not None:
