@@ -96,16 +96,17 @@ def resolve(init: str | None, model: str, width: int, granularities: tuple[float
             full_lr: float | None = None, earlier_full_lr: float | None = None,
             shift_consistency: float | None = None, earlier_shift_consistency: float | None = None) -> Resolved:
     """What ``--init``, ``--augment-strength``, ``--distill``, ``--lr``, ``--full-lr`` and
-    ``--shift-consistency`` (None: not given) mean for this run. ``earlier*`` are what a resumed run or sweep was started with: it goes
-    on as it started, whatever the defaults say now. Otherwise a run that starts from the bundled
-    model is fine-tuned: heavy augmentation, as the bundle was trained; a unet at learning rate 3e-4
-    instead of 1e-3; a matae-unet at 1e-3 for its shared channels (3e-4 for all cost its smaller
-    networks), with valve-plane dropout on top of heavy (``heavy-valve``), smaller networks that
-    learn from the labels alone (distillation 0), the weights only its full network uses at 3e-4
-    (``--full-lr``) and a loss on masks that do not move with the frame (``--shift-consistency 1``:
-    its half-width network's worst patient). Each was chosen by leave-one-patient-out on real echo, on the worst patient as
-    well as the mean (``--full-lr``: the full network's; it cost the half-width network's worst
-    patient); the figures are in the README ("On real echo").
+    ``--shift-consistency`` (None: not given) mean for this run. ``earlier*`` are what a resumed run
+    or sweep was started with: it goes on as it started, whatever the defaults say now. Otherwise a
+    run that starts from the bundled model is fine-tuned: heavy augmentation, as the bundle was
+    trained; a unet at learning rate 3e-4 instead of 1e-3; a matae-unet at 1e-3 for its shared
+    channels (3e-4 for all cost its smaller networks), with valve-plane dropout on top of heavy
+    (``heavy-valve``), smaller networks that learn from the labels alone (distillation 0), the
+    weights only its full network uses at 3e-4 (``--full-lr``) and a loss on masks that do not move
+    with the frame (``--shift-consistency 1``). Each was chosen by leave-one-patient-out on real
+    echo, on the worst patient as well as the mean (``--full-lr``: the full network's; it cost the
+    half-width network's worst patient, which ``--shift-consistency`` lifted); the figures are in
+    the README ("On real echo").
     Any other run trains with light augmentation, 1e-3 for every weight, without the shift-consistency
     loss and, for a matae-unet, half distillation."""
     from echoseg import pretrained
