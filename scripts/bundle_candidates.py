@@ -57,6 +57,9 @@ CANDIDATES = {
     "v1-500-e2-valve": dict(style="echo", videos=500, epochs=2, augment="heavy-valve"),
     # echo3: echo with atria that can dwarf the LV
     "v3-500-e2": dict(style="echo3", videos=500, epochs=2, augment="heavy"),
+    # echo3 trained longer, and with the loss on masks that move with the frame (echo-train --shift-consistency)
+    "v3-500-e4": dict(style="echo3", videos=500, epochs=4, augment="heavy"),
+    "v3-500-e2-sc": dict(style="echo3", videos=500, epochs=2, augment="heavy", shift_consistency=1.0),
 }
 DEFAULT = ("v1-500-e2", "v2-500-e2", "v2-500-e4", "mix-500-e2")
 MIX = ("echo", "echo2")
@@ -80,7 +83,8 @@ def run_job(spec: dict) -> dict:
     t0 = time.perf_counter()
     cfg = TrainConfig(data=spec["data"], model="matae-unet", width=spec["width"], epochs=spec["epochs"],
                       recon_weight=0.1, augment_strength=spec["augment"], seed=spec["seed"], out=str(run),
-                      device=spec["device"], workers=spec["loader_workers"])  # the bundle's recipe: reconstruction on
+                      device=spec["device"], workers=spec["loader_workers"],
+                      shift_consistency=spec.get("shift_consistency", 0.0))  # the bundle's recipe: reconstruction on
     train(cfg)
     train_s = time.perf_counter() - t0
     frames = []
@@ -236,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             specs.append(dict(candidate=name, seed=seed, data=datasets[(c["style"], 6 if args.tiny else c["videos"],
                                                                          seed)],
                               run=str(work / "runs" / f"{name}-s{seed}"), width=width,
-                              epochs=1 if args.tiny else c["epochs"], augment=c["augment"], device=args.device,
+                              epochs=1 if args.tiny else c["epochs"], augment=c["augment"],
+                              shift_consistency=c.get("shift_consistency", 0.0), device=args.device,
                               real=str(Path(args.real).resolve()), loader_workers=args.loader_workers,
                               threads=args.threads))
     results: list[dict] = []

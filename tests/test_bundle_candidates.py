@@ -85,3 +85,18 @@ def test_every_candidate_names_a_style_and_an_augmentation_that_exist(bc):
         assert c["style"] in (*STYLES, "mix") and c["style"] != "classic", name
         assert c["augment"] in STRENGTHS and c["videos"] > 0 and c["epochs"] > 0, name
     assert set(bc.DEFAULT) <= set(bc.CANDIDATES) and set(bc.MIX) <= set(STYLES)
+
+
+def test_run_job_trains_with_the_candidates_shift_consistency(bc, tmp_path, monkeypatch):
+    import echoseg.train.loop as loop
+
+    seen = []
+    monkeypatch.setattr(loop, "train", lambda cfg: (seen.append(cfg), Path(cfg.out).mkdir()))
+    monkeypatch.setattr(bc, "score", lambda frames: {"frames": len(frames)})
+    c = bc.CANDIDATES["v3-500-e2-sc"]
+    for spec_extra, want in (({"shift_consistency": c["shift_consistency"]}, 1.0), ({}, 0.0)):
+        spec = dict(candidate="v3-500-e2-sc", seed=13, data=str(tmp_path / "d"), run=str(tmp_path / "run"), width=8,
+                    epochs=1, augment=c["augment"], device="cpu", real=str(tmp_path / "no-real"), loader_workers=0,
+                    **spec_extra)
+        r = bc.run_job(spec)
+        assert seen[-1].shift_consistency == want and seen[-1].recon_weight == 0.1 and r["frames"] == 0
