@@ -33,14 +33,16 @@ def test_score_per_patient_groups_worst_and_phase_thirds(bc):
                                    "dice_large": 0.9, "dice_small": 0.7}
     old = s["groups"]["old"]
     assert old["frames"] == 6 and old["dice"] == pytest.approx(0.65) and old["worst_patient"] == 0.5
-    assert old["patient_mean"] == pytest.approx(0.65)
+    assert old["patient_mean"] == pytest.approx(0.65) and old["patient_mean_trimmed"] == 0.8  # PB, the worst, left out
+    assert s["groups"]["unseen"]["patient_mean_trimmed"] == 0.8  # one patient: nothing to leave out
     assert s["groups"]["unseen"]["dice_large"] == 1.0 and s["groups"]["unseen"]["dice_small"] == 0.6
 
 
 def test_summary_chooses_on_old_patients_only(bc, tmp_path):
-    def result(cand, seed, old, unseen):
+    def result(cand, seed, old, unseen, trimmed=None):
         return {"candidate": cand, "seed": seed, "checkpoint": str(tmp_path / "missing.pt"),
                 "groups": {"old": {"frames": 1, "dice": old, "dice_g0.5": old, "patient_mean": old,
+                                   "patient_mean_trimmed": old if trimmed is None else trimmed,
                                    "worst_patient": old, "dice_large": old, "dice_small": old},
                            "unseen": {"frames": 1, "dice": unseen, "dice_g0.5": unseen, "patient_mean": unseen,
                                       "worst_patient": unseen, "dice_large": unseen, "dice_small": unseen}},
@@ -51,6 +53,25 @@ def test_summary_chooses_on_old_patients_only(bc, tmp_path):
     assert s["chosen"] == "v2-500-e2" and s["chosen_seed"] == 13  # the unseen scores never enter
     assert s["table"]["v2-500-e2"]["old_dice_spread"] == pytest.approx(0.01)
     assert (tmp_path / "summary.json").is_file() and (tmp_path / "summary.csv").read_text().count("ALL-old") == 4
+    assert s["rule_vs_unseen_r"] == pytest.approx(-0.845, abs=1e-3) and s["rule"].startswith("old-trimmed")
+
+
+def test_the_trimmed_rule_is_not_swayed_by_one_patient(bc, tmp_path):
+    def result(cand, seed, pooled, trimmed, unseen):
+        g = {"frames": 1, "dice": pooled, "dice_g0.5": pooled, "patient_mean": pooled, "patient_mean_trimmed": trimmed,
+             "worst_patient": 0.4, "dice_large": pooled, "dice_small": pooled}
+        return {"candidate": cand, "seed": seed, "checkpoint": str(tmp_path / "missing.pt"),
+                "groups": {"old": g, "unseen": dict(g, dice=unseen)}, "patients": {}}
+
+    # A finds one hard patient's LV in one seed (pooled Dice up), B is better on the rest in both seeds
+    results = [result("v1-500-e2", 13, 0.86, 0.87, 0.80), result("v1-500-e2", 14, 0.83, 0.87, 0.81),
+               result("v3-500-e2", 13, 0.84, 0.89, 0.84), result("v3-500-e2", 14, 0.84, 0.88, 0.85)]
+    say = lambda m: None  # noqa: E731
+    s = bc.write_summary(tmp_path, results, [], ["v1-500-e2", "v3-500-e2"], [13, 14], 1.0, say, rule="old")
+    assert s["chosen"] == "v1-500-e2" and s["chosen_seed"] == 13
+    s = bc.write_summary(tmp_path, results, [], ["v1-500-e2", "v3-500-e2"], [13, 14], 1.0, say, rule="old-trimmed")
+    assert s["chosen"] == "v3-500-e2" and s["chosen_seed"] == 13 and s["rule_vs_unseen_r"] == pytest.approx(0.804, abs=1e-3)
+    assert bc._pearson([(1, 2), (2, 4)]) is None and bc._pearson([(1, 2), (1, 3), (1, 4)]) is None
 
 
 def test_link_union_keeps_videos_apart(bc, tmp_path):
