@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", default=",".join(DEFAULT), help=f"comma-separated, of: {', '.join(CANDIDATES)}")
     ap.add_argument("--seeds", default="13,14")
     ap.add_argument("--rule", choices=sorted(RULES), default="old-trimmed",
-                    help="what chooses, mean over seeds: old-trimmed (from 2026-12-07) the old patients' mean Dice without "
-                         "each run's worst patient; old (the rule before) their frame-pooled Dice")
+                    help="what chooses, mean over seeds: old-trimmed (from 2026-12-07) the old patients' mean Dice "
+                         "without each run's worst patient; old (the rule before) their frame-pooled Dice")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--jobs", type=int, default=0, help="trainings at once (0: all)")
@@ -429,8 +429,8 @@ def write_summary(out: Path, results: list[dict], failures: list[str], names: li
     summary = {"elapsed_s": round(elapsed_s, 1), "candidates": {n: CANDIDATES[n] for n in names}, "seeds": seeds,
                "rule": f"{rule}, chosen: the highest mean over seeds of {meaning} (train+val splits); its seed "
                        "highest by the same figure gives chosen.pt; unseen (test) patients never enter",
-               "rule_vs_unseen_r": _pearson([(r["groups"]["old"].get(rule_key), r["groups"].get("unseen", {}).get("dice"))
-                                             for r in results]),
+               "rule_vs_unseen_r": _pearson([(r["groups"]["old"].get(rule_key),
+                                              r["groups"].get("unseen", {}).get("dice")) for r in results]),
                "table": table, "chosen": chosen, "runs": results, "failures": failures}
     if chosen:
         rs = sorted(per[chosen], key=lambda r: -(r["groups"]["old"].get(rule_key) or -1))
@@ -445,13 +445,12 @@ def write_summary(out: Path, results: list[dict], failures: list[str], names: li
 
 
 def _pearson(pairs: list[tuple]) -> float | None:
-    xy = [(float(x), float(y)) for x, y in pairs if x is not None and y is not None]
-    if len(xy) < 3:
+    import numpy as np
+
+    xy = np.array([(x, y) for x, y in pairs if x is not None and y is not None], dtype=float).reshape(-1, 2)
+    if len(xy) < 3 or xy[:, 0].std() == 0 or xy[:, 1].std() == 0:
         return None
-    mx, my = sum(x for x, _ in xy) / len(xy), sum(y for _, y in xy) / len(xy)
-    sxy = sum((x - mx) * (y - my) for x, y in xy)
-    sxx, syy = sum((x - mx) ** 2 for x, _ in xy), sum((y - my) ** 2 for _, y in xy)
-    return round(sxy / (sxx * syy) ** 0.5, 3) if sxx > 0 and syy > 0 else None
+    return round(float(np.corrcoef(xy[:, 0], xy[:, 1])[0, 1]), 3)
 
 
 def _copy_weights(src: Path, dest: Path, say) -> None:

@@ -67,9 +67,10 @@ def test_the_trimmed_rule_is_not_swayed_by_one_patient(bc, tmp_path):
     results = [result("v1-500-e2", 13, 0.86, 0.87, 0.80), result("v1-500-e2", 14, 0.83, 0.87, 0.81),
                result("v3-500-e2", 13, 0.84, 0.89, 0.84), result("v3-500-e2", 14, 0.84, 0.88, 0.85)]
     say = lambda m: None  # noqa: E731
-    s = bc.write_summary(tmp_path, results, [], ["v1-500-e2", "v3-500-e2"], [13, 14], 1.0, say, rule="old")
+    names = ["v1-500-e2", "v3-500-e2"]
+    s = bc.write_summary(tmp_path, results, [], names, [13, 14], 1.0, say, rule="old")
     assert s["chosen"] == "v1-500-e2" and s["chosen_seed"] == 13
-    s = bc.write_summary(tmp_path, results, [], ["v1-500-e2", "v3-500-e2"], [13, 14], 1.0, say, rule="old-trimmed")
+    s = bc.write_summary(tmp_path, results, [], names, [13, 14], 1.0, say, rule="old-trimmed")
     assert s["chosen"] == "v3-500-e2" and s["chosen_seed"] == 13 and s["rule_vs_unseen_r"] == pytest.approx(0.804, abs=1e-3)
     assert bc._pearson([(1, 2), (2, 4)]) is None and bc._pearson([(1, 2), (1, 3), (1, 4)]) is None
 
