@@ -347,6 +347,18 @@ def run_parallel(specs: list[dict], jobs: int, deadline: float, done, say) -> No
     pool.shutdown(wait=True)
 
 
+def finetune_recipe(from_weights: bool, width: int) -> dict:
+    """TrainConfig fields for one arm of the fine-tuning comparison, as echo-train sets them: the
+    init arm trains as a matae-unet started from the bundle does (its augmentation, distillation,
+    rates and shift-consistency loss, the same defaults ``--init pretrained`` gets), the scratch
+    arm as one from random weights (``--init none``)."""
+    from echoseg.train.init import resolve
+
+    r = resolve("pretrained" if from_weights else "none", "matae-unet", width)
+    return dict(augment_strength=r.augment_strength, distill=r.distill, lr=r.lr, full_lr=r.full_lr,
+                shift_consistency=r.shift_consistency)
+
+
 def run_finetune(spec: dict) -> dict:
     """One leave-one-patient-out fold of matae-unet on the real frames, from scratch or from weights."""
     from echoseg.config import TrainConfig
@@ -356,7 +368,8 @@ def run_finetune(spec: dict) -> dict:
     if run.exists():
         shutil.rmtree(run)
     cfg = TrainConfig(data=spec["data"], model="matae-unet", width=spec["width"], epochs=spec["epochs"], seed=1,
-                      out=str(run), device=spec["device"], workers=spec["loader_workers"], init=spec["init"])
+                      out=str(run), device=spec["device"], workers=spec["loader_workers"], init=spec["init"],
+                      **finetune_recipe(bool(spec["init"]), spec["width"]))
     run_cv(cfg, spec["folds"], [1], [spec["fold"]])
     rows = _read_csv(run / f"fold{spec['fold']}-seed1" / "eval-test" / "frames.csv")
     from echoseg.data.folds import video_of

@@ -122,3 +122,31 @@ def test_run_job_trains_with_the_candidates_shift_consistency(bc, tmp_path, monk
                     **spec_extra)
         r = bc.run_job(spec)
         assert seen[-1].shift_consistency == want and seen[-1].recon_weight == 0.1 and r["frames"] == 0
+
+
+def test_run_finetune_trains_each_arm_as_echo_train_would(bc, tmp_path, monkeypatch):
+    """The init arm gets the recipe echo-train gives a matae-unet started from the bundle, the scratch
+    arm the one from random weights; both read the fold's held-out frames back."""
+    import echoseg.train.cv as cv
+    from echoseg.train.init import FULL_LR, SHIFT_CONSISTENCY
+
+    seen = []
+
+    def fake_cv(cfg, folds, seeds, only):
+        seen.append(cfg)
+        ev = Path(cfg.out) / f"fold{only[0]}-seed1" / "eval-test"
+        ev.mkdir(parents=True)
+        (ev / "frames.csv").write_text("name,dice,dice_g0.5\nPA_0001,0.8,0.7\nPA_0002,0.6,0.5\n")
+
+    monkeypatch.setattr(cv, "run_cv", fake_cv)
+    base = dict(kind="finetune", fold=2, folds=9, data=str(tmp_path / "real"), width=8, epochs=1, device="cpu",
+                loader_workers=0)
+    init = bc.run_finetune(dict(base, arm="init", init=str(tmp_path / "chosen.pt"), run=str(tmp_path / "i")))
+    scratch = bc.run_finetune(dict(base, arm="scratch", init="", run=str(tmp_path / "s")))
+    tuned, fresh = seen
+    assert (tuned.augment_strength, tuned.distill, tuned.full_lr, tuned.shift_consistency) == (
+        "heavy-valve", 0.0, FULL_LR, SHIFT_CONSISTENCY)
+    assert tuned.init == str(tmp_path / "chosen.pt")
+    assert (fresh.augment_strength, fresh.full_lr, fresh.shift_consistency, fresh.init) == ("light", 0.0, 0.0, "")
+    assert fresh.distill > 0
+    assert init["dice"] == scratch["dice"] == 0.7 and init["patient"] == "PA" and init["frames"] == 2
