@@ -60,6 +60,8 @@ CANDIDATES = {
     # echo3 trained longer, and with the loss on masks that move with the frame (echo-train --shift-consistency)
     "v3-500-e4": dict(style="echo3", videos=500, epochs=4, augment="heavy"),
     "v3-500-e2-sc": dict(style="echo3", videos=500, epochs=2, augment="heavy", shift_consistency=1.0),
+    # echo3 with valve-plane dropout (on echo it lifted the unseen three's worst patient, two seeds)
+    "v3-500-e2-valve": dict(style="echo3", videos=500, epochs=2, augment="heavy-valve"),
 }
 DEFAULT = ("v1-500-e2", "v2-500-e2", "v2-500-e4", "mix-500-e2")
 MIX = ("echo", "echo2")
