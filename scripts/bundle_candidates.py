@@ -62,6 +62,7 @@ CANDIDATES = {
     "v3-500-e2-sc": dict(style="echo3", videos=500, epochs=2, augment="heavy", shift_consistency=1.0),
     # echo3 with valve-plane dropout (on echo it lifted the unseen three's worst patient, two seeds)
     "v3-500-e2-valve": dict(style="echo3", videos=500, epochs=2, augment="heavy-valve"),
+    "v3-500-e2-valve-sc": dict(style="echo3", videos=500, epochs=2, augment="heavy-valve", shift_consistency=1.0),
 }
 DEFAULT = ("v1-500-e2", "v2-500-e2", "v2-500-e4", "mix-500-e2")
 MIX = ("echo", "echo2")
