@@ -9,15 +9,18 @@ choice is made on ("old"), its ``test`` split the patients only reported ("unsee
 Dice at g = 1 and g = 1/2, and on each patient's largest and smallest thirds of true LV areas
 (near ED and near ES: the frame layout has no ED/ES labels).
 
-The candidate chosen is the one with the highest old-patient Dice (g = 1, mean over frames, mean
-over seeds); of its seeds, the one with the higher old-patient Dice gives ``chosen.pt``. Unseen
+The candidate chosen is the one highest by ``--rule`` on the old patients, mean over seeds
+(default old-trimmed: their mean Dice at g = 1 without each run's worst patient; old: their Dice,
+frames pooled); of its seeds, the one highest by the same figure gives ``chosen.pt``. Unseen
 patients never enter the choice. Writes to OUT only small files: summary.json (every number),
 summary.csv (one row per candidate, seed and patient), chosen.pt, chosen-other-seed.pt and
 run.log; summary.json is rewritten as each job ends, so a run cut short still leaves what it did.
+scripts/bundle_rounds.py pools the summaries of several rounds (more seeds than one round runs).
 
 With ``--finetune-epochs N``, if time is left: leave-one-patient-out over all real frames
-(matae-unet, seed 1), from scratch and from chosen.pt (``echo-train --init``), per patient in
-summary.json's "finetune" (no weights of these runs leave the work folder: they saw real data).
+(matae-unet, seed 1), from scratch and from chosen.pt (``echo-train --init``), each arm with the
+defaults echo-train gives it (``finetune_recipe``), per patient in summary.json's "finetune" (no
+weights of these runs leave the work folder: they saw real data).
 
     PYTHONPATH=$PWD python3 scripts/bundle_candidates.py --real .real --out "$OUT"
     # dry run on a CPU: tiny data, one epoch, width 8
