@@ -36,7 +36,7 @@ def load(dirs: list[Path]) -> tuple[list[dict], list[str]]:
     for d in dirs:
         path = d / "summary.json"
         if not d.is_dir():
-            notes.append(f"{d}: no such folder; skipped")
+            notes.append(f"{d}: {'not a folder' if d.exists() else 'no such folder'}; skipped")
             continue
         try:
             found = json.loads(path.read_text())["runs"]

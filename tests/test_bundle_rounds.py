@@ -76,9 +76,10 @@ def test_a_seed_in_two_rounds_counts_once_and_bad_folders_are_said(br, tmp_path)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "summary.json").write_text("{not json")
-    runs, notes = br.load([r1, tmp_path / "missing", broken, r2])
+    (tmp_path / "log.out").write_text("")
+    runs, notes = br.load([r1, tmp_path / "missing", broken, tmp_path / "log.out", r2])
     assert len(runs) == 1 and runs[0]["groups"]["old"]["dice"] == 0.9 and runs[0]["round"] == str(r2)
-    assert any("missing: no such folder" in n for n in notes)
+    assert any("missing: no such folder" in n for n in notes) and any("log.out: not a folder" in n for n in notes)
     assert any("broken" in n and "not a bundle_candidates summary" in n for n in notes)
     assert any(f"in {r1} and {r2}; {r2} kept" in n for n in notes)
 
