@@ -143,7 +143,8 @@ def markdown(pooled: dict) -> str:
             return f"{g['dice']:.3f} ({g['sd']:.3f})"
         nine = row.get("nine")
         nine_cell = f"{nine['dice']:.3f}, {nine['worst_patient']:.3f}" if nine else "-"
-        lines.append(f"| {name} | {_seeds(row['seeds'])} | {row['rule_figure']:.3f} | {cell('old')} | "
+        rule_cell = "-" if row["rule_figure"] is None else f"{row['rule_figure']:.3f}"
+        lines.append(f"| {name} | {_seeds(row['seeds'])} | {rule_cell} | {cell('old')} | "
                      f"{cell('unseen')} | {cell('unseen', True)} | {nine_cell} |")
     if pooled["paired"]:
         lines += ["", f"| minus {base}, paired by seed | seeds | old six | unseen | all nine |", "|---|---|---|---|---|"]
@@ -175,10 +176,12 @@ def plot(runs: list[dict], rule: str, r: float | None, dest: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: rounds.png skipped (pip install matplotlib)"
+    points = {name: [p for p in ((figure(x, rule), group_dice(x, "unseen")) for x in runs if x["candidate"] == name)
+                     if None not in p] for name in sorted({x["candidate"] for x in runs})}
+    if not any(points.values()):
+        return "no run has both an old-patient figure and unseen patients: rounds.png skipped"
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for name in sorted({x["candidate"] for x in runs}):
-        pts = [(figure(x, rule), group_dice(x, "unseen")) for x in runs if x["candidate"] == name]
-        pts = [p for p in pts if None not in p]
+    for name, pts in points.items():
         if pts:
             ax.scatter(*zip(*pts), label=name, alpha=0.8)
     ax.set_xlabel(f"old patients: rule figure ({rule})")

@@ -105,3 +105,13 @@ def test_main_writes_the_tables_and_the_plot(br, tmp_path, capsys):
     assert br.main([str(r1), "--out", str(out), "--base", "zz"]) == 2
     assert "--base zz ran in none of these rounds" in capsys.readouterr().err
     assert br.main([str(tmp_path / "nothing"), "--out", str(out)]) == 1
+
+
+def test_a_round_without_old_patients_still_tabulates(br, tmp_path, capsys):
+    run = _run("a", 1, [0.5], [0.7])
+    run["patients"] = {k: v for k, v in run["patients"].items() if v["split"] == "test"}
+    run["groups"].pop("old")
+    r1 = _round(tmp_path / "r1", [run])
+    assert br.main([str(r1), "--out", str(tmp_path / "o")]) == 0
+    assert "| a | 1 | - | - | 0.700 (0.000) |" in (tmp_path / "o" / "pooled.md").read_text()
+    assert "rounds.png skipped" in capsys.readouterr().err and not (tmp_path / "o" / "rounds.png").exists()
