@@ -154,7 +154,7 @@ def score(frames: list[dict]) -> dict:
         groups[group] = {"frames": len(rows), "dice": _mean([float(r["dice"]) for r in rows]),
                          "dice_g0.5": _mean([float(r["dice_g0.5"]) for r in rows if r.get("dice_g0.5")]),
                          "patient_mean": _mean([p["dice"] for p in pats]), "worst_patient": ranked[0],
-                         "patient_mean_trimmed": _mean(ranked[1:] or ranked),
+                         "patient_mean_trimmed": trimmed_mean(ranked),
                          "dice_large": _mean([p["dice_large"] for p in pats]),
                          "dice_small": _mean([p["dice_small"] for p in pats])}
     return {"groups": groups, "patients": patients}
@@ -162,6 +162,12 @@ def score(frames: list[dict]) -> dict:
 
 def _mean(xs: list[float]) -> float | None:
     return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def trimmed_mean(dices: list[float]) -> float | None:
+    """The mean without the lowest (rule old-trimmed's figure); all of one patient's."""
+    ranked = sorted(dices)
+    return _mean(ranked[1:] or ranked)
 
 
 # --------------------------------------------------------------------------------- the driver

@@ -23,8 +23,11 @@ import statistics as st
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # the candidate script, and echoseg without an install
 import bundle_candidates as bc  # noqa: E402
+
+from echoseg.atomic import atomic_path, write_json, write_text  # noqa: E402
 
 GROUPS = ("old", "unseen", "nine")
 
@@ -63,8 +66,7 @@ def _patients(run: dict, group: str) -> list[float]:
 def figure(run: dict, rule: str) -> float | None:
     """The rule's figure for one run, on the old patients (as bundle_candidates.score gives it)."""
     if rule == "old-trimmed":
-        ranked = sorted(_patients(run, "old"))
-        return bc._mean(ranked[1:] or ranked)
+        return bc.trimmed_mean(_patients(run, "old"))
     return run["groups"].get("old", {}).get(bc.RULES[rule][0])
 
 
@@ -112,16 +114,20 @@ def paired(runs: list[dict], base: str) -> dict:
     return out
 
 
+def points(runs: list[dict], rule: str) -> list[tuple]:
+    """(run, the rule's figure, unseen Dice) per run: what r is taken over and what rounds.png draws."""
+    return [(r, figure(r, rule), group_dice(r, "unseen")) for r in runs]
+
+
 def rule_r(runs: list[dict]) -> dict:
     """Pearson r of each rule's figure against the unseen Dice: over all runs, and within each round
     (a round's choice is made among its own runs; rounds on other seeds or machines shift both)."""
     out = {}
     for rule in bc.RULES:
-        pairs = [(figure(r, rule), group_dice(r, "unseen")) for r in runs]
-        rounds = sorted({r["round"] for r in runs})
-        out[rule] = {"all_runs": bc._pearson(pairs), "runs": len(pairs),
-                     "per_round": {d: bc._pearson([(figure(r, rule), group_dice(r, "unseen"))
-                                                   for r in runs if r["round"] == d]) for d in rounds}}
+        pts = points(runs, rule)
+        out[rule] = {"all_runs": bc._pearson([(x, y) for _, x, y in pts]), "runs": len(pts),
+                     "per_round": {d: bc._pearson([(x, y) for r, x, y in pts if r["round"] == d])
+                                   for d in sorted({r["round"] for r in runs})}}
     return out
 
 
@@ -176,24 +182,24 @@ def plot(runs: list[dict], rule: str, r: float | None, dest: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: rounds.png skipped (pip install matplotlib)"
-    points = {name: [p for p in ((figure(x, rule), group_dice(x, "unseen")) for x in runs if x["candidate"] == name)
-                     if None not in p] for name in sorted({x["candidate"] for x in runs})}
-    if not any(points.values()):
+    by: dict[str, list[tuple]] = {}
+    for run, x, y in points(runs, rule):
+        if x is not None and y is not None:
+            by.setdefault(run["candidate"], []).append((x, y))
+    if not by:
         return "no run has both an old-patient figure and unseen patients: rounds.png skipped"
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for name, pts in points.items():
-        if pts:
-            ax.scatter(*zip(*pts), label=name, alpha=0.8)
+    for name, xy in sorted(by.items()):
+        ax.scatter(*zip(*xy), label=name, alpha=0.8)
     ax.set_xlabel(f"old patients: rule figure ({rule})")
     ax.set_ylabel("unseen patients: Dice (g = 1)")
     ax.set_title(f"a point per run; r over all runs = {r}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = dest.with_name(f".{dest.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(dest)
     return ""
 
 
@@ -219,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     pooled = {"rule": args.rule, "base": base, "rounds": [str(d) for d in args.rounds], "skipped": notes,
               "candidates": per_candidate(runs, args.rule), "paired": paired(runs, base), "rule_r": rr}
     args.out.mkdir(parents=True, exist_ok=True)
-    bc._write_json(args.out / "pooled.json", pooled)
+    write_json(args.out / "pooled.json", pooled)
     md = markdown(pooled)
-    (args.out / "pooled.md").write_text(md)
+    write_text(args.out / "pooled.md", md)
     print(md, end="")
     why = plot(runs, args.rule, rr[args.rule]["all_runs"], args.out / "rounds.png")
     if why:
