@@ -66,6 +66,8 @@ CANDIDATES = {
     # echo3 with valve-plane dropout (on echo it lifted the unseen three's worst patient, two seeds)
     "v3-500-e2-valve": dict(style="echo3", videos=500, epochs=2, augment="heavy-valve"),
     "v3-500-e2-valve-sc": dict(style="echo3", videos=500, epochs=2, augment="heavy-valve", shift_consistency=1.0),
+    # echo4: echo3 with a hazy LV's haze over its apical part only (the echo3 models ended the LV where it did)
+    "v4-500-e2": dict(style="echo4", videos=500, epochs=2, augment="heavy"),
 }
 DEFAULT = ("v1-500-e2", "v2-500-e2", "v2-500-e4", "mix-500-e2")
 MIX = ("echo", "echo2")

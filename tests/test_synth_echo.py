@@ -275,3 +275,50 @@ def test_echo3_draws_a_right_atrium_larger_than_the_lv_where_version_1_never_doe
     a, b = (make_video(7, frames=8, style="echo3") for _ in range(2))
     assert np.array_equal(a.frames, b.frames) and np.array_equal(a.masks, b.masks)
     assert not np.array_equal(a.frames, make_video(7, frames=8, style="echo").frames)
+
+
+# --- the echo4 style (generator version 4: version 3 with the haze over the apical LV only) --------
+
+
+def test_echo4_is_echo3_but_for_the_haze_of_a_hazy_lv():
+    """Same heart, scene, speckle and masks as echo3 at the same seed; only hazy LVs differ."""
+    from echoseg.data.synth_echo import random_echo_heart
+
+    hazy = clear = 0
+    for seed in range(12):
+        a, b = make_video(seed, frames=6, style="echo3"), make_video(seed, frames=6, style="echo4")
+        assert np.array_equal(a.masks, b.masks) and (a.ef, a.ed_frames, a.es_frames) == (b.ef, b.ed_frames, b.es_frames)
+        _, scene = random_echo_heart(np.random.default_rng([seed, 0xEC40]), None, 3)
+        if scene["lv_haze_db"] is None:
+            assert np.array_equal(a.frames, b.frames)
+            clear += 1
+        elif scene["lv_haze_db"] > scene["blood_db"] + 1:  # haze brighter than the blood: it shows
+            assert not np.array_equal(a.frames, b.frames)
+            hazy += 1
+    assert hazy >= 3 and clear >= 3
+
+
+def test_echo4_leaves_the_basal_lv_blood_darker_than_the_apical_haze_where_echo3_does_not():
+    """The failure it aims at: a model that ends the LV where its haze ends (mid-cavity)."""
+    from echoseg.data.synth_echo import _anatomy, _scene_v4, random_echo_heart
+
+    def base_minus_apex(version: int, seed: int) -> float:
+        rng = np.random.default_rng([seed, 0xEC40])
+        heart, scene = random_echo_heart(rng, None, 3)
+        scene["lv_haze_db"] = -30.0  # a hazy LV in every scene
+        blobs = {"papillary": [], "trabeculae": [], "haze": np.zeros((176, 176), np.float32)}
+        if version == 4:
+            scene.update(_scene_v4(np.random.default_rng([seed, 0xEC44])))
+        tissue = np.full((176, 176), -40.0, np.float32)
+        db, mask = _anatomy(heart, scene, 0.0, 0.0, tissue, np.zeros_like(tissue), blobs)
+        lv = db[32:-32, 32:-32][mask]  # the canvas has a 32 px margin round the image
+        rows = np.nonzero(mask)[0]  # the LV stands upright in these poses: apex at the top
+        top, length = rows.min(), rows.max() - rows.min()
+        apex, base = lv[rows < top + 0.3 * length], lv[rows > top + 0.75 * length]
+        return float(np.median(base) - np.median(apex))
+
+    v3 = [base_minus_apex(3, s) for s in range(30)]
+    v4 = [base_minus_apex(4, s) for s in range(30)]
+    assert max(abs(d) for d in v3) < 1.0  # echo3: one haze level from apex to valve
+    assert sum(d < -10 for d in v4) >= 10  # echo4: black basal blood below the haze in many scenes
+    assert all(d <= 1.0 for d in v4)  # never hazier at the base than at the apex
