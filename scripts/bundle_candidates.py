@@ -46,6 +46,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # echoseg from this repository without an install
+from echoseg.atomic import write_json  # noqa: E402  (standard library only)
 
 # name -> generator style, videos, epochs, augmentation (the shipped model: v1-500-e2). Style "mix":
 # the echo and echo2 datasets of the same seed and size together (twice the frames, no new rendering).
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             ft.append(r)
             say(f"finetune {r['arm']} fold {r['fold']} ({r['patient']}): Dice {r['dice']} g=1/2 {r['dice_g0.5']}")
             summary["finetune"] = summarize_finetune(ft)
-            _write_json(out / "summary.json", summary)
+            write_json(out / "summary.json", summary)
 
         say(f"fine-tuning: {folds} folds x (scratch, init) at {ft_specs[0]['epochs']} epochs")
         run_parallel(ft_specs, args.jobs, deadline, ft_done, say)
@@ -413,12 +416,6 @@ def summarize_finetune(rows: list[dict]) -> dict:
     return out
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def link_union(dest: Path, parts: list[Path]) -> None:
     """A frame-folder dataset of links to the files of ``parts``, each part's names prefixed by a
     letter (the parts share video names), so each video stays one video of one split."""
@@ -466,7 +463,7 @@ def write_summary(out: Path, results: list[dict], failures: list[str], names: li
         summary["chosen_seed"] = rs[0]["seed"]
         for r, name in zip(rs, ("chosen.pt", "chosen-other-seed.pt")):
             _copy_weights(Path(r["checkpoint"]), out / name, say)
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     tmp = out / ".summary.csv.tmp"
     tmp.write_text(_csv(results))
     os.replace(tmp, out / "summary.csv")
