@@ -191,7 +191,7 @@ def _scene_v4(rng: np.random.Generator) -> dict:
     so "grey inside" names the LV and a grey-to-black step names the valve plane. Real apical views
     often have the haze (near-field clutter, slow flow) only towards the apex, with black blood in
     the basal half: on two of the dev patients (0X148F, 0X18BA) the ``echo3`` models drew the LV
-    down to where the haze ends and stopped mid-cavity. Here the haze reaches from the apex down a
+    only as far down as the haze reached and stopped mid-cavity. Here the haze reaches from the apex down a
     random share of the long axis (fading over 0.4 of it) and varies smoothly over the cavity, as
     version 2 draws it; the video is hazy or not as version 1 decided. Drawn from a generator of
     its own (see make_echo_video), so every other draw of the video is version 3's.
