@@ -5,7 +5,8 @@ For each candidate in the rounds given (``bundle_candidates`` output folders: th
 each run's checkpoint), every run's probabilities on REAL's train, val and test frames at g = 1
 (cached as uint8 in OUT/probs, so a second call with more k is quick), then ensembles of k of that
 candidate's seeds: the probabilities averaged and cut at 0.5, scored as ``bundle_candidates`` scores a
-run (per patient; old = train + val, unseen = test; all nine). k = 1 is the runs themselves, which
+run (per patient; old = train + val, unseen = test; all nine), raw or (``--clean-masks``) after
+echo-run's clean-up. k = 1 is the runs themselves, which
 checks the scoring against the rounds' own figures. Every combination of seeds when there are at
 most ``--max-combos``, else that many drawn at random (seeded). What falls with k is the seed-to-seed
 part of the error; what stays is the recipe's own (its bias on a patient).
@@ -73,12 +74,16 @@ def probabilities(checkpoint: Path, images: np.ndarray, cache: Path) -> np.ndarr
     return p
 
 
-def ensemble_run(candidate: str, seeds: tuple, probs: list[np.ndarray], frames: dict) -> dict:
-    """One ensemble scored as bundle_candidates scores a run: probabilities averaged, cut at 0.5."""
+def ensemble_run(candidate: str, seeds: tuple, probs: list[np.ndarray], frames: dict, clean: bool = False) -> dict:
+    """One ensemble scored as bundle_candidates scores a run: probabilities averaged, cut at 0.5;
+    ``clean``: each mask after echo-run's clean-up (the LV's blob, holes filled) first."""
+    from echoseg.runtime.postprocess import clean_mask
     from echoseg.train.metrics import per_frame
 
-    mean = np.mean([p.astype(np.float32) for p in probs], axis=0)
-    dice = per_frame(mean >= 127.5, frames["masks"])["dice"]
+    masks = np.mean([p.astype(np.float32) for p in probs], axis=0) >= 127.5
+    if clean:
+        masks = np.stack([clean_mask(m) for m in masks])
+    dice = per_frame(masks, frames["masks"])["dice"]
     area = frames["masks"].sum(axis=(1, 2))
     rows = [{"name": n, "split": s, "dice": float(d), "area_true_px": int(a)}
             for n, s, d, a in zip(frames["names"], frames["splits"], dice, area)]
@@ -127,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", default="1,2,3,5", help="ensemble sizes, comma-separated (default 1,2,3,5)")
     ap.add_argument("--max-combos", type=int, default=60, help="at most this many ensembles per candidate and k")
     ap.add_argument("--candidates", default="", help="only these candidates (comma-separated; default all)")
+    ap.add_argument("--clean-masks", action="store_true", help="score the masks after echo-run's clean-up "
+                    "(the LV's blob, holes filled), as echo-eval --clean-masks does")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     try:
@@ -167,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {len(seeds)} seeds, no ensemble of {k}", file=sys.stderr)
                 continue
             for group in combos(seeds, k, args.max_combos):
-                ensembles.append(ensemble_run(name, group, [probs[(name, s)] for s in group], frames))
+                ensembles.append(ensemble_run(name, group, [probs[(name, s)] for s in group], frames,
+                                              args.clean_masks))
     table = summarize(ensembles)
     write_json(args.out / "ensembles.json", {"rounds": [str(d) for d in args.rounds], "k": ks,
-                                             "table": table, "ensembles": ensembles})
+                                             "clean_masks": args.clean_masks, "table": table,
+                                             "ensembles": ensembles})
     text = markdown(table)
     write_text(args.out / "ensembles.md", text)
     print(text)

@@ -56,6 +56,16 @@ def test_an_ensemble_averages_probabilities_and_scores_per_patient_by_hand(be):
     assert both["groups"]["unseen"]["worst_patient"] == 1.0 and split["groups"]["old"]["frames"] == 2
 
 
+def test_clean_masks_keep_the_upper_right_blob_as_echo_run_does(be):
+    """A second blob lower left (the right heart, as a model marks it) costs Dice raw, not after clean-up."""
+    f = _frames()
+    p = np.where(f["masks"], 255, 0).astype(np.uint8)
+    p[:, 7, 0:2] = 255  # 2 px below and left of the square, not touching it
+    raw, clean = (be.ensemble_run("c", (1,), [p], f, clean=c) for c in (False, True))
+    assert raw["patients"]["A"]["dice"] == pytest.approx(2 * 16 / (18 + 16), abs=1e-4)
+    assert clean["patients"]["A"]["dice"] == 1.0 and clean["patients"]["B"]["dice"] == 1.0
+
+
 def test_combinations_are_all_or_a_seeded_draw(be):
     assert be.combos([3, 1, 2], 2, 10) == [(1, 2), (1, 3), (2, 3)]
     drawn = be.combos(list(range(10)), 3, 7)
@@ -118,6 +128,16 @@ def test_main_scores_runs_as_the_eval_does_and_ensembles_them(be, matae_ckpt, tm
     # the same run twice: the ensemble is that run
     assert out["ensembles"][2]["patients"] == singles[0]["patients"]
     assert (tmp_path / "o" / "probs" / "c-s1.npy").is_file() and "| c x2 | 1 |" in (tmp_path / "o" / "ensembles.md").read_text()
+    # --clean-masks: from the cached probabilities, as echo-eval --clean-masks scores the checkpoint
+    assert be.main([str(tmp_path / "r"), "--real", str(real), "--out", str(tmp_path / "o"), "--k", "1",
+                    "--clean-masks"]) == 0
+    out = json.loads((tmp_path / "o" / "ensembles.json").read_text())
+    assert out["clean_masks"] is True
+    r = evaluate(matae_ckpt, real, "test", tmp_path / "evc", "cpu", clean=True)
+    rows = list(csv.DictReader(open(Path(r["out"]) / "frames.csv", newline="")))
+    for pid in ("P4", "P5"):
+        want = np.mean([float(x["dice"]) for x in rows if x["name"].startswith(pid + "_")])
+        assert out["ensembles"][0]["patients"][pid]["dice"] == pytest.approx(want, abs=2e-4)
 
 
 def test_main_errors_in_one_line(be, tmp_path, capsys):
