@@ -48,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # echoseg from this repository without an install
-from echoseg.atomic import write_json  # noqa: E402  (standard library only)
+from echoseg.atomic import write_json, write_text  # noqa: E402  (standard library only)
 
 # name -> generator style, videos, epochs, augmentation (the shipped model: v1-500-e2). Style "mix":
 # the echo and echo2 datasets of the same seed and size together (twice the frames, no new rendering).
@@ -464,9 +464,7 @@ def write_summary(out: Path, results: list[dict], failures: list[str], names: li
         for r, name in zip(rs, ("chosen.pt", "chosen-other-seed.pt")):
             _copy_weights(Path(r["checkpoint"]), out / name, say)
     write_json(out / "summary.json", summary)
-    tmp = out / ".summary.csv.tmp"
-    tmp.write_text(_csv(results))
-    os.replace(tmp, out / "summary.csv")
+    write_text(out / "summary.csv", _csv(results))
     return summary
 
 

@@ -109,14 +109,9 @@ def markdown(table: dict) -> str:
              "patient: mean, lowest | all nine (sd) | all nine's worst patient: mean, lowest |",
              "|---|---|---|---|---|---|---|"]
     for name, row in table.items():
-        def cell(group: str, worst: bool = False) -> str:
-            g = row.get(group)
-            if not g:
-                return "-"
-            return (f"{g['worst_patient']:.3f}, {g['lowest_worst_patient']:.3f}" if worst
-                    else f"{g['dice']:.3f} ({g['sd']:.3f})")
-        lines.append(f"| {name} | {row['ensembles']} | {cell('old')} | {cell('unseen')} | {cell('unseen', True)} | "
-                     f"{cell('nine')} | {cell('nine', True)} |")
+        cells = [br.cell(row, g, worst) for g, worst in (("old", False), ("unseen", False), ("unseen", True),
+                                                          ("nine", False), ("nine", True))]
+        lines.append(f"| {name} | {row['ensembles']} | " + " | ".join(cells) + " |")
     pids = sorted({p for row in table.values() for p in row["per_patient"]})
     lines += ["", "| candidate x seeds | " + " | ".join(p[:6] for p in pids) + " |", "|---|" + "---|" * len(pids)]
     for name, row in table.items():

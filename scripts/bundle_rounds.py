@@ -135,23 +135,26 @@ def _avg(xs: list) -> float | None:
     return bc._mean([x for x in xs if x is not None])
 
 
+def cell(row: dict, group: str, worst: bool = False) -> str:
+    """A per_candidate row's group as a table cell: "mean (sd)", or its worst patient "mean, lowest"."""
+    g = row.get(group)
+    if not g:
+        return "-"
+    if worst:
+        return f"{g['worst_patient']:.3f}, {g['lowest_worst_patient']:.3f}"
+    return f"{g['dice']:.3f} ({g['sd']:.3f})"
+
+
 def markdown(pooled: dict) -> str:
     rule, base = pooled["rule"], pooled["base"]
     lines = [f"| candidate | seeds | rule ({rule}) | old six (sd) | unseen (sd) | unseen worst patient: mean, "
              "lowest | all nine: mean, worst patient |", "|---|---|---|---|---|---|---|"]
     for name, row in pooled["candidates"].items():
-        def cell(group: str, worst: bool = False) -> str:
-            g = row.get(group)
-            if not g:
-                return "-"
-            if worst:
-                return f"{g['worst_patient']:.3f}, {g['lowest_worst_patient']:.3f}"
-            return f"{g['dice']:.3f} ({g['sd']:.3f})"
         nine = row.get("nine")
         nine_cell = f"{nine['dice']:.3f}, {nine['worst_patient']:.3f}" if nine else "-"
         rule_cell = "-" if row["rule_figure"] is None else f"{row['rule_figure']:.3f}"
-        lines.append(f"| {name} | {_seeds(row['seeds'])} | {rule_cell} | {cell('old')} | "
-                     f"{cell('unseen')} | {cell('unseen', True)} | {nine_cell} |")
+        lines.append(f"| {name} | {_seeds(row['seeds'])} | {rule_cell} | {cell(row, 'old')} | "
+                     f"{cell(row, 'unseen')} | {cell(row, 'unseen', True)} | {nine_cell} |")
     if pooled["paired"]:
         lines += ["", f"| minus {base}, paired by seed | seeds | old six | unseen | all nine |", "|---|---|---|---|---|"]
         for name, row in pooled["paired"].items():

@@ -41,6 +41,21 @@ def _cpu_unless_marked_gpu(request, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def load_script():
+    """Import a file of scripts/ as a module, fresh on each call (scripts/ is not a package; each
+    script puts what it imports itself on sys.path)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """12 synthetic videos x 40 frames in the EchoNet-Dynamic layout."""
     from echoseg.data.synthetic import write_dataset

@@ -3,20 +3,13 @@ measurement, dry-run by hand with --tiny)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bundle_candidates.py"
-
-
 @pytest.fixture(scope="module")
-def bc():
-    spec = importlib.util.spec_from_file_location("bundle_candidates", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bc(load_script):
+    return load_script("bundle_candidates")
 
 
 def _rows(video: str, split: str, dices: list[float], areas: list[int]) -> list[dict]:

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
 
 @pytest.fixture(scope="module")
-def be():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location("bundle_ensembles", SCRIPTS / "bundle_ensembles.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.path.remove(str(SCRIPTS))
+def be(load_script):
+    return load_script("bundle_ensembles")
 
 
 def _frames() -> dict:
@@ -102,9 +91,21 @@ def _real(root: Path) -> Path:
     return root
 
 
-def test_main_scores_runs_as_the_eval_does_and_ensembles_them(be, matae_ckpt, tmp_path, capsys):
+def _eval_dice(ckpt: Path, real: Path, out: Path, clean: bool) -> dict[str, float]:
+    """echo-eval's mean per-frame Dice of each unseen (test) patient, for the same checkpoint."""
+    import csv
+
     from echoseg.train.eval import evaluate
 
+    r = evaluate(ckpt, real, "test", out, "cpu", clean=clean)
+    with open(Path(r["out"]) / "frames.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {x["name"].split("_")[0] for x in rows} == {"P4", "P5"}
+    return {pid: float(np.mean([float(x["dice"]) for x in rows if x["name"].startswith(pid + "_")]))
+            for pid in ("P4", "P5")}
+
+
+def test_main_scores_runs_as_the_eval_does_and_ensembles_them(be, matae_ckpt, tmp_path, capsys):
     real = _real(tmp_path / "real")
     runs = [{"candidate": "c", "seed": 1, "checkpoint": str(matae_ckpt)},
             {"candidate": "c", "seed": 2, "checkpoint": str(matae_ckpt)},
@@ -118,12 +119,7 @@ def test_main_scores_runs_as_the_eval_does_and_ensembles_them(be, matae_ckpt, tm
     singles = [e for e in out["ensembles"] if len(e["seeds"]) == 1]
     assert [e["seeds"] for e in out["ensembles"]] == [[1], [2], [1, 2]]
     # k = 1 is the run itself: per patient as echo-eval scores the same checkpoint
-    r = evaluate(matae_ckpt, real, "test", tmp_path / "ev", "cpu")
-    import csv
-
-    rows = list(csv.DictReader(open(Path(r["out"]) / "frames.csv", newline="")))
-    for pid in ("P4", "P5"):
-        want = np.mean([float(x["dice"]) for x in rows if x["name"].startswith(pid + "_")])
+    for pid, want in _eval_dice(matae_ckpt, real, tmp_path / "ev", clean=False).items():
         assert singles[0]["patients"][pid]["dice"] == pytest.approx(want, abs=2e-4)
     # the same run twice: the ensemble is that run
     assert out["ensembles"][2]["patients"] == singles[0]["patients"]
@@ -133,10 +129,7 @@ def test_main_scores_runs_as_the_eval_does_and_ensembles_them(be, matae_ckpt, tm
                     "--clean-masks"]) == 0
     out = json.loads((tmp_path / "o" / "ensembles.json").read_text())
     assert out["clean_masks"] is True
-    r = evaluate(matae_ckpt, real, "test", tmp_path / "evc", "cpu", clean=True)
-    rows = list(csv.DictReader(open(Path(r["out"]) / "frames.csv", newline="")))
-    for pid in ("P4", "P5"):
-        want = np.mean([float(x["dice"]) for x in rows if x["name"].startswith(pid + "_")])
+    for pid, want in _eval_dice(matae_ckpt, real, tmp_path / "evc", clean=True).items():
         assert out["ensembles"][0]["patients"][pid]["dice"] == pytest.approx(want, abs=2e-4)
 
 
