@@ -93,18 +93,23 @@ class ModelConfig(_Record):
     granularities: tuple[float, ...] = (1.0,)
     recon_weight: float = 0.0
     antialias: bool = False  # max-blur pooling for the encoder's down-sampling (models.blocks.max_blur_pool)
+    members: int = 1  # > 1: that many networks like this one, probabilities averaged (models.ensemble)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularities", tuple(float(g) for g in self.granularities))
         if self.width < 1:
             raise ConfigError(f"ModelConfig: width must be >= 1, got {self.width}")
+        if self.members < 1:
+            raise ConfigError(f"ModelConfig: members must be >= 1, got {self.members}")
 
     def to_dict(self) -> dict[str, Any]:
-        """As every record, but ``antialias`` only when on: a plain model's checkpoint and exports describe it
-        as before, so runtimes from before the option read them."""
+        """As every record, but ``antialias`` only when on and ``members`` only when above 1: a plain
+        model's checkpoint and exports describe it as before, so runtimes from before the options read them."""
         d = super().to_dict()
         if not self.antialias:
             del d["antialias"]
+        if self.members == 1:
+            del d["members"]
         return d
 
 

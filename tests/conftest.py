@@ -63,7 +63,7 @@ def synth_dir(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synth"), videos=12, frames=40, seed=7)
 
 
-def _make_checkpoint(path: Path, name: str, width: int, steps: int = 40) -> Path:
+def _make_checkpoint(path: Path, name: str, width: int, steps: int = 40, seed: int = 0) -> Path:
     """A width-`width` model trained for a few Adam steps on synthetic frames.
 
     Enough that its masks are real LV-like blobs (not empty, not everything), so agreement
@@ -78,7 +78,7 @@ def _make_checkpoint(path: Path, name: str, width: int, steps: int = 40) -> Path
     from echoseg.train.predict import normalise
     from echoseg.train.losses import segmentation_loss
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = default_config(name, width)
     model = build_model(cfg)
     videos = [make_video(s, frames=12) for s in range(4)]
@@ -88,7 +88,7 @@ def _make_checkpoint(path: Path, name: str, width: int, steps: int = 40) -> Path
     x = normalise(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), spec)
     y = torch.from_numpy(masks.astype(np.float32))[:, None]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
         idx = torch.randint(0, len(x), (8,), generator=gen)
@@ -108,3 +108,9 @@ def unet_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def matae_ckpt(tmp_path_factory) -> Path:
     return _make_checkpoint(tmp_path_factory.mktemp("matae") / "best.pt", "matae-unet", 8)
+
+
+@pytest.fixture(scope="session")
+def matae_ckpt_b(tmp_path_factory) -> Path:
+    """matae_ckpt's twin from another seed (an ensemble's second member)."""
+    return _make_checkpoint(tmp_path_factory.mktemp("matae-b") / "best.pt", "matae-unet", 8, seed=1)

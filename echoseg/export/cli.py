@@ -165,6 +165,33 @@ def build(
 
 
 @app.command()
+def ensemble(
+    runs: List[Path] = typer.Argument(..., help="Two or more run directories or .pt files of one model, width and input spec (e.g. seeds of one recipe)."),
+    out: Path = typer.Option(..., "--out", help="Run directory to write the ensemble's best.pt into (then: echo-export build OUT)."),
+) -> None:
+    """Combine runs into one model whose output averages their probabilities (one ONNX graph when exported)."""
+    from echoseg.models.checkpoint import CheckpointError
+    from echoseg.models.ensemble import combine
+
+    err = _console(stderr=True)
+    target = out if out.suffix == ".pt" else out / "best.pt"
+    if any(Path(r).resolve() in (out.resolve(), target.resolve()) for r in runs):
+        err.print(_error(f"--out {out} is one of the runs; write the ensemble to a new folder"), soft_wrap=True)
+        raise typer.Exit(2)
+    try:
+        path = combine(runs, out)
+    except CheckpointError as exc:
+        err.print(_error(exc), soft_wrap=True)
+        raise typer.Exit(2)
+    except OSError as exc:
+        err.print(_error(f"{exc.filename or out}: cannot write ({exc.strerror or exc}); pass a writable --out"),
+                  soft_wrap=True)
+        raise typer.Exit(2)
+    _console().print(f"{path}: an ensemble of {len(runs)} ({', '.join(str(r) for r in runs)}); "
+                     f"export it with echo-export build {out}", soft_wrap=True)
+
+
+@app.command()
 def triton(
     export_dirs: Optional[List[Path]] = typer.Argument(None, help="Export directories (default: every one under --exports)."),
     out: Path = typer.Option(Path("model_repository"), "--out", help="Triton model repository to write."),

@@ -44,8 +44,13 @@ def default_config(name: str, width: int) -> ModelConfig:
 
 
 def build_model(cfg: ModelConfig):
-    """A freshly initialised torch module for ``cfg`` (imports torch)."""
-    return REGISTRY[check_name(cfg.name)](cfg)
+    """A freshly initialised torch module for ``cfg`` (imports torch); an ensemble when ``cfg.members`` > 1."""
+    make = REGISTRY[check_name(cfg.name)]
+    if cfg.members > 1:
+        from .ensemble import Ensemble, member_config
+
+        return Ensemble([make(member_config(cfg)) for _ in range(cfg.members)])
+    return make(cfg)
 
 
 def count_macs(model, g: float = 1.0, size: tuple[int, int] = (112, 112)) -> int:
@@ -66,7 +71,7 @@ def count_macs(model, g: float = 1.0, size: tuple[int, int] = (112, 112)) -> int
 
 
 def _recon_macs(model) -> int:
+    """What the reconstruction heads (one per member of an ensemble) counted."""
     from .blocks import total_macs
 
-    recon = getattr(model, "recon", None)
-    return total_macs(recon) if recon is not None else 0
+    return sum(total_macs(m.recon) for m in model.modules() if getattr(m, "recon", None) is not None)

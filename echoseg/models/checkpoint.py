@@ -38,6 +38,7 @@ class Checkpoint:
     epoch: int = 0
     optimizer: dict[str, Any] | None = None
     path: Path | None = None
+    ensemble_of: list[dict[str, str]] = field(default_factory=list)  # an ensemble's members: checkpoint, sha256
 
     def meta(self, granularity: float = 1.0) -> ArtifactMeta:
         """The description an exported artifact of this checkpoint carries."""
@@ -64,7 +65,8 @@ def resolve(path: str | os.PathLike) -> Path:
 def save_checkpoint(path: str | os.PathLike, model, cfg: ModelConfig, spec: InputSpec, *,
                     threshold: float = 0.5, metrics: dict[str, float] | None = None,
                     train_config: TrainConfig | None = None, epoch: int = 0,
-                    optimizer_state: dict[str, Any] | None = None) -> Path:
+                    optimizer_state: dict[str, Any] | None = None,
+                    ensemble_of: list[dict[str, str]] | None = None) -> Path:
     import torch
 
     payload = {
@@ -79,6 +81,8 @@ def save_checkpoint(path: str | os.PathLike, model, cfg: ModelConfig, spec: Inpu
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer_state,
     }
+    if ensemble_of:
+        payload["ensemble_of"] = [dict(m) for m in ensemble_of]
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -113,6 +117,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             epoch=int(raw.get("epoch", 0)),
             optimizer=raw.get("optimizer"),
             path=p,
+            ensemble_of=[dict(m) for m in raw.get("ensemble_of") or []],
         )
     except (KeyError, ConfigError, TypeError) as exc:
         raise CheckpointError(f"{p}: echoseg checkpoint with a bad description ({exc})") from exc

@@ -29,5 +29,18 @@ def is_name(model) -> bool:
 
 
 def describe() -> str:
-    return (f"the bundled model ({FOLDER.name}: matae-unet width 16 trained on synthetic echo only; "
+    return (f"the bundled model ({FOLDER.name}: {_networks()} trained on synthetic echo only; "
             f"see {FOLDER / 'MODEL_CARD.md'})")
+
+
+def _networks() -> str:
+    """'matae-unet width 16', or 'an ensemble of 3 matae-unet width 16' as its manifest says."""
+    import json
+
+    try:
+        m = json.loads((FOLDER / "manifest.json").read_text())["model"]
+        what = f"{m['name']} width {m['width']}"
+        k = int(m.get("members", 1))
+    except (OSError, ValueError, KeyError, TypeError):
+        return "matae-unet width 16"
+    return f"an ensemble of {k} {what}" if k > 1 else what

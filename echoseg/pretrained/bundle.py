@@ -72,22 +72,35 @@ def _checkpoint_weights(checkpoint: str | Path, man: dict) -> tuple[dict, dict]:
     if man.get("source_sha256") and sha != man["source_sha256"]:
         raise SystemExit(f"{ckpt.path}: not the checkpoint this export was made from (sha256 {sha[:12]}..., the "
                          f"manifest says {str(man['source_sha256'])[:12]}...); pass the exported run's --run")
+    tensors, model = ckpt.state_dict, ckpt.model
+    extra = {}
+    if model.members > 1:  # an ensemble: a training starts from one network, its first member's weights travel
+        from echoseg.models.ensemble import member_config, member_state
+
+        tensors, model = member_state(tensors, 0), member_config(model)
+        extra = {"member": 0, "members": ckpt.model.members,
+                 "member_sha256": ckpt.ensemble_of[0]["sha256"] if ckpt.ensemble_of else ""}
     state = {k: np.asarray(v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy())
-             for k, v in ckpt.state_dict.items()}
-    meta = {"model": ckpt.model.to_dict(), "input_spec": ckpt.input_spec.to_dict(), "threshold": ckpt.threshold,
-            "source_sha256": sha}
+             for k, v in tensors.items()}
+    meta = {"model": model.to_dict(), "input_spec": ckpt.input_spec.to_dict(), "threshold": ckpt.threshold,
+            "source_sha256": sha, **extra}
     return state, meta
 
 
 REAL_ECHO = Path(__file__).with_name("REAL_ECHO.md")
 RECIPE_KEYS = ("model", "width", "epochs", "batch_size", "lr", "augment_strength", "recon_weight", "recon_until",
-               "distill", "ema_decay", "warmup_epochs", "select", "seed", "data")
+               "shift_consistency", "distill", "ema_decay", "warmup_epochs", "select", "seed", "data")
 
 
 def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_echo: str | None,
-               style: str = "echo") -> str:
-    """MODEL_CARD.md for the bundle: what it is, how it was made, what it scores, what it is not."""
+               style: str = "echo", seeds: list[int] | None = None) -> str:
+    """MODEL_CARD.md for the bundle: what it is, how it was made, what it scores, what it is not.
+    ``seeds``: an ensemble's members' seeds (data and training), in member order."""
     m, spec = man["model"], man["input_spec"]
+    k = int(m.get("members", 1))
+    what = (f"an ensemble of {k} {m['name']} width {m['width']} networks trained alike from different seeds, "
+            "their probabilities averaged in one graph (`echo-export ensemble`), as") if k > 1 else \
+        f"{m['name']} width {m['width']},"
     shipped = sorted({artifacts.granularity_from_name(e["file"]) for e in man["files"] if e["file"].endswith(".onnx")},
                      reverse=True)
     lines = [
@@ -95,8 +108,8 @@ def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_
         "**Not a medical device.** For research, teaching, demos and a first look at a clip. It has not",
         "been validated for diagnosis or any clinical decision; an EF from it is an estimate to check.", "",
         "## What it is",
-        f"- {m['name']} width {m['width']}, FP16 and INT8 (cpu form) ONNX graphs at granularities "
-        f"{', '.join(f'{g:g}' for g in shipped)} (g = 0.5: the nested sub-network at a quarter of the MACs); "
+        f"- {what} FP16 and INT8 (cpu form) ONNX graphs at granularities "
+        f"{', '.join(f'{g:g}' for g in shipped)} (g = 0.5: the nested sub-networks at a quarter of the MACs); "
         "on a CPU echo-run runs the INT8 graph on OpenVINO where its parity record passed, else the FP16 "
         "graph on ONNX Runtime (computed in FP32)",
         f"- input {spec['height']}x{spec['width']} apical four-chamber frames (any size is resized), output the LV "
@@ -111,7 +124,14 @@ def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_
     ]
     if train_config:
         lines += ["## Recipe", "| option | value |", "|---|---|"]
-        lines += [f"| {k} | {train_config[k]} |" for k in RECIPE_KEYS if k in train_config]
+        for key in RECIPE_KEYS:
+            if key == "seed" and k > 1:
+                listed = ", ".join(map(str, seeds or [])) or train_config.get("seed")
+                lines.append(f"| seed (data and training, one network each) | {listed} |")
+            elif key in train_config and not (key == "data" and k > 1):
+                lines.append(f"| {key} | {train_config[key]} |")
+        if k > 1:
+            lines.append(f"| data | `echo-synth --style {style} --layout frames --every 6 --frames 48` at each seed |")
         lines += ["", "`make pretrained` rebuilds it from scratch with these options.", ""]
     if metrics:
         lines += ["## Synthetic test frames (this build)", "| g | Dice | IoU | frames |", "|---|---|---|---|"]
@@ -145,16 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", dest="metrics", help="echo-eval's metrics.json for this model on synthetic test frames")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     try:  # read every input before the package is touched
-        tc = None
+        tc, seeds = None, None
         if args.run:
             from echoseg.models.checkpoint import load_checkpoint
 
-            cfg = load_checkpoint(args.run).train_config
-            tc = cfg.to_dict() if cfg else None
+            ck = load_checkpoint(args.run)
+            tc = ck.train_config.to_dict() if ck.train_config else None
+            seeds = _member_seeds(ck)
         metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
         real = REAL_ECHO.read_text() if REAL_ECHO.is_file() else None
         written = bundle(args.export_dir, checkpoint=args.run)
-        card = model_card(artifacts.read_manifest(FOLDER), tc, metrics, real, args.style)
+        card = model_card(artifacts.read_manifest(FOLDER), tc, metrics, real, args.style, seeds)
     except (OSError, ValueError) as exc:
         print(f"bundle: {exc}", file=sys.stderr)
         return 2
@@ -164,6 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     for p in written:
         print(f"bundled {p} ({p.stat().st_size / 2**20:.1f} MB)")
     return 0
+
+
+def _member_seeds(ckpt) -> list[int] | None:
+    """An ensemble's members' training seeds, read from the member checkpoints it names (None where one
+    is not readable any more: the card then gives the first member's seed)."""
+    from echoseg.models.checkpoint import CheckpointError, load_checkpoint
+
+    if not ckpt.ensemble_of:
+        return None
+    try:
+        cfgs = [load_checkpoint(m["checkpoint"]).train_config for m in ckpt.ensemble_of]
+    except CheckpointError:
+        return None
+    return [c.seed for c in cfgs] if all(cfgs) else None
 
 
 if __name__ == "__main__":

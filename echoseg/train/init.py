@@ -66,6 +66,13 @@ def load_init(source: str) -> InitWeights:
         ckpt = load_checkpoint(source)
     except CheckpointError as exc:
         raise InitError(f"--init {source}: {exc}") from None
+    if ckpt.model.members > 1:  # an ensemble (echo-export ensemble): a training starts from one network
+        from echoseg.models.ensemble import member_config, member_state
+
+        log.warning("--init %s: an ensemble of %d networks; starting from its first member (%s)", source,
+                    ckpt.model.members, (ckpt.ensemble_of[0]["checkpoint"] if ckpt.ensemble_of else "members.0"))
+        return InitWeights(source, str(ckpt.path), member_config(ckpt.model), ckpt.input_spec,
+                           member_state(ckpt.state_dict, 0))
     return InitWeights(source, str(ckpt.path), ckpt.model, ckpt.input_spec, ckpt.state_dict)
 
 

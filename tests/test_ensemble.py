@@ -1,0 +1,188 @@
+"""Ensembles: runs of one model combined, probabilities averaged; exported, bundled and started from."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+
+from echoseg import pretrained  # noqa: E402
+from echoseg.config import ModelConfig, TrainConfig  # noqa: E402
+from echoseg.models import build_model, count_macs  # noqa: E402
+from echoseg.models.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint  # noqa: E402
+from echoseg.models.ensemble import EPS, Ensemble, combine, member_state  # noqa: E402
+
+
+def _x(seed: int = 0, n: int = 3):
+    return torch.randn(n, 3, 112, 112, generator=torch.Generator().manual_seed(seed))
+
+
+def _members(*paths):
+    return [build_from_checkpoint(load_checkpoint(p)) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def ens_ckpt(matae_ckpt, matae_ckpt_b, tmp_path_factory):
+    return combine([matae_ckpt, matae_ckpt_b], tmp_path_factory.mktemp("ens") / "ens2")
+
+
+def test_the_ensemble_is_the_logit_of_its_members_mean_probability(matae_ckpt, matae_ckpt_b, ens_ckpt):
+    a, b = _members(matae_ckpt, matae_ckpt_b)
+    ens = build_from_checkpoint(load_checkpoint(ens_ckpt))
+    x = _x()
+    with torch.no_grad():
+        for g in (1.0, 0.5):
+            la, lb, le = a(x, g), b(x, g), ens(x, g)
+            p = (torch.sigmoid(la) + torch.sigmoid(lb)) / 2
+            assert torch.allclose(torch.sigmoid(le), p.clamp(EPS, 1 - EPS), atol=1e-6), g
+            assert not torch.allclose(la, lb, atol=1e-2)  # two different networks, so the mean means something
+            # where the members disagree the ensemble's mask is not either member's
+            assert ((le > 0) != (la > 0)).any() or ((le > 0) != (lb > 0)).any()
+            assert torch.allclose(ens.sliced(g)(x), le, atol=1e-5), g  # each member's stand-alone g network
+        big = torch.full((1, 3, 112, 112), 1e4)  # saturated members: the logit stays finite (FP16-safe)
+        assert torch.isfinite(ens(big)).all() and ens(big).abs().max() <= float(np.log((1 - EPS) / EPS)) + 1e-3
+
+
+def test_the_checkpoint_records_its_members_and_counts_their_work(matae_ckpt, matae_ckpt_b, ens_ckpt):
+    from echoseg.artifacts import file_sha256
+
+    ck = load_checkpoint(ens_ckpt)
+    assert ens_ckpt.name == "best.pt" and ck.model.members == 2
+    assert [m["sha256"] for m in ck.ensemble_of] == [file_sha256(matae_ckpt), file_sha256(matae_ckpt_b)]
+    single = build_from_checkpoint(load_checkpoint(matae_ckpt))
+    ens = build_from_checkpoint(ck)
+    assert isinstance(ens, Ensemble) and ens.granularities == single.granularities
+    for g in (1.0, 0.5):  # twice one member's multiply-accumulates; the reconstruction heads not counted
+        assert count_macs(ens, g) == 2 * count_macs(single, g)
+    a = member_state(ck.state_dict, 1)
+    b = load_checkpoint(matae_ckpt_b).state_dict
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_model_config_says_members_only_for_an_ensemble():
+    assert "members" not in ModelConfig(name="matae-unet", width=8).to_dict()  # plain exports read as before
+    d = ModelConfig(name="matae-unet", width=8, members=3).to_dict()
+    assert d["members"] == 3 and ModelConfig.from_dict(d).members == 3
+    assert isinstance(build_model(ModelConfig.from_dict(d)), Ensemble)
+
+
+def test_combine_refuses_what_cannot_be_averaged_in_one_line(matae_ckpt, unet_ckpt, ens_ckpt, tmp_path):
+    cases = [([matae_ckpt], "at least two runs"),
+             ([matae_ckpt, unet_ckpt], f"{unet_ckpt}: its model"),
+             ([matae_ckpt, ens_ckpt], "already an ensemble of 2; name its member runs instead"),
+             ([matae_ckpt, tmp_path / "nope"], "no such checkpoint")]
+    for runs, want in cases:
+        with pytest.raises(CheckpointError) as e:
+            combine(runs, tmp_path / "out")
+        assert want in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out" / "best.pt").exists()
+
+
+def test_echo_export_ensemble_cli(matae_ckpt, matae_ckpt_b, tmp_path):
+    from echoseg.export.cli import app
+
+    r = CliRunner().invoke(app, ["ensemble", str(matae_ckpt), str(matae_ckpt_b), "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    assert "an ensemble of 2" in r.output and load_checkpoint(tmp_path / "e").model.members == 2
+    bad = CliRunner().invoke(app, ["ensemble", str(matae_ckpt), "--out", str(tmp_path / "f")])
+    assert bad.exit_code == 2 and "at least two runs" in bad.output
+    same = CliRunner().invoke(app, ["ensemble", str(matae_ckpt), str(matae_ckpt_b), "--out", str(matae_ckpt.parent)])
+    assert same.exit_code == 2 and "is one of the runs" in same.output
+
+
+@pytest.fixture(scope="module")
+def ens_export(ens_ckpt, tmp_path_factory):
+    from test_export_fixtures import quick_options
+
+    from echoseg.export.build import export_checkpoint
+
+    out = tmp_path_factory.mktemp("ens-exports")
+    res = export_checkpoint(ens_ckpt, quick_options(out, fp16=True, int8=True, granularities=(0.5,)))
+    assert res.ok, res.errors
+    return res.dir
+
+
+def test_an_ensemble_exports_as_one_graph_that_passes_its_gates(ens_export, ens_ckpt):
+    from test_export_fixtures import onnx_logits
+
+    man = json.loads((ens_export / "manifest.json").read_text())
+    assert man["passed"] and man["model"]["members"] == 2
+    ens = build_from_checkpoint(load_checkpoint(ens_ckpt))
+    x = _x(3, 4)
+    for g, name in ((1.0, "model.onnx"), (0.5, "model.g0.5.onnx")):
+        with torch.no_grad():
+            want = ens(x, g).numpy()
+        got = onnx_logits(ens_export / name, x.numpy())
+        assert np.abs(got - want).max() < 1e-3, g
+    assert (ens_export / "model.int8.onnx").is_file() and (ens_export / "model.g0.5.fp16.onnx").is_file()
+
+
+def test_the_runtime_scores_the_exported_ensemble_as_pytorch_does(ens_export, ens_ckpt, synth_dir, tmp_path):
+    from echoseg.train.eval import evaluate
+
+    torch_m = evaluate(ens_ckpt, synth_dir, "test", tmp_path / "pt", "cpu")
+    onnx_m = evaluate(ens_export, synth_dir, "test", tmp_path / "ort", backend="onnxruntime")
+    assert onnx_m["frames"] == torch_m["frames"] > 0
+    assert abs(onnx_m["dice"] - torch_m["dice"]) < 0.005
+
+
+def test_init_from_an_ensemble_starts_from_its_first_member(matae_ckpt, ens_ckpt, caplog):
+    from echoseg.train.init import initial_model
+    from echoseg.train.loop import model_config
+
+    cfg = TrainConfig(model="matae-unet", width=8, init=str(ens_ckpt))
+    with caplog.at_level("WARNING"):
+        mcfg, _, model = initial_model(cfg, model_config(cfg))
+    assert mcfg.members == 1 and not isinstance(model, Ensemble)
+    assert "an ensemble of 2 networks; starting from its first member" in caplog.text
+    ref = build_from_checkpoint(load_checkpoint(matae_ckpt))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(_x(), 1.0), ref(_x(), 1.0))
+
+
+def test_bundling_an_ensemble_ships_its_first_member_as_weights_and_says_so(ens_export, ens_ckpt, matae_ckpt,
+                                                                           matae_ckpt_b, tmp_path, monkeypatch):
+    from echoseg.pretrained import bundle as b
+    from echoseg.pretrained.weights import read_weights
+
+    dest = tmp_path / "pkg" / "echo-synth-matae-w16"
+    monkeypatch.setattr(pretrained, "FOLDER", dest)
+    monkeypatch.setattr(b, "FOLDER", dest)
+    monkeypatch.setattr(b, "REAL_ECHO", tmp_path / "none.md")
+    assert b.main([str(ens_export), "--run", str(ens_ckpt), "--style", "echo3"]) == 0
+    state, meta = read_weights(dest / "weights.npz")
+    assert meta["members"] == 2 and meta["member"] == 0 and "members" not in meta["model"]
+    first = load_checkpoint(matae_ckpt).state_dict
+    assert set(state) == set(first)  # one network's tensors: the package carries one set of training weights
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "an ensemble of 2 matae-unet width 8 networks" in card and "--style echo3" in card
+    assert "(echo-synth-matae-w16: an ensemble of 2 matae-unet width 8 trained on" in pretrained.describe()
+    from echoseg.train.init import initial_model
+    from echoseg.train.loop import model_config
+
+    cfg = TrainConfig(model="matae-unet", width=8, init="pretrained")
+    mcfg, _, model = initial_model(cfg, model_config(cfg))
+    ref = build_from_checkpoint(load_checkpoint(matae_ckpt)).eval()
+    model.eval()
+    with torch.no_grad():  # the first member, FP16-rounded
+        assert torch.allclose(model(_x(), 1.0), ref(_x(), 1.0), atol=0.05)
+
+
+def test_an_ensembles_model_card_gives_every_members_seed():
+    from echoseg.pretrained.bundle import model_card
+
+    man = {"model": {"name": "matae-unet", "width": 16, "members": 3}, "input_spec": {"height": 112, "width": 112},
+           "files": [{"file": "model.fp16.onnx"}]}
+    tc = TrainConfig(model="matae-unet", width=16, seed=13, shift_consistency=1.0, data="/tmp/data-13").to_dict()
+    card = model_card(man, tc, None, None, "echo3", seeds=[13, 14, 15])
+    assert "an ensemble of 3 matae-unet width 16 networks" in card
+    assert "| seed (data and training, one network each) | 13, 14, 15 |" in card
+    assert "| shift_consistency | 1.0 |" in card and "/tmp/data-13" not in card  # one member's data path: not the recipe
+    assert "`echo-synth --style echo3 --layout frames --every 6 --frames 48` at each seed" in card
+    single = model_card({**man, "model": {"name": "matae-unet", "width": 16}}, tc, None, None, "echo3")
+    assert "ensemble" not in single and "| seed | 13 |" in single
