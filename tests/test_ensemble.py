@@ -47,6 +47,30 @@ def test_the_ensemble_is_the_logit_of_its_members_mean_probability(matae_ckpt, m
         assert torch.isfinite(ens(big)).all() and ens(big).abs().max() <= float(np.log((1 - EPS) / EPS)) + 1e-3
 
 
+def test_each_member_sees_the_frames_normalised_as_it_was_trained(matae_ckpt, matae_ckpt_b, tmp_path):
+    from dataclasses import replace
+
+    from echoseg.models.checkpoint import save_checkpoint
+
+    a, b = load_checkpoint(matae_ckpt), load_checkpoint(matae_ckpt_b)
+    spec_b = replace(b.input_spec, mean=tuple(m + 20.0 for m in b.input_spec.mean),
+                     std=tuple(s * 1.5 for s in b.input_spec.std))  # as if trained on darker, wider-spread data
+    other = save_checkpoint(tmp_path / "b2" / "best.pt", build_from_checkpoint(b), b.model, spec_b)
+    ens = build_from_checkpoint(load_checkpoint(combine([matae_ckpt, other], tmp_path / "e")))
+    pixels = torch.rand(2, 3, 112, 112, generator=torch.Generator().manual_seed(5)) * 255
+
+    def norm(spec):
+        return (pixels - torch.tensor(spec.mean).view(1, -1, 1, 1)) / torch.tensor(spec.std).view(1, -1, 1, 1)
+
+    ma, mb = _members(matae_ckpt, matae_ckpt_b)
+    with torch.no_grad():
+        want = (torch.sigmoid(ma(norm(a.input_spec))) + torch.sigmoid(mb(norm(spec_b)))) / 2
+        got = torch.sigmoid(ens(norm(a.input_spec)))  # the ensemble's input spec is its first member's
+        naive = (torch.sigmoid(ma(norm(a.input_spec))) + torch.sigmoid(mb(norm(a.input_spec)))) / 2
+    assert torch.allclose(got, want.clamp(EPS, 1 - EPS), atol=1e-5)
+    assert not torch.allclose(got, naive.clamp(EPS, 1 - EPS), atol=1e-3)  # so the adapter did something
+
+
 def test_the_checkpoint_records_its_members_and_counts_their_work(matae_ckpt, matae_ckpt_b, ens_ckpt):
     from echoseg.artifacts import file_sha256
 
@@ -71,8 +95,16 @@ def test_model_config_says_members_only_for_an_ensemble():
 
 
 def test_combine_refuses_what_cannot_be_averaged_in_one_line(matae_ckpt, unet_ckpt, ens_ckpt, tmp_path):
+    from dataclasses import replace
+
+    from echoseg.models.checkpoint import save_checkpoint
+
+    a = load_checkpoint(matae_ckpt)
+    small = save_checkpoint(tmp_path / "s" / "best.pt", build_from_checkpoint(a), a.model,
+                            replace(a.input_spec, height=96, width=96))
     cases = [([matae_ckpt], "at least two runs"),
              ([matae_ckpt, unet_ckpt], f"{unet_ckpt}: its model"),
+             ([matae_ckpt, small], f"{small}: its input size"),
              ([matae_ckpt, ens_ckpt], "already an ensemble of 2; name its member runs instead"),
              ([matae_ckpt, tmp_path / "nope"], "no such checkpoint")]
     for runs, want in cases:

@@ -166,7 +166,7 @@ def build(
 
 @app.command()
 def ensemble(
-    runs: List[Path] = typer.Argument(..., help="Two or more run directories or .pt files of one model, width and input spec (e.g. seeds of one recipe)."),
+    runs: List[Path] = typer.Argument(..., help="Two or more run directories or .pt files of one model, width and input size (e.g. seeds of one recipe); each keeps its own normalisation."),
     out: Path = typer.Option(..., "--out", help="Run directory to write the ensemble's best.pt into (then: echo-export build OUT)."),
 ) -> None:
     """Combine runs into one model whose output averages their probabilities (one ONNX graph when exported)."""
