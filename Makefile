@@ -53,7 +53,9 @@ pretrained: install
 	  $(BIN)/echo-train --data $(PRE)/data-$$s --model matae-unet --width 16 --init none --epochs $(PRE_EPOCHS) --augment-strength heavy --recon-weight 0.1 --shift-consistency $(PRE_SHIFT) --seed $$s --overwrite --out $(PRE)/member-$$s; \
 	done
 	rm -rf $(PRE)/echo-synth-matae-w16
-	$(BIN)/echo-export ensemble $(PRE_MEMBERS) --out $(PRE)/echo-synth-matae-w16
+	if [ $(words $(PRE_SEEDS)) -gt 1 ]; then \
+	  $(BIN)/echo-export ensemble $(PRE_MEMBERS) --out $(PRE)/echo-synth-matae-w16; \
+	else cp -r $(PRE_MEMBERS) $(PRE)/echo-synth-matae-w16; fi
 	$(BIN)/echo-eval $(PRE)/echo-synth-matae-w16 --data $(PRE)/data-$(firstword $(PRE_SEEDS)) --split test
 	$(BIN)/echo-export build $(PRE)/echo-synth-matae-w16 --fp16 --int8 -g 0.5 --out $(PRE)/exports
 	$(BIN)/python -m echoseg.pretrained.bundle $(PRE)/exports/echo-synth-matae-w16 --run $(PRE)/echo-synth-matae-w16 --eval $(PRE)/echo-synth-matae-w16/eval-test/metrics.json --style $(PRE_STYLE)
