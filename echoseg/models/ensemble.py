@@ -133,8 +133,7 @@ def combine(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
         if c.model.members != 1:
             raise CheckpointError(f"{c.path}: already an ensemble of {c.model.members}; name its member runs instead")
     for c in ckpts[1:]:
-        size = lambda spec: (spec.height, spec.width, spec.channels)  # noqa: E731
-        for what, a, b in (("model", first.model, c.model), ("input size", size(first.input_spec), size(c.input_spec)),
+        for what, a, b in (("model", first.model, c.model), ("input size", _size(first.input_spec), _size(c.input_spec)),
                            ("threshold", first.threshold, c.threshold)):
             if a != b:
                 raise CheckpointError(f"{c.path}: its {what} ({_brief(b)}) differs from {first.path}'s "
@@ -149,6 +148,10 @@ def combine(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
     sources = [{"checkpoint": str(c.path), "sha256": file_sha256(c.path)} for c in ckpts]
     return save_checkpoint(target, model, cfg, first.input_spec, threshold=first.threshold,
                            train_config=first.train_config, ensemble_of=sources)
+
+
+def _size(spec: InputSpec) -> tuple[int, int, int]:
+    return (spec.height, spec.width, spec.channels)
 
 
 def _brief(x: Any) -> str:
