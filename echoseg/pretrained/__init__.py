@@ -35,12 +35,12 @@ def describe() -> str:
 
 def _networks() -> str:
     """'matae-unet width 16', or 'an ensemble of 3 matae-unet width 16' as its manifest says."""
-    import json
+    from echoseg.artifacts import read_manifest
 
     try:
-        m = json.loads((FOLDER / "manifest.json").read_text())["model"]
+        m = read_manifest(FOLDER)["model"]
         what = f"{m['name']} width {m['width']}"
         k = int(m.get("members", 1))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # ArtifactError is a ValueError
         return "matae-unet width 16"
     return f"an ensemble of {k} {what}" if k > 1 else what
