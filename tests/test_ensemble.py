@@ -218,3 +218,42 @@ def test_an_ensembles_model_card_gives_every_members_seed():
     assert "`echo-synth --style echo3 --layout frames --every 6 --frames 48` at each seed" in card
     single = model_card({**man, "model": {"name": "matae-unet", "width": 16}}, tc, None, None, "echo3")
     assert "ensemble" not in single and "| seed | 13 |" in single
+
+
+def _frames(root, split: str, videos: int, per: int = 2) -> None:
+    d = root / split / "images"
+    d.mkdir(parents=True)
+    for v in range(videos):
+        for f in range(per):
+            (d / f"SYN013_{v:05d}_{f:04d}.png").write_bytes(b"")
+
+
+def test_the_model_card_counts_the_videos_each_network_was_trained_on(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from echoseg.models import checkpoint as ck
+    from echoseg.pretrained.bundle import _video_counts, model_card
+
+    a, b = tmp_path / "data-13", tmp_path / "data-14"
+    for root in (a, b):
+        _frames(root, "train", 7)
+        _frames(root, "val", 2)
+        _frames(root, "test", 1)
+    run = lambda data: SimpleNamespace(ensemble_of=None, train_config=SimpleNamespace(data=str(data)))  # noqa: E731
+    assert _video_counts(run(a)) == {"train": 7, "val": 2, "test": 1}  # frames grouped by video, not counted
+    assert _video_counts(run(tmp_path / "gone")) is None
+    members = {"m13": run(a), "m14": run(b)}
+    monkeypatch.setattr(ck, "load_checkpoint", lambda p: members[p])
+    ens = SimpleNamespace(ensemble_of=[{"checkpoint": "m13"}, {"checkpoint": "m14"}], train_config=None)
+    counts = _video_counts(ens)
+    assert counts == {"train": 7, "val": 2, "test": 1}
+    _frames(b, "extra", 1)  # a split that is not one: not counted
+    (b / "train" / "images" / "SYN013_00099_0000.png").write_bytes(b"")
+    assert _video_counts(ens) is None  # members drawn from different amounts of data: no single count to give
+
+    man = {"model": {"name": "matae-unet", "width": 16, "members": 2}, "input_spec": {"height": 112, "width": 112},
+           "files": [{"file": "model.fp16.onnx"}]}
+    tc = TrainConfig(model="matae-unet", width=16, seed=13).to_dict()
+    assert "| videos per network (train/val/test) | 10 (7/2/1) |" in model_card(man, tc, None, None, "echo3",
+                                                                                 [13, 14], counts)
+    assert "| videos" not in model_card(man, tc, None, None, "echo3", [13, 14], None)

@@ -93,9 +93,10 @@ RECIPE_KEYS = ("model", "width", "epochs", "batch_size", "lr", "augment_strength
 
 
 def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_echo: str | None,
-               style: str = "echo", seeds: list[int] | None = None) -> str:
+               style: str = "echo", seeds: list[int] | None = None, videos: dict[str, int] | None = None) -> str:
     """MODEL_CARD.md for the bundle: what it is, how it was made, what it scores, what it is not.
-    ``seeds``: an ensemble's members' seeds (data and training), in member order."""
+    ``seeds``: an ensemble's members' seeds (data and training), in member order. ``videos``: how many
+    synthetic videos each network's data set held, per split (counted from the data; None where it is gone)."""
     m, spec = man["model"], man["input_spec"]
     k = int(m.get("members", 1))
     what = (f"an ensemble of {k} {m['name']} width {m['width']} networks trained alike from different seeds, "
@@ -132,6 +133,10 @@ def model_card(man: dict, train_config: dict | None, metrics: dict | None, real_
                 lines.append(f"| {key} | {train_config[key]} |")
         if k > 1:
             lines.append(f"| data | `echo-synth --style {style} --layout frames --every 6 --frames 48` at each seed |")
+        if videos:
+            per = "/".join(str(v) for v in videos.values())
+            lines.append(f"| videos{' per network' if k > 1 else ''} ({'/'.join(videos)}) | "
+                         f"{sum(videos.values())} ({per}) |")
         lines += ["", "`make pretrained` rebuilds it from scratch with these options.", ""]
     if metrics:
         lines += ["## Synthetic test frames (this build)", "| g | Dice | IoU | frames |", "|---|---|---|---|"]
@@ -165,17 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", dest="metrics", help="echo-eval's metrics.json for this model on synthetic test frames")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     try:  # read every input before the package is touched
-        tc, seeds = None, None
+        tc, seeds, videos = None, None, None
         if args.run:
             from echoseg.models.checkpoint import load_checkpoint
 
             ck = load_checkpoint(args.run)
             tc = ck.train_config.to_dict() if ck.train_config else None
             seeds = _member_seeds(ck)
+            videos = _video_counts(ck)
         metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
         real = REAL_ECHO.read_text() if REAL_ECHO.is_file() else None
         written = bundle(args.export_dir, checkpoint=args.run)
-        card = model_card(artifacts.read_manifest(FOLDER), tc, metrics, real, args.style, seeds)
+        card = model_card(artifacts.read_manifest(FOLDER), tc, metrics, real, args.style, seeds, videos)
     except (OSError, ValueError) as exc:
         print(f"bundle: {exc}", file=sys.stderr)
         return 2
@@ -199,6 +205,28 @@ def _member_seeds(ckpt) -> list[int] | None:
     except CheckpointError:
         return None
     return [c.seed for c in cfgs] if all(cfgs) else None
+
+
+def _video_counts(ckpt) -> dict[str, int] | None:
+    """How many videos the run's (or an ensemble's first member's) frame folders held, per split, counted
+    from the frame names; None where the data is not readable any more or the members' counts differ."""
+    from echoseg.data.folds import video_of
+    from echoseg.models.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        cfgs = [load_checkpoint(m["checkpoint"]).train_config for m in ckpt.ensemble_of] if ckpt.ensemble_of \
+            else [ckpt.train_config]
+    except CheckpointError:
+        return None
+    counts = []
+    for cfg in cfgs:
+        root = Path(cfg.data) if cfg and cfg.data else None
+        if root is None or not root.is_dir():
+            return None
+        n = {s: len({video_of(f.stem) for f in (root / s / "images").iterdir()})
+             for s in ("train", "val", "test") if (root / s / "images").is_dir()}
+        counts.append(n)
+    return counts[0] if counts[0] and all(c == counts[0] for c in counts) else None
 
 
 if __name__ == "__main__":
