@@ -247,7 +247,9 @@ def test_the_model_card_counts_the_videos_each_network_was_trained_on(tmp_path, 
     ens = SimpleNamespace(ensemble_of=[{"checkpoint": "m13"}, {"checkpoint": "m14"}], train_config=None)
     counts = _video_counts(ens)
     assert counts == {"train": 7, "val": 2, "test": 1}
-    _frames(b, "extra", 1)  # a split that is not one: not counted
+    _frames(b, "extra", 1)  # a folder that is not a split: not counted
+    (b / "train" / "images" / ".DS_Store").write_bytes(b"")  # nor a hidden file
+    assert _video_counts(ens) == counts
     (b / "train" / "images" / "SYN013_00099_0000.png").write_bytes(b"")
     assert _video_counts(ens) is None  # members drawn from different amounts of data: no single count to give
 

@@ -208,8 +208,9 @@ def _member_seeds(ckpt) -> list[int] | None:
 
 
 def _video_counts(ckpt) -> dict[str, int] | None:
-    """How many videos the run's (or an ensemble's first member's) frame folders held, per split, counted
-    from the frame names; None where the data is not readable any more or the members' counts differ."""
+    """How many videos the run's frame folders (an ensemble's: each member's) held, per split, counted from
+    the frame names; None where the data is not readable any more or the members' counts differ (the card
+    then leaves the row out rather than fail the bundle)."""
     from echoseg.data.folds import video_of
     from echoseg.models.checkpoint import CheckpointError, load_checkpoint
 
@@ -223,8 +224,11 @@ def _video_counts(ckpt) -> dict[str, int] | None:
         root = Path(cfg.data) if cfg and cfg.data else None
         if root is None or not root.is_dir():
             return None
-        n = {s: len({video_of(f.stem) for f in (root / s / "images").iterdir()})
-             for s in ("train", "val", "test") if (root / s / "images").is_dir()}
+        try:
+            n = {s: len({video_of(f.stem) for f in (root / s / "images").iterdir() if not f.name.startswith(".")})
+                 for s in ("train", "val", "test") if (root / s / "images").is_dir()}
+        except OSError:
+            return None
         counts.append(n)
     return counts[0] if counts[0] and all(c == counts[0] for c in counts) else None
 
