@@ -228,10 +228,9 @@ def _frames(root, split: str, videos: int, per: int = 2) -> None:
             (d / f"SYN013_{v:05d}_{f:04d}.png").write_bytes(b"")
 
 
-def test_the_model_card_counts_the_videos_each_network_was_trained_on(tmp_path, monkeypatch):
+def test_the_model_card_counts_the_videos_each_network_was_trained_on(tmp_path):
     from types import SimpleNamespace
 
-    from echoseg.models import checkpoint as ck
     from echoseg.pretrained.bundle import _video_counts, model_card
 
     a, b = tmp_path / "data-13", tmp_path / "data-14"
@@ -239,19 +238,17 @@ def test_the_model_card_counts_the_videos_each_network_was_trained_on(tmp_path, 
         _frames(root, "train", 7)
         _frames(root, "val", 2)
         _frames(root, "test", 1)
-    run = lambda data: SimpleNamespace(ensemble_of=None, train_config=SimpleNamespace(data=str(data)))  # noqa: E731
-    assert _video_counts(run(a)) == {"train": 7, "val": 2, "test": 1}  # frames grouped by video, not counted
-    assert _video_counts(run(tmp_path / "gone")) is None
-    members = {"m13": run(a), "m14": run(b)}
-    monkeypatch.setattr(ck, "load_checkpoint", lambda p: members[p])
-    ens = SimpleNamespace(ensemble_of=[{"checkpoint": "m13"}, {"checkpoint": "m14"}], train_config=None)
-    counts = _video_counts(ens)
+    cfg = lambda data: SimpleNamespace(data=str(data))  # noqa: E731
+    assert _video_counts([cfg(a)]) == {"train": 7, "val": 2, "test": 1}  # frames grouped by video, not counted
+    assert _video_counts([cfg(tmp_path / "gone")]) is None
+    assert _video_counts(None) is None  # a member checkpoint no longer readable
+    counts = _video_counts([cfg(a), cfg(b)])
     assert counts == {"train": 7, "val": 2, "test": 1}
     _frames(b, "extra", 1)  # a folder that is not a split: not counted
-    (b / "train" / "images" / ".DS_Store").write_bytes(b"")  # nor a hidden file
-    assert _video_counts(ens) == counts
+    (b / "train" / "images" / ".DS_Store").write_bytes(b"")  # nor a file that is not an image
+    assert _video_counts([cfg(a), cfg(b)]) == counts
     (b / "train" / "images" / "SYN013_00099_0000.png").write_bytes(b"")
-    assert _video_counts(ens) is None  # members drawn from different amounts of data: no single count to give
+    assert _video_counts([cfg(a), cfg(b)]) is None  # members drawn from different amounts of data: no single count
 
     man = {"model": {"name": "matae-unet", "width": 16, "members": 2}, "input_spec": {"height": 112, "width": 112},
            "files": [{"file": "model.fp16.onnx"}]}
@@ -259,3 +256,13 @@ def test_the_model_card_counts_the_videos_each_network_was_trained_on(tmp_path, 
     assert "| videos per network (train/val/test) | 10 (7/2/1) |" in model_card(man, tc, None, None, "echo3",
                                                                                  [13, 14], counts)
     assert "| videos" not in model_card(man, tc, None, None, "echo3", [13, 14], None)
+
+
+def test_a_frame_folder_counts_its_videos_in_either_layout(tmp_path):
+    from echoseg.data.frames import split_names, videos_per_split
+
+    _frames(tmp_path / "flat", "", 20)  # DIR/images/: the 80/10/10 split by video
+    names = [f"SYN013_{v:05d}_{f:04d}" for v in range(20) for f in range(2)]
+    want = {s: len(split_names(names, s)) // 2 for s in ("train", "val", "test")}
+    assert videos_per_split(tmp_path / "flat") == want and sum(want.values()) == 20
+    assert videos_per_split(tmp_path / "nothing") == {}

@@ -43,6 +43,23 @@ def split_dir(root: Path, split: str) -> tuple[Path, list[str] | None]:
                     "{images,masks}/NAME.png or DIR/{images,masks}/NAME.png")
 
 
+def videos_per_split(root: str | Path) -> dict[str, int]:
+    """How many videos (``<video>_<frame>`` names) each split of a frame folder holds, in either layout;
+    a split with no images is left out."""
+    from .folds import group_by_video
+
+    counts = {}
+    for split in ("train", "val", "test"):
+        try:
+            folder, keep = split_dir(Path(root), split)
+        except DataError:
+            return {}
+        names = keep if keep is not None else list(_images_in(folder / "images"))
+        if names:
+            counts[split] = len(group_by_video(names))
+    return counts
+
+
 def load_frames(root: str | Path, split: str, size: tuple[int, int] = (112, 112),
                 report: SkipReport | None = None, progress: Progress | None = None,
                 max_frames: int = 0) -> FrameSet:

@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
 
             ck = load_checkpoint(args.run)
             tc = ck.train_config.to_dict() if ck.train_config else None
-            seeds = _member_seeds(ck)
-            videos = _video_counts(ck)
+            cfgs = _member_configs(ck)
+            seeds = [c.seed for c in cfgs] if cfgs and ck.ensemble_of else None
+            videos = _video_counts(cfgs)
         metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
         real = REAL_ECHO.read_text() if REAL_ECHO.is_file() else None
         written = bundle(args.export_dir, checkpoint=args.run)
@@ -193,25 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _member_seeds(ckpt) -> list[int] | None:
-    """An ensemble's members' training seeds, read from the member checkpoints it names (None where one
-    is not readable any more: the card then gives the first member's seed)."""
-    from echoseg.models.checkpoint import CheckpointError, load_checkpoint
-
-    if not ckpt.ensemble_of:
-        return None
-    try:
-        cfgs = [load_checkpoint(m["checkpoint"]).train_config for m in ckpt.ensemble_of]
-    except CheckpointError:
-        return None
-    return [c.seed for c in cfgs] if all(cfgs) else None
-
-
-def _video_counts(ckpt) -> dict[str, int] | None:
-    """How many videos the run's frame folders (an ensemble's: each member's) held, per split, counted from
-    the frame names; None where the data is not readable any more or the members' counts differ (the card
-    then leaves the row out rather than fail the bundle)."""
-    from echoseg.data.folds import video_of
+def _member_configs(ckpt) -> list | None:
+    """The training options of each network in the run (an ensemble's: read from the member checkpoints
+    it names), or None where one is not readable any more: the card then gives the run's own seed and
+    no video count."""
     from echoseg.models.checkpoint import CheckpointError, load_checkpoint
 
     try:
@@ -219,18 +205,19 @@ def _video_counts(ckpt) -> dict[str, int] | None:
             else [ckpt.train_config]
     except CheckpointError:
         return None
-    counts = []
-    for cfg in cfgs:
-        root = Path(cfg.data) if cfg and cfg.data else None
-        if root is None or not root.is_dir():
-            return None
-        try:
-            n = {s: len({video_of(f.stem) for f in (root / s / "images").iterdir() if not f.name.startswith(".")})
-                 for s in ("train", "val", "test") if (root / s / "images").is_dir()}
-        except OSError:
-            return None
-        counts.append(n)
-    return counts[0] if counts[0] and all(c == counts[0] for c in counts) else None
+    return cfgs if all(cfgs) else None
+
+
+def _video_counts(cfgs: list | None) -> dict[str, int] | None:
+    """How many videos each network's frame folders held, per split; None where a folder is gone or
+    unreadable, or the networks' counts differ (the card then leaves the row out rather than fail)."""
+    from echoseg.data.frames import videos_per_split
+
+    try:
+        counts = [videos_per_split(c.data) if c.data and Path(c.data).is_dir() else {} for c in cfgs or []]
+    except OSError:
+        return None
+    return counts[0] if counts and counts[0] and all(c == counts[0] for c in counts) else None
 
 
 if __name__ == "__main__":
