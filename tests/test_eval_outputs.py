@@ -74,3 +74,52 @@ def test_echo_eval_says_no_space_in_one_line(tmp_path, fake_eval, monkeypatch):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "no space left on device" in lines[0] and "FileNotFoundError" not in lines[0]
     assert not (tmp_path / "ev" / "frames.csv").exists()
+
+
+def test_echo_eval_reads_the_worst_video_as_a_per_patient_bar_does(tmp_path, monkeypatch):
+    """Each video's mean Dice over its frames, the mean of videos (not of frames) and the worst video,
+    in metrics.json for every granularity and in one printed line."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from echoseg.data.folds import group_by_video
+    from echoseg.data.frames import load_frames
+    from echoseg.train import eval as ev
+    from echoseg.train.cli import eval_app
+
+    root = write_frames(tmp_path / "syn", videos=7, frames=8, seed=3, every=4, style="echo")
+    fs = load_frames(root, "train")
+    groups = group_by_video(fs.names)
+    assert len(groups) >= 3 and len({len(ix) for ix in groups.values()}) == 1
+    bad = sorted(groups)[1]
+    worse = sorted(groups)[2]
+
+    def predict(images, g):
+        pred = fs.masks.copy()
+        if g == 1.0:
+            pred[groups[bad][0]] = False  # Dice 0 on one frame of `bad`
+        else:  # the half-width network loses two frames of `worse`
+            pred[groups[worse][0]] = False
+            pred[groups[worse][1]] = False
+        return pred
+
+    fake = ev.Scorer("matae-unet", 8, "fake", (112, 112), (1.0, 0.5), predict, lambda g: 0.0, tmp_path)
+    monkeypatch.setattr(ev, "scorer_for", lambda target, device="auto", backend="auto", tta="none": fake)
+    (tmp_path / "run").mkdir()
+    r = CliRunner().invoke(eval_app, [str(tmp_path / "run"), "--data", str(root), "--split", "train",
+                                      "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    n = len(groups[bad])
+    full, half = m["videos"], m["granularities"]["0.5"]["videos"]
+    assert full == m["granularities"]["1"]["videos"] and full["count"] == len(groups)
+    assert full["worst"] == {"video": bad, "dice": pytest.approx((n - 1) / n)}
+    assert half["worst"] == {"video": worse, "dice": pytest.approx((n - 2) / n)}
+    assert full["dice"][worse] == pytest.approx(1.0) and half["dice"][bad] == pytest.approx(1.0)
+    assert full["dice_mean"] == pytest.approx(np.mean([1.0] * (len(groups) - 1) + [(n - 1) / n]))
+    assert m["dice"] == pytest.approx(1 - 1 / len(fs))  # frames averaged, as before
+    line = next(ln for ln in r.output.splitlines() if "by video" in ln)
+    assert f"({len(groups)} videos" in line and f"worst {bad} {(n - 1) / n:.4f}" in line
+    assert f"g=0.5 mean {np.mean([1.0] * (len(groups) - 1) + [(n - 2) / n]):.4f}, worst {worse}" in line

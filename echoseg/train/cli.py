@@ -436,6 +436,8 @@ def evaluate(
             console.print(f"{run}: skipped {r['skipped']}")
         if r.get("ran"):
             console.print(f"{run}: scored " + ", ".join(f"g={g}: {what}" for g, what in r["ran"].items()))
+        if (line := _video_line(rows)):
+            console.print(f"{run}: {line}", soft_wrap=True)  # one line, as it is grepped
         console.print(f"{run}: wrote {r['out']}/metrics.json, frames.csv, montage.png")
         if compare:
             from .compare import read_frames_csv
@@ -447,6 +449,16 @@ def evaluate(
         _print_comparison(console, scored, out)
     if failed:
         raise typer.Exit(1)
+
+
+def _video_line(rows: dict) -> str:
+    """Video by video, as a per-patient bar reads: each granularity's mean of videos and worst video."""
+    parts = [f"g={g} mean {v['dice_mean']:.4f}, worst {v['worst']['video']} {v['worst']['dice']:.4f}"
+             for g, v in sorted(((g, s.get("videos")) for g, s in rows.items()), key=lambda kv: -float(kv[0])) if v]
+    if not parts:
+        return ""
+    count = next(s["videos"]["count"] for s in rows.values() if s.get("videos"))
+    return f"by video ({count} video{'s' if count != 1 else ''}, each its frames' mean Dice): " + "; ".join(parts)
 
 
 def _cv_table(folders: List[Path], out: Optional[Path]) -> None:

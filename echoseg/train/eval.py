@@ -1,7 +1,10 @@
 """Scoring a trained model: per-frame Dice/IoU/pixel accuracy with bootstrap intervals.
 
 For a matae-unet every granularity is scored with its multiply-accumulate count; the
-top-level keys of metrics.json are the full granularity's.
+top-level keys of metrics.json are the full granularity's. Each granularity is also read video
+by video (``videos``: each video's mean Dice over its frames, their mean and the worst video), as
+a bar such as "no patient below 0.70" is read: in EchoNet-Dynamic and echo-real-dev a video is a
+patient.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 
 from echoseg.atomic import atomic_path, write_json
 from echoseg.data.dataset import FrameSet, load_split
+from echoseg.data.folds import group_by_video
 from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint
 
 from .loop import pick_device
@@ -27,6 +31,15 @@ def _scores(pred: np.ndarray, truth: np.ndarray, seed: int = 0) -> tuple[dict, d
     out["frames"] = int(len(frame["dice"]))
     out["ci95"] = {k: list(bootstrap_ci(frame[k], seed=seed)) for k in METRICS}
     return out, frame
+
+
+def by_video(names, dice: np.ndarray) -> dict:
+    """Each video's mean Dice over its frames, the mean of videos and the worst video: a patient's
+    score does not grow with how many of its frames were traced."""
+    per = {video: float(dice[ix].mean()) for video, ix in group_by_video(names).items()}
+    worst = min(per, key=per.get)
+    return {"count": len(per), "dice_mean": float(np.mean(list(per.values()))),
+            "worst": {"video": worst, "dice": per[worst]}, "dice": per}
 
 
 def checkpoint_scorer(run_or_checkpoint: str | Path, device: str = "auto", tta: str = "none") -> Scorer:
@@ -104,11 +117,12 @@ def _score(sc: Scorer, data: str | Path, split: str, out: str | Path | None, fra
             pred = np.stack([clean_mask(m) for m in pred]) if len(pred) else pred
         scores, frame = _scores(pred, fs.masks)
         scores["gmacs"] = sc.gmacs(g)
+        scores["videos"] = by_video(fs.names, frame["dice"])
         per_g[f"{g:g}"] = scores
         frames_by_g[g] = frame
         if g == 1.0:
             preds_full = pred
-            result.update({k: scores[k] for k in (*METRICS, "frames", "ci95", "gmacs")})
+            result.update({k: scores[k] for k in (*METRICS, "frames", "ci95", "gmacs", "videos")})
     if len(sc.granularities) > 1:
         result["granularities"] = per_g
     phases = np.array(fs.phases)
