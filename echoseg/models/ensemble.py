@@ -3,7 +3,7 @@
 Networks trained alike from different seeds err differently on frames unlike their training data;
 averaging their probabilities (then cutting at the threshold as for one network) removes the part
 of the error that is seed luck. On the real dev frames five ``echo3`` runs averaged gained about
-0.01 Dice over all nine patients and steadied the worst one (README, "seed ensembles").
+0.01 Dice over all nine patients and steadied the worst one (docs/bundle-history.md, "seed ensembles").
 
 An ensemble is a :class:`ModelConfig` with ``members`` > 1; its state dict holds each member's
 under ``members.<i>.``. Each member was trained on its own data, so each expects its own input

@@ -5,7 +5,7 @@ back and averaged (numpy only: the runtime's, echo-eval's and echo-run's one imp
 and up (at the 112-pixel input; scaled with the input's size). Each view's output is turned into a
 probability, moved back onto the frame's grid (the pixels that slid out are taken from the nearest
 edge), and the three are averaged; the mask is that mean above the model's threshold. It costs
-three times the inference. Measured on matae-unet's leave-one-patient-out runs (README): it lifts
+three times the inference. Measured on matae-unet's leave-one-patient-out runs (docs/real-echo.md): it lifts
 g=1/2 mostly on the one patient whose LV the plain model half-misses, and leaves the rest level.
 
 The shifted-in border is filled with black (0 before normalising, what an empty part of an echo

@@ -5,8 +5,8 @@ row per granularity: each held-out patient's Dice per seed, the Dice of each see
 their frames pooled, the mean of patients, the worst patient, the lowest single run, and the runs
 paired with the first row's (same fold, same seed). Sweeps of one recipe run with other seeds join
 into one row with ``+`` (``cv/unet-s12+cv/unet-s34``): every seed of both, as if one sweep had
-trained them. It writes the table as Markdown (the README's recipe tables are
-made the same way), as CSV, and as a picture of every patient's Dice per row.
+trained them. It writes the table as Markdown (the recipe tables in
+docs/real-echo.md are made the same way), as CSV, and as a picture of every patient's Dice per row.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ random weights. A run that starts from the bundle is fine-tuned unless asked oth
 augmentation, as the bundle was trained, for unet a gentler learning rate, for matae-unet
 valve-plane dropout on top, no distillation and the weights only its full network uses at 3e-4
 (``resolve`` decides them all). On leave-one-patient-out over nine real patients that was the best
-start, on the worst patient too (README, "On real echo").
+start, on the worst patient too (docs/real-echo.md).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def resolve(init: str | None, model: str, width: int, granularities: tuple[float
     with the frame (``--shift-consistency 1``). Each was chosen by leave-one-patient-out on real
     echo, on the worst patient as well as the mean (``--full-lr``: the full network's; it cost the
     half-width network's worst patient, which ``--shift-consistency`` lifted); the figures are in
-    the README ("On real echo").
+    docs/real-echo.md.
     Any other run trains with light augmentation, 1e-3 for every weight, without the shift-consistency
     loss and, for a matae-unet, half distillation."""
     from echoseg import pretrained
