@@ -322,3 +322,55 @@ def test_echo4_leaves_the_basal_lv_blood_darker_than_the_apical_haze_where_echo3
     assert max(abs(d) for d in v3) < 1.0  # echo3: one haze level from apex to valve
     assert sum(d < -10 for d in v4) >= 10  # echo4: black basal blood below the haze in many scenes
     assert all(d <= 1.0 for d in v4)  # never hazier at the base than at the apex
+
+
+# --- the echo5 style (generator version 5: version 3 with a grey inner wall towards ES) ------------
+
+
+def test_echo5_is_echo3_but_for_a_grey_band_outside_the_mask_that_widens_towards_es():
+    """Same heart, scene, speckle and masks as echo3 at the same seed; the rendered frames differ
+    only in videos that draw the band, never at ED (no contraction, no band), and more at ES."""
+    from echoseg.data.synth_echo import _scene_v5
+
+    banded = plain = 0
+    for seed in range(10):
+        a, b = make_video(seed, frames=24, style="echo3"), make_video(seed, frames=24, style="echo5")
+        assert np.array_equal(a.masks, b.masks) and (a.ef, a.ed_frames, a.es_frames) == (b.ef, b.ed_frames, b.es_frames)
+        if not _scene_v5(np.random.default_rng([seed, 0xEC45])):
+            assert np.array_equal(a.frames, b.frames)
+            plain += 1
+            continue
+        banded += 1
+        area = a.masks.sum((1, 2))
+        ed, es = int(np.argmax(area)), int(np.argmin(area))
+        diff = np.abs(a.frames.astype(int) - b.frames.astype(int))[..., 0]
+        assert diff[ed].mean() < 0.5 * diff[es].mean()  # the band is a systolic one
+        assert diff[es].mean() > 0
+    assert banded >= 4 and plain >= 1
+
+
+def test_echo5_draws_the_band_in_the_tissue_next_to_the_mask_greyer_than_blood_and_darker_than_wall():
+    """The failure it aims at: ES masks drawn out into a grey inner wall the tracers leave out."""
+    from echoseg.data.synth_echo import _anatomy, random_echo_heart
+
+    import cv2
+
+    for seed in range(6):
+        heart, scene = random_echo_heart(np.random.default_rng([seed, 0xEC40]), None, 3)
+        scene.update(es_band=3.0, es_band_level=0.5)
+        scene["lv_haze_db"] = None
+        blobs = {"papillary": [], "trabeculae": [], "band": np.zeros((176, 176), np.float32)}
+        tissue = np.full((176, 176), -40.0, np.float32)
+        plain = {k: v for k, v in scene.items() if not k.startswith("es_band")}
+        db5, mask = _anatomy(heart, scene, 1.0, np.pi, tissue, np.zeros_like(tissue), blobs)
+        db3, mask3 = _anatomy(heart, plain, 1.0, np.pi, tissue, np.zeros_like(tissue), blobs)
+        assert np.array_equal(mask, mask3)
+        img5, img3 = db5[32:-32, 32:-32], db3[32:-32, 32:-32]
+        changed = np.abs(img5 - img3) > 0.5
+        assert changed.sum() > 0 and not (changed & mask).any()  # never inside the mask
+        near = cv2.dilate(mask.astype(np.uint8), np.ones((11, 11), np.uint8)).astype(bool)
+        assert not (changed & ~near).any()  # only next to it (band 3.5 px)
+        band = img5[changed]
+        assert np.all(band >= scene["blood_db"] + 3 - 1e-3)  # greyer than blood ...
+        wall = max(scene["septum_db"], scene["myo_db"])
+        assert np.median(band) < wall  # ... and darker than the compact wall

@@ -20,7 +20,8 @@ def synth(
                               "(the first bundled model's data); echo2: its second version (wider pose, fan, gain and "
                               "speckle; darker RV/LA, haze, chords); echo3: echo with atria up to twice the usual size, so the "
                               "largest dark chamber is not always the LV; echo4: echo3 with a hazy LV's haze reaching from the apex "
-                              "only part of the way to the valve"),
+                              "only part of the way to the valve; echo5: echo3 with a grey inner wall outside the mask "
+                              "that widens towards ES (an experiment)"),
     layout: str = typer.Option("echonet", "--layout", help="echonet: Videos/ + FileList.csv + VolumeTracings.csv "
                                "(ED/ES traced); frames: train|val|test/images|masks/ PNGs with exact masks"),
     every: int = typer.Option(4, "--every", min=1, help="frames layout: keep every N-th frame of each video"),

@@ -60,7 +60,7 @@ def _render(heart: Heart, c: float, speckle: np.ndarray, rng: np.random.Generato
     return (img * 255).astype(np.uint8), mask.astype(bool)
 
 
-ECHO_VERSIONS = {"echo": 1, "echo2": 2, "echo3": 3, "echo4": 4}  # the scanner-like styles and their generator versions
+ECHO_VERSIONS = {"echo": 1, "echo2": 2, "echo3": 3, "echo4": 4, "echo5": 5}  # the scanner-like styles and their generator versions
 STYLES = ("classic", *ECHO_VERSIONS)
 
 
@@ -73,7 +73,8 @@ def make_video(seed: int, frames: int = 96, name: str | None = None, ef: float |
     should learn from (the first bundled model's data); "echo2" is its second version, with
     wider pose, fan, gain and speckle ranges and the scenes that model failed on; "echo3" is the
     first with atria that can be larger than the LV; "echo4" is echo3 with the haze in a hazy LV
-    reaching from the apex only part of the way to the valve.
+    reaching from the apex only part of the way to the valve; "echo5" is echo3 with a grey inner
+    wall, outside the mask, that widens as the LV contracts (an experiment; see synth_echo._scene_v5).
     """
     if style in ECHO_VERSIONS:
         from .synth_echo import make_echo_video
