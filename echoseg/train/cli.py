@@ -438,6 +438,8 @@ def evaluate(
             console.print(f"{run}: scored " + ", ".join(f"g={g}: {what}" for g, what in r["ran"].items()))
         if (line := _video_line(rows)):
             console.print(f"{run}: {line}", soft_wrap=True)  # one line, as it is grepped
+        if r.get("error_sites"):
+            console.print(f"{run}: {_sites_line(r['error_sites'])}", soft_wrap=True)
         console.print(f"{run}: wrote {r['out']}/metrics.json, frames.csv, montage.png")
         if compare:
             from .compare import read_frames_csv
@@ -459,6 +461,15 @@ def _video_line(rows: dict) -> str:
         return ""
     count = next(s["videos"]["count"] for s in rows.values() if s.get("videos"))
     return f"by video ({count} video{'s' if count != 1 else ''}, each its frames' mean Dice): " + "; ".join(parts)
+
+
+def _sites_line(sites: dict) -> str:
+    """Where the full network's masks err, in each video's largest and smallest third of label areas."""
+    parts = [f"{third} third ({near}) beside {s['beside']:.1%}, past the base {s['past_base']:.1%}, "
+             f"missed {s['missed']:.1%}" for third, near in (("largest", "near ED"), ("smallest", "near ES"))
+             if (s := sites.get(third))]
+    return ("where the g=1 masks err (share of the label's area; each video's frames in thirds by label "
+            "area): " + "; ".join(parts))
 
 
 def _cv_table(folders: List[Path], out: Optional[Path]) -> None:

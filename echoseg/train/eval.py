@@ -4,7 +4,10 @@ For a matae-unet every granularity is scored with its multiply-accumulate count;
 top-level keys of metrics.json are the full granularity's. Each granularity is also read video
 by video (``videos``: each video's mean Dice over its frames, their mean and the worst video), as
 a bar such as "no patient below 0.70" is read: in EchoNet-Dynamic and echo-real-dev a video is a
-patient.
+patient. The full network's masks are also read for where they err (``error_sites``: marked beside
+the label, past its basal end, missed; in each video's largest and smallest third of label areas,
+near ED and near ES), which says whether a model runs wide at ES, stops short at ED or leaks into
+the atrium.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from echoseg.models.checkpoint import build_from_checkpoint, load_checkpoint
 
 from .loop import pick_device
 from .predict import predict_logits
-from .metrics import METRICS, bootstrap_ci, per_frame
+from .metrics import ERROR_SITES, METRICS, bootstrap_ci, error_sites, error_sites_by_third, per_frame
 from .scorer import Scorer
 
 
@@ -123,6 +126,8 @@ def _score(sc: Scorer, data: str | Path, split: str, out: str | Path | None, fra
         if g == 1.0:
             preds_full = pred
             result.update({k: scores[k] for k in (*METRICS, "frames", "ci95", "gmacs", "videos")})
+            sites = error_sites(pred, fs.masks)
+            result["error_sites"] = error_sites_by_third(sites, fs.masks.sum((1, 2)), group_by_video(fs.names))
     if len(sc.granularities) > 1:
         result["granularities"] = per_g
     phases = np.array(fs.phases)
@@ -130,7 +135,7 @@ def _score(sc: Scorer, data: str | Path, split: str, out: str | Path | None, fra
         full = frames_by_g[1.0]
         result["phases"] = {ph: {k: float(full[k][phases == ph].mean()) for k in METRICS} | {"frames": int((phases == ph).sum())}
                             for ph in ("ED", "ES") if (phases == ph).any()}
-    _write_outputs(out_dir, fs, preds_full, frames_by_g, result)
+    _write_outputs(out_dir, fs, preds_full, frames_by_g, sites, result)
     result["out"] = str(out_dir)
     return result
 
@@ -138,7 +143,8 @@ def _score(sc: Scorer, data: str | Path, split: str, out: str | Path | None, fra
 OUTPUTS = ("frames.csv", "montage.png", "metrics.json")
 
 
-def _write_outputs(out_dir: Path, fs, preds_full: np.ndarray, frames_by_g: dict[float, dict], result: dict) -> None:
+def _write_outputs(out_dir: Path, fs, preds_full: np.ndarray, frames_by_g: dict[float, dict],
+                   sites: dict[str, np.ndarray], result: dict) -> None:
     """frames.csv, montage.png and metrics.json: all three, or none of this run's.
 
     Each is written under a temporary name first; only when all three are complete are they
@@ -156,7 +162,7 @@ def _write_outputs(out_dir: Path, fs, preds_full: np.ndarray, frames_by_g: dict[
         with ExitStack() as stack:  # entered metrics first: renamed last, after the others
             tmp_metrics, tmp_montage, tmp_frames = (stack.enter_context(atomic_path(out_dir / name))
                                                     for name in OUTPUTS[::-1])
-            _write_frames_csv(tmp_frames, fs, preds_full, frames_by_g)
+            _write_frames_csv(tmp_frames, fs, preds_full, frames_by_g, sites)
             montage(fs.images, fs.masks, preds_full, frames_by_g[1.0]["dice"], fs.names, tmp_montage)
             write_json(tmp_metrics, result)
     except OSError as exc:
@@ -169,14 +175,16 @@ def _write_outputs(out_dir: Path, fs, preds_full: np.ndarray, frames_by_g: dict[
                                f"({', '.join(OUTPUTS)}); free some space or pass another --out", exc.errno) from None
 
 
-def _write_frames_csv(path: Path, fs, pred: np.ndarray, frames_by_g: dict[float, dict]) -> None:
+def _write_frames_csv(path: Path, fs, pred: np.ndarray, frames_by_g: dict[float, dict],
+                      sites: dict[str, np.ndarray]) -> None:
     full = frames_by_g[1.0]
     extra = [g for g in sorted(frames_by_g) if g != 1.0]
-    header = ["name", "phase", *METRICS, "area_true_px", "area_pred_px"] + [f"dice_g{g:g}" for g in extra]
+    header = (["name", "phase", *METRICS, "area_true_px", "area_pred_px"] + [f"{k}_px" for k in ERROR_SITES]
+              + [f"dice_g{g:g}" for g in extra])
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         for i, name in enumerate(fs.names):
             w.writerow([name, fs.phases[i], *(f"{full[k][i]:.6f}" for k in METRICS),
-                        int(fs.masks[i].sum()), int(pred[i].sum()),
+                        int(fs.masks[i].sum()), int(pred[i].sum()), *(int(sites[k][i]) for k in ERROR_SITES),
                         *(f"{frames_by_g[g]['dice'][i]:.6f}" for g in extra)])
